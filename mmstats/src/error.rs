@@ -1,0 +1,175 @@
+//! The library's errors: one enum for writers, one for readers.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a writer could not create or extend its stats file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stats directory could not be created or inspected.
+    /// Fix: create it, or point `MMSTATS_DIR` (or the builder's `dir`) elsewhere.
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The stats directory may be written by other users, who could then
+    /// plant files or links in it. Fix: `chmod go-w` it, or use another.
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The stats file could not be created, sized, locked or mapped
+    /// (read-only directory, disk full, ...). Fix: free space, or fix
+    /// the directory's permissions.
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The file name template is not usable. Fix: the template must end in
+    /// `.mmstats`, contain no `/`, and use only known `{placeholders}`.
+    Template {
+        /// The template.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A field definition is not valid (empty or duplicate label, a
+    /// histogram layout out of range, text capacity too large).
+    /// Fix: change the field's attributes.
+    Field {
+        /// The field's label.
+        label: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Appending a field needs more room than the file reserved when it was
+    /// created. Fix: reserve more with `Builder::reserve`.
+    NoRoom {
+        /// The field that did not fit.
+        label: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Dir { path, source } => {
+                write!(f, "stats directory {}: {source}", path.display())
+            }
+            Error::UnsafeDir { path, mode } => write!(
+                f,
+                "stats directory {} is writable by group or other users (mode {:o}); run chmod go-w on it or choose another directory",
+                path.display(),
+                mode & 0o7777
+            ),
+            Error::Create { path, source } => {
+                write!(f, "cannot create stats file {}: {source}", path.display())
+            }
+            Error::Template { template, reason } => {
+                write!(f, "file name template {template:?}: {reason}")
+            }
+            Error::Field { label, reason } => write!(f, "field {label:?}: {reason}"),
+            Error::NoRoom { label } => write!(
+                f,
+                "no room left in the stats file to append field {label:?}; reserve more with Builder::reserve"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Dir { source, .. } | Error::Create { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why a reader could not read one stats file. Every variant names the
+/// file; a reader reports it and goes on with the next file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The file could not be opened, inspected or mapped.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The file does not follow the format: bad magic, a length or offset
+    /// out of range, invalid UTF-8, ... The file is damaged or is not a
+    /// stats file.
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the offending values.
+        reason: String,
+    },
+    /// The file has a major version this reader does not know. Fix:
+    /// upgrade the reader.
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The file's major version.
+        major: u16,
+        /// The file's minor version.
+        minor: u16,
+    },
+    /// The file shrank while it was being read (it was truncated or
+    /// replaced). Reading it again may succeed.
+    Truncated {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl ReadError {
+    /// The file the error is about.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            ReadError::Io { path, .. }
+            | ReadError::Malformed { path, .. }
+            | ReadError::UnsupportedVersion { path, .. }
+            | ReadError::Truncated { path } => path,
+        }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            ReadError::Malformed { path, reason } => {
+                write!(f, "{}: not a valid stats file: {reason}", path.display())
+            }
+            ReadError::UnsupportedVersion { path, major, minor } => write!(
+                f,
+                "{}: format version {major}.{minor} is newer than this reader (knows {}.x); upgrade the reader",
+                path.display(),
+                crate::format::VERSION_MAJOR
+            ),
+            ReadError::Truncated { path } => {
+                write!(f, "{}: file shrank while being read", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! mmstats is "/proc for your application": stats that other programs read
+//! from memory-mapped files, at the cost of a plain memory store.
+//!
+//! An application declares a *stats model*, a struct of metric handles, and
+//! derives [`Stats`] for it. Each writer thread opens its own instance, which
+//! lays the struct out in its own file (by default under `/dev/shm`) and
+//! updates it with relaxed atomic stores: no lock, no syscall and no
+//! allocation on the hot path. Separate programs (`slurpstats`, and this
+//! crate's [reader API](Reader)) find those files and read them without
+//! disturbing the writers.
+//!
+//! # Overview
+//!
+//! - Metric handles: [`Counter`] (`u64` up only), [`Gauge`] (`i64`),
+//!   [`GaugeF64`], [`Text`] (fixed-capacity UTF-8), [`Constant`] (written
+//!   once), [`Timer`] and [`Histogram`] (log-linear buckets, mergeable).
+//! - Opening: [`Stats::open`], [`Stats::builder`] for the directory, file name
+//!   template and label prefix, and [`Stats::open_or_private`], which never
+//!   fails: it falls back to process-private memory and says why.
+//! - Per-thread access from anywhere: [`per_thread!`] declares a
+//!   [`PerThread`] static; it also gives timer guards that may cross
+//!   `.await` points, and a future adapter that records wall and busy time.
+//! - Reading: [`discover`] finds files, [`Reader`] maps one read-only and
+//!   takes [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files
+//!   and subtracts snapshots to get a window.
+//! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
+//!   fields only known at run time or appended to a live file.
+//!
+//! # Architecture
+//!
+//! One file per writer thread, and readers never write. A model is `Send`
+//! but not `Sync`, so the compiler keeps one writer per file. Each 8-byte
+//! value is one relaxed atomic word; text is guarded by a sequence counter so
+//! readers never see it torn. A file is written whole under a temporary name
+//! and linked into place, so a reader never sees it half-made; the writer
+//! holds an exclusive `flock` on it for its whole life, which is how readers
+//! tell live writers from dead ones. The byte layout is public and specified
+//! in `format-spec.md` at the root of the repository; [`format`] holds every
+//! offset.
+//!
+//! # Example
+//!
+//! ```
+//! use mmstats::{Counter, Gauge, Stats, Text};
+//!
+//! /// Request statistics of the web front end.
+//! #[derive(Stats)]
+//! #[stats(prefix = "web.")]
+//! struct WebStats {
+//!     /// Responses with a 2xx status.
+//!     #[stat(label = "status.2xx")]
+//!     ok: Counter,
+//!     /// Requests being served right now.
+//!     in_flight: Gauge,
+//!     /// What this thread is doing.
+//!     state: Text<64>,
+//! }
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let stats = WebStats::builder().dir(dir.path()).open()?;
+//! stats.ok.incr();
+//! stats.in_flight.set(3);
+//! stats.state.set("reading request");
+//!
+//! // Any other process can now read the file.
+//! let (files, _problems) = mmstats::discover(&[dir.path()]);
+//! let snap = mmstats::read_file(&files[0])?;
+//! assert_eq!(snap.field("web.status.2xx").unwrap().value, mmstats::Value::Counter(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod format;
+pub mod hist;
+mod metrics;
+mod per_thread;
+mod reader;
+mod sys;
+mod writer;
+
+pub use error::{Error, ReadError};
+pub use format::{Kind, Unit, WriterState};
+pub use hist::{CombineError, HistogramSnapshot, Layout};
+pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
+pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
+pub use reader::{
+    default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
+    Snapshot, Value, TEXT_RETRIES,
+};
+pub use writer::{
+    default_dir, Builder, FieldDef, Options, Schema, Slot, Slots, StatsFile, DEFAULT_TEMPLATE,
+    DIR_ENV,
+};
+
+/// Derives [`Stats`] for a struct of metric handles.
+///
+/// - `#[stat(label = "...")]` on a field sets its label (default: the field
+///   name); `#[stat(unit = "...")]` its unit; `#[stat(precision = P,
+///   max_bits = M)]` a histogram or timer's bucket layout.
+/// - `#[stats(prefix = "...")]` on the struct prefixes every label;
+///   `#[stats(model = "...")]` names the model (default: the struct name).
+/// - Doc comments become the help text stored in the file.
+pub use mmstats_derive::Stats;
+
+/// A stats model: a struct of metric handles laid out in one file.
+///
+/// Derive it with `#[derive(Stats)]`; the methods here then open it.
+pub trait Stats: Sized + 'static {
+    /// The model's fields, in declaration order.
+    fn schema() -> Schema;
+
+    /// Builds the model from the bound slots, one per schema field, in order.
+    /// Called by the opening methods; generated by the derive.
+    fn bind(slots: &mut Slots) -> Self;
+
+    /// Opens this thread's stats file in the default directory.
+    fn open() -> Result<Self, Error> {
+        Self::builder().open()
+    }
+
+    /// A builder to choose the directory, file name template or prefix.
+    fn builder() -> Builder<Self> {
+        Builder::new()
+    }
+
+    /// Opens this thread's stats file, or, if it cannot be created,
+    /// process-private memory; the error, if any, says why.
+    fn open_or_private() -> (Self, Option<Error>) {
+        Self::builder().open_or_private()
+    }
+}
+
+/// A metric handle type that can be a field of a stats model.
+pub trait StatField: Sized {
+    /// The field definition for a field of this type labelled `label`.
+    fn def(label: &str) -> FieldDef;
+
+    /// The handle for a slot laid out from [`StatField::def`].
+    fn bind(slot: Slot) -> Self;
+}

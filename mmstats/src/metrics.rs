@@ -1,0 +1,480 @@
+//! The metric handles a stats model is made of.
+//!
+//! Every update is a few relaxed loads and stores of 8-byte words that only
+//! this thread writes: no locked instruction, no syscall, no allocation.
+
+use std::fmt;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::format;
+use crate::hist::Layout;
+use crate::writer::{FieldDef, Slot};
+use crate::{Kind, StatField};
+
+macro_rules! debug_without_pointers {
+    ($ty:ident $(<$n:ident>)?, $get:ident) => {
+        impl$(<const $n: usize>)? fmt::Debug for $ty$(<$n>)? {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($ty)).field(&self.$get()).finish()
+            }
+        }
+    };
+}
+
+/// A `u64` that only goes up: requests served, bytes sent.
+#[must_use]
+pub struct Counter {
+    slot: Slot,
+}
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn incr(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n` (wrapping at 2^64).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        let w = self.slot.words.first();
+        // Relaxed load: this thread is the only writer, so it reads its own
+        // last store. Relaxed store: one aligned word, atomic on its own;
+        // readers need no other value to be ordered with it.
+        w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        // Relaxed: reads this thread's own last store.
+        self.slot.words.first().load(Ordering::Relaxed)
+    }
+}
+
+debug_without_pointers!(Counter, get);
+
+impl StatField for Counter {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::counter(label)
+    }
+
+    fn bind(slot: Slot) -> Self {
+        assert_eq!(slot.def.kind(), Kind::Counter);
+        Counter { slot }
+    }
+}
+
+/// An `i64` that goes up and down: requests in flight, queue length.
+#[must_use]
+pub struct Gauge {
+    slot: Slot,
+}
+
+impl Gauge {
+    /// Sets the value.
+    #[inline]
+    pub fn set(&self, v: i64) {
+        // Relaxed: one aligned word, atomic on its own; single writer.
+        self.slot.words.first().store(v as u64, Ordering::Relaxed);
+    }
+
+    /// Adds `n` (may be negative; wraps).
+    #[inline]
+    pub fn add(&self, n: i64) {
+        let w = self.slot.words.first();
+        // Relaxed: single writer reads its own store; see `Counter::add`.
+        let v = w.load(Ordering::Relaxed) as i64;
+        w.store(v.wrapping_add(n) as u64, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn incr(&self) {
+        self.add(1);
+    }
+
+    /// Subtracts one.
+    #[inline]
+    pub fn decr(&self) {
+        self.add(-1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        // Relaxed: reads this thread's own last store.
+        self.slot.words.first().load(Ordering::Relaxed) as i64
+    }
+}
+
+debug_without_pointers!(Gauge, get);
+
+impl StatField for Gauge {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::gauge(label)
+    }
+
+    fn bind(slot: Slot) -> Self {
+        assert_eq!(slot.def.kind(), Kind::Gauge);
+        Gauge { slot }
+    }
+}
+
+/// An `f64` gauge: load average, ratio, temperature.
+#[must_use]
+pub struct GaugeF64 {
+    slot: Slot,
+}
+
+impl GaugeF64 {
+    /// Sets the value.
+    #[inline]
+    pub fn set(&self, v: f64) {
+        // Relaxed: the f64's bits are one aligned word, so a reader sees the
+        // old or the new value, never a mix.
+        self.slot
+            .words
+            .first()
+            .store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> f64 {
+        // Relaxed: reads this thread's own last store.
+        f64::from_bits(self.slot.words.first().load(Ordering::Relaxed))
+    }
+}
+
+debug_without_pointers!(GaugeF64, get);
+
+impl StatField for GaugeF64 {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::gauge_f64(label)
+    }
+
+    fn bind(slot: Slot) -> Self {
+        assert_eq!(slot.def.kind(), Kind::GaugeF64);
+        GaugeF64 { slot }
+    }
+}
+
+/// Stores `s` (cut to `capacity` bytes on a character boundary) into a text
+/// value under its sequence word. Returns the stored length.
+fn store_text(slot: &Slot, s: &str) -> usize {
+    let s = truncate_utf8(s, slot.capacity());
+    let words = &slot.words;
+    let seq = words.at(format::TEXT_SEQ / 8);
+    // Relaxed: this thread is the only writer of `seq`.
+    let start = seq.load(Ordering::Relaxed);
+    // Odd: a write is under way. Relaxed, because the fence below orders it
+    // before the data stores.
+    seq.store(start.wrapping_add(1), Ordering::Relaxed);
+    // Release fence: a reader that sees any of the data stores below also
+    // sees the odd sequence number (or a later one), and retries.
+    fence(Ordering::Release);
+    // Relaxed: the data words are ordered by the fence and the final store.
+    words
+        .at(format::TEXT_LEN / 8)
+        .store(s.len() as u64, Ordering::Relaxed);
+    for (i, chunk) in s.as_bytes().chunks(8).enumerate() {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        words
+            .at(format::TEXT_BYTES / 8 + i)
+            .store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+    // Release: a reader that acquires this even number sees all the data.
+    seq.store(start.wrapping_add(2), Ordering::Release);
+    s.len()
+}
+
+/// Reads back a text value this thread wrote (no concurrency to handle).
+fn load_text(slot: &Slot) -> String {
+    let words = &slot.words;
+    // Relaxed: this thread's own stores.
+    let len =
+        (words.at(format::TEXT_LEN / 8).load(Ordering::Relaxed) as usize).min(slot.capacity());
+    let mut bytes = Vec::with_capacity(format::align8(len));
+    for i in 0..format::align8(len) / 8 {
+        let w = words.at(format::TEXT_BYTES / 8 + i).load(Ordering::Relaxed);
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    bytes.truncate(len);
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// UTF-8 text of at most `N` bytes: what a thread is doing, the last error.
+///
+/// Longer strings are cut on a character boundary. Readers never see a
+/// half-written string: a sequence word guards every update.
+#[must_use]
+pub struct Text<const N: usize> {
+    slot: Slot,
+}
+
+impl<const N: usize> Text<N> {
+    /// Sets the text, cut to `N` bytes. Returns how many bytes were stored.
+    #[inline]
+    pub fn set(&self, s: &str) -> usize {
+        store_text(&self.slot, s)
+    }
+
+    /// The current text (allocates; for tests and debugging).
+    pub fn get(&self) -> String {
+        load_text(&self.slot)
+    }
+}
+
+debug_without_pointers!(Text<N>, get);
+
+impl<const N: usize> StatField for Text<N> {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::text(label, N)
+    }
+
+    fn bind(slot: Slot) -> Self {
+        assert_eq!(slot.def.kind(), Kind::Text);
+        Text { slot }
+    }
+}
+
+/// Text written once, such as the application's version. Up to `N` bytes.
+#[must_use]
+pub struct Constant<const N: usize = 64> {
+    slot: Slot,
+}
+
+impl<const N: usize> Constant<N> {
+    /// Sets the value if it was never set. Returns `false` (and changes
+    /// nothing) if it was.
+    pub fn set(&self, s: &str) -> bool {
+        // Relaxed: this thread is the only writer of the sequence word.
+        if self
+            .slot
+            .words
+            .at(format::TEXT_SEQ / 8)
+            .load(Ordering::Relaxed)
+            != 0
+        {
+            return false;
+        }
+        store_text(&self.slot, s);
+        true
+    }
+
+    /// The value, empty if never set.
+    pub fn get(&self) -> String {
+        load_text(&self.slot)
+    }
+}
+
+debug_without_pointers!(Constant<N>, get);
+
+impl<const N: usize> StatField for Constant<N> {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::constant(label, N)
+    }
+
+    fn bind(slot: Slot) -> Self {
+        assert_eq!(slot.def.kind(), Kind::Constant);
+        Constant { slot }
+    }
+}
+
+/// A log-linear histogram of `u64` values: sizes, counts, latencies in your
+/// own unit. Readers compute quantiles, merge files and subtract snapshots.
+#[must_use]
+pub struct Histogram {
+    slot: Slot,
+    layout: Layout,
+}
+
+impl Histogram {
+    /// Counts one value.
+    #[inline]
+    pub fn record(&self, v: u64) {
+        let words = &self.slot.words;
+        let bucket = words.at(format::HIST_BUCKETS / 8 + self.layout.index(v));
+        // Relaxed: single writer; a bucket is one word on its own.
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = words.first();
+        // Release on the sum: a reader that acquires the sum first sees at
+        // least the bucket counts of every value the sum includes, so the
+        // mean it computes is never inflated. Free on x86.
+        sum.store(
+            sum.load(Ordering::Relaxed).wrapping_add(v),
+            Ordering::Release,
+        );
+    }
+
+    /// The bucket layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The number of values recorded (sums the buckets; not for hot paths).
+    pub fn count(&self) -> u64 {
+        let words = &self.slot.words;
+        // Relaxed: this thread's own stores.
+        (format::HIST_BUCKETS / 8..words.len())
+            .map(|i| words.at(i).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The exact sum of the values recorded (wrapping).
+    pub fn sum(&self) -> u64 {
+        // Relaxed: this thread's own stores.
+        self.slot.words.first().load(Ordering::Relaxed)
+    }
+
+    fn bind_kind(slot: Slot, kind: Kind) -> Histogram {
+        assert_eq!(slot.def.kind(), kind);
+        let layout = slot.layout();
+        Histogram { slot, layout }
+    }
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .field("sum", &self.sum())
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+impl StatField for Histogram {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::histogram(label, Layout::histogram())
+    }
+
+    fn bind(slot: Slot) -> Self {
+        Histogram::bind_kind(slot, Kind::Histogram)
+    }
+}
+
+/// A histogram of durations, in nanoseconds: how long things take.
+#[must_use]
+pub struct Timer {
+    hist: Histogram,
+}
+
+impl Timer {
+    /// Records a duration (saturating at `u64::MAX` nanoseconds).
+    #[inline]
+    pub fn record(&self, d: Duration) {
+        self.hist
+            .record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records a duration given in nanoseconds.
+    #[inline]
+    pub fn record_ns(&self, ns: u64) {
+        self.hist.record(ns);
+    }
+
+    /// Runs `f`, records how long it took, and returns its value.
+    #[inline]
+    pub fn time<R>(&self, f: impl FnOnce() -> R) -> R {
+        let start = Instant::now();
+        let out = f();
+        self.record(start.elapsed());
+        out
+    }
+
+    /// Starts timing; the duration is recorded when the guard is dropped.
+    ///
+    /// The guard borrows this timer, so it stays on this thread. For a
+    /// guard that may cross `.await` points and threads, use
+    /// [`PerThread::start`](crate::PerThread::start).
+    #[inline]
+    pub fn start(&self) -> TimerGuard<'_> {
+        TimerGuard {
+            timer: self,
+            start: Instant::now(),
+        }
+    }
+
+    /// The underlying histogram of nanoseconds.
+    pub fn histogram(&self) -> &Histogram {
+        &self.hist
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("count", &self.hist.count())
+            .field("sum_ns", &self.hist.sum())
+            .finish()
+    }
+}
+
+impl StatField for Timer {
+    fn def(label: &str) -> FieldDef {
+        FieldDef::timer(label, Layout::timer())
+    }
+
+    fn bind(slot: Slot) -> Self {
+        Timer {
+            hist: Histogram::bind_kind(slot, Kind::Timer),
+        }
+    }
+}
+
+/// Records the time since [`Timer::start`] when dropped.
+#[must_use = "the time is recorded when the guard is dropped"]
+pub struct TimerGuard<'a> {
+    timer: &'a Timer,
+    start: Instant,
+}
+
+impl TimerGuard<'_> {
+    /// Time elapsed so far.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Drop for TimerGuard<'_> {
+    fn drop(&mut self) {
+        self.timer.record(self.start.elapsed());
+    }
+}
+
+impl fmt::Debug for TimerGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerGuard")
+            .field("elapsed", &self.elapsed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate_utf8("hello", 10), "hello");
+        assert_eq!(truncate_utf8("hello", 3), "hel");
+        // 'é' is two bytes: cutting at 2 would split it.
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("日本", 5), "日");
+        assert_eq!(truncate_utf8("日本", 0), "");
+    }
+}

@@ -1,0 +1,637 @@
+//! The reader side: find stats files, map them read-only, validate every
+//! length and offset, and copy out consistent snapshots.
+//!
+//! A reader treats every file as hostile. Whatever is on disk, it returns a
+//! [`ReadError`] naming the file rather than panicking, and a file that
+//! shrinks while mapped reads as [`ReadError::Truncated`], not SIGBUS.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::ops::Range;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::ReadError;
+use crate::format::{self, Kind, RawHeader, RawRecord, StrRef, Unit, WriterState};
+use crate::hist::{HistogramSnapshot, Layout};
+use crate::sys::ReadMap;
+use crate::writer::DIR_ENV;
+
+/// How many times a text value is re-read while its writer is mid-update
+/// before the reader reports it [`Value::Unavailable`].
+pub const TEXT_RETRIES: usize = 1000;
+
+/// Facts about one stats file and its writer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileInfo {
+    /// The file read.
+    pub path: PathBuf,
+    /// Format version, major and minor.
+    pub version: (u16, u16),
+    /// Writer's process id.
+    pub pid: u32,
+    /// Writer's kernel thread id.
+    pub tid: u32,
+    /// Writer's process start time, clock ticks since boot (0 if unknown).
+    pub process_start: u64,
+    /// When the file was created.
+    pub created: SystemTime,
+    /// Writer's command name.
+    pub command: String,
+    /// Stats model name.
+    pub model: String,
+    /// Whether a writer holds the file's lock right now.
+    pub alive: bool,
+    /// What the writer last said of itself. `Active` with `alive == false`
+    /// means the writer died without closing the file.
+    pub state: WriterState,
+}
+
+impl FileInfo {
+    /// Time since the file was created (zero if its clock is in the future).
+    pub fn age(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.created)
+            .unwrap_or_default()
+    }
+}
+
+/// A field's value as read.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// A counter.
+    Counter(u64),
+    /// A gauge.
+    Gauge(i64),
+    /// A floating-point gauge.
+    GaugeF64(f64),
+    /// A text field.
+    Text(String),
+    /// A constant; empty if the writer never set it.
+    Constant(String),
+    /// A histogram or a timer (see [`Field::kind`]).
+    Histogram(HistogramSnapshot),
+    /// A text value that could not be read consistently (its writer kept
+    /// rewriting it) or that holds invalid data.
+    Unavailable(String),
+}
+
+/// One field of a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    /// Label, e.g. `web.status.2xx`.
+    pub label: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Unit code.
+    pub unit: Unit,
+    /// Unit as the writer spelled it (may be empty).
+    pub unit_text: String,
+    /// Help text (may be empty).
+    pub help: String,
+    /// Static labels, `(key, value)`.
+    pub static_labels: Vec<(String, String)>,
+    /// The value.
+    pub value: Value,
+}
+
+/// Everything read from one file at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The file and its writer.
+    pub info: FileInfo,
+    /// The fields, in the file's order.
+    pub fields: Vec<Field>,
+    /// Fields of kinds this reader does not know (from a newer minor
+    /// version), skipped.
+    pub skipped: usize,
+}
+
+impl Snapshot {
+    /// The field with `label`, if any.
+    pub fn field(&self, label: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.label == label)
+    }
+}
+
+/// An open, read-only, mapped stats file. Take as many snapshots as you
+/// like; each re-reads the live values and any appended fields.
+pub struct Reader {
+    path: PathBuf,
+    file: File,
+    map: ReadMap,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("path", &self.path).finish()
+    }
+}
+
+impl Reader {
+    /// Opens and maps `path` read-only.
+    pub fn open(path: impl AsRef<Path>) -> Result<Reader, ReadError> {
+        let path = path.as_ref().to_owned();
+        let io = |source| ReadError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(malformed(&path, "not a regular file".into()));
+        }
+        let len = meta.len();
+        if len < format::HEADER_LEN as u64 {
+            return Err(malformed(
+                &path,
+                format!(
+                    "file is {len} bytes, shorter than the {}-byte header",
+                    format::HEADER_LEN
+                ),
+            ));
+        }
+        if len > format::MAX_FILE_LEN {
+            return Err(malformed(
+                &path,
+                format!(
+                    "file is {len} bytes, over the limit of {}",
+                    format::MAX_FILE_LEN
+                ),
+            ));
+        }
+        let map = ReadMap::new(&file, (len & !7) as usize).map_err(io)?;
+        Ok(Reader { path, file, map })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file: header, fields and values.
+    pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
+        let snap = self.read();
+        if self.map.faulted() {
+            return Err(ReadError::Truncated {
+                path: self.path.clone(),
+            });
+        }
+        snap
+    }
+
+    fn read(&self) -> Result<Snapshot, ReadError> {
+        let bad = |reason: String| malformed(&self.path, reason);
+        let mut hb = Vec::with_capacity(format::HEADER_LEN);
+        self.map.copy(0, format::HEADER_LEN, &mut hb);
+        let h = RawHeader::decode(&hb);
+        if h.magic != format::MAGIC {
+            return Err(bad(format!("bad magic {:02x?}", h.magic)));
+        }
+        if h.bom != format::BYTE_ORDER_MARK {
+            return Err(bad(format!(
+                "byte-order mark is {:#010x}, expected {:#010x} (not little-endian?)",
+                h.bom,
+                format::BYTE_ORDER_MARK
+            )));
+        }
+        if h.major != format::VERSION_MAJOR {
+            return Err(ReadError::UnsupportedVersion {
+                path: self.path.clone(),
+                major: h.major,
+                minor: h.minor,
+            });
+        }
+        let regions = Regions::check(&h, self.map.len()).map_err(bad)?;
+        // Acquire: pairs with the writer's Release when it appends a field,
+        // so every record and string counted here is complete.
+        let count = self.map.load(format::H_FIELD_COUNT, Ordering::Acquire);
+        if count > u64::from(h.field_capacity) {
+            return Err(bad(format!(
+                "field count {count} is over the table's capacity {}",
+                h.field_capacity
+            )));
+        }
+        let record_len = h.record_len as usize;
+        let mut table = Vec::new();
+        self.map.copy(
+            h.field_table_off as usize,
+            count as usize * record_len,
+            &mut table,
+        );
+        let mut strings = Vec::new();
+        self.map
+            .copy(regions.strings.start, regions.strings.len(), &mut strings);
+        let text = |r: StrRef, what: &str| -> Result<String, String> {
+            regions
+                .string(&strings, r)
+                .map_err(|e| format!("{what}: {e}"))
+        };
+        // Acquire: pairs with the writer's Release store of "exited", so
+        // values read after it are final when it says so.
+        let state = WriterState::from_word(self.map.load(format::H_STATE, Ordering::Acquire));
+        let info = FileInfo {
+            path: self.path.clone(),
+            version: (h.major, h.minor),
+            pid: h.pid,
+            tid: h.tid,
+            process_start: h.proc_start,
+            created: UNIX_EPOCH + Duration::from_nanos(h.created_ns),
+            command: text(h.command, "command").map_err(bad)?,
+            model: text(h.model, "model").map_err(bad)?,
+            alive: is_locked(&self.file),
+            state,
+        };
+        let mut fields = Vec::with_capacity(count as usize);
+        let mut skipped = 0;
+        for i in 0..count as usize {
+            let rec = RawRecord::decode(&table[i * record_len..]);
+            let at = |e: String| bad(format!("field {i}: {e}"));
+            let label = text(rec.label, "label").map_err(at)?;
+            let at = |e: String| bad(format!("field {i} ({label}): {e}"));
+            let Some(kind) = Kind::from_code(rec.kind) else {
+                skipped += 1;
+                continue;
+            };
+            let value_at = regions.value(&rec, kind).map_err(at)?;
+            let static_labels = text(rec.static_labels, "static labels").map_err(at)?;
+            fields.push(Field {
+                kind,
+                unit: Unit::from_code(rec.unit),
+                unit_text: text(rec.unit_text, "unit").map_err(at)?,
+                help: text(rec.help, "help").map_err(at)?,
+                static_labels: parse_static_labels(&static_labels),
+                value: self.value(kind, &rec, value_at),
+                label,
+            });
+        }
+        Ok(Snapshot {
+            info,
+            fields,
+            skipped,
+        })
+    }
+
+    /// Reads one value whose range was validated.
+    fn value(&self, kind: Kind, rec: &RawRecord, off: usize) -> Value {
+        // Relaxed for the scalars: each is one aligned word written with
+        // one store; no other value has to agree with it.
+        match kind {
+            Kind::Counter => Value::Counter(self.map.load(off, Ordering::Relaxed)),
+            Kind::Gauge => Value::Gauge(self.map.load(off, Ordering::Relaxed) as i64),
+            Kind::GaugeF64 => {
+                Value::GaugeF64(f64::from_bits(self.map.load(off, Ordering::Relaxed)))
+            }
+            Kind::Text => match self.text(off, rec.param0 as usize) {
+                Ok(s) => Value::Text(s),
+                Err(e) => Value::Unavailable(e),
+            },
+            Kind::Constant => match self.text(off, rec.param0 as usize) {
+                Ok(s) => Value::Constant(s),
+                Err(e) => Value::Unavailable(e),
+            },
+            Kind::Histogram | Kind::Timer => {
+                let layout = Layout::from_params(rec.param0, rec.param1).expect("validated");
+                // Acquire: pairs with the writer's Release store of the sum;
+                // the buckets read next include every value in this sum.
+                let sum = self.map.load(off + format::HIST_SUM, Ordering::Acquire);
+                let counts = (0..layout.buckets())
+                    // Relaxed: each bucket is a word of its own.
+                    .map(|i| {
+                        self.map
+                            .load(off + format::HIST_BUCKETS + 8 * i, Ordering::Relaxed)
+                    })
+                    .collect();
+                Value::Histogram(
+                    HistogramSnapshot::from_parts(layout, sum, counts).expect("bucket count"),
+                )
+            }
+        }
+    }
+
+    /// Reads a text value under its sequence word.
+    fn text(&self, off: usize, capacity: usize) -> Result<String, String> {
+        let mut bytes = Vec::with_capacity(format::align8(capacity));
+        for attempt in 0..TEXT_RETRIES {
+            // Acquire: pairs with the writer's final Release store, so the
+            // data read below is at least as new as this sequence number.
+            let s1 = self.map.load(off + format::TEXT_SEQ, Ordering::Acquire);
+            if s1 & 1 == 1 {
+                backoff(attempt);
+                continue;
+            }
+            // Relaxed: checked as a whole by the sequence re-read below.
+            let len = self.map.load(off + format::TEXT_LEN, Ordering::Relaxed);
+            let n = (len as usize).min(capacity);
+            bytes.clear();
+            self.map
+                .copy(off + format::TEXT_BYTES, format::align8(n), &mut bytes);
+            // Acquire fence: the loads above happen before the re-read of
+            // the sequence word, so a write that overlapped them shows up
+            // as a changed sequence number.
+            fence(Ordering::Acquire);
+            let s2 = self.map.load(off + format::TEXT_SEQ, Ordering::Relaxed);
+            if s1 != s2 {
+                backoff(attempt);
+                continue;
+            }
+            if len as usize > capacity {
+                return Err(format!("length {len} is over the capacity {capacity}"));
+            }
+            bytes.truncate(n);
+            return String::from_utf8(std::mem::take(&mut bytes))
+                .map_err(|e| format!("invalid UTF-8: {e}"));
+        }
+        Err(format!(
+            "still being rewritten after {TEXT_RETRIES} attempts"
+        ))
+    }
+}
+
+fn backoff(attempt: usize) {
+    if attempt < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+fn malformed(path: &Path, reason: String) -> ReadError {
+    ReadError::Malformed {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// The checked regions of a file.
+struct Regions {
+    strings: Range<usize>,
+    values: Range<usize>,
+}
+
+impl Regions {
+    /// Checks the header's lengths and offsets against each other and the
+    /// mapped length.
+    fn check(h: &RawHeader, mapped: usize) -> Result<Regions, String> {
+        let file_len = h.file_len;
+        if file_len > mapped as u64 {
+            return Err(format!(
+                "header says the file is {file_len} bytes but only {mapped} are there (truncated?)"
+            ));
+        }
+        if (h.header_len as usize) < format::HEADER_LEN || u64::from(h.header_len) > file_len {
+            return Err(format!("header length {} out of range", h.header_len));
+        }
+        if (h.record_len as usize) < format::RECORD_LEN || !h.record_len.is_multiple_of(8) {
+            return Err(format!(
+                "record length {} is not a multiple of 8 of at least {}",
+                h.record_len,
+                format::RECORD_LEN
+            ));
+        }
+        let range = |off: u32, len: u64, what: &str| -> Result<Range<usize>, String> {
+            let end = u64::from(off) + len;
+            if !off.is_multiple_of(8)
+                || !end.is_multiple_of(8)
+                || u64::from(off) < u64::from(h.header_len)
+                || end > file_len
+            {
+                return Err(format!(
+                    "{what} at {off}..{end} is unaligned or outside the file (header {}, length {file_len})",
+                    h.header_len
+                ));
+            }
+            Ok(off as usize..end as usize)
+        };
+        range(
+            h.field_table_off,
+            u64::from(h.field_capacity) * u64::from(h.record_len),
+            "field table",
+        )?;
+        let strings = range(h.strings_off, h.strings_len.into(), "string table")?;
+        let values = range(h.values_off, h.values_len.into(), "value area")?;
+        Ok(Regions { strings, values })
+    }
+
+    /// Resolves a string reference against the copied string table.
+    fn string(&self, table: &[u8], r: StrRef) -> Result<String, String> {
+        let start = r.off as usize;
+        let end = start + r.len as usize;
+        if r.len == 0 {
+            return Ok(String::new());
+        }
+        if start < self.strings.start || end > self.strings.end {
+            return Err(format!(
+                "string at {start}..{end} is outside the string table {:?}",
+                self.strings
+            ));
+        }
+        let bytes = &table[start - self.strings.start..end - self.strings.start];
+        String::from_utf8(bytes.to_vec()).map_err(|e| format!("invalid UTF-8 at {start}: {e}"))
+    }
+
+    /// Checks a field's value range and kind parameters; returns its offset.
+    fn value(&self, rec: &RawRecord, kind: Kind) -> Result<usize, String> {
+        let need = match kind {
+            Kind::Counter | Kind::Gauge | Kind::GaugeF64 => 8,
+            Kind::Text | Kind::Constant => {
+                if rec.param0 > format::MAX_TEXT_CAPACITY {
+                    return Err(format!("text capacity {} over the limit", rec.param0));
+                }
+                format::text_value_len(rec.param0 as usize)
+            }
+            Kind::Histogram | Kind::Timer => {
+                let layout =
+                    Layout::from_params(rec.param0, rec.param1).map_err(|e| e.to_string())?;
+                format::HIST_BUCKETS + 8 * layout.buckets()
+            }
+        };
+        let start = rec.value_off as usize;
+        let end = start + rec.value_len as usize;
+        if !start.is_multiple_of(8)
+            || (rec.value_len as usize) < need
+            || start < self.values.start
+            || end > self.values.end
+        {
+            return Err(format!(
+                "{kind} value at {start}..{end} (needs {need} bytes) is unaligned, too short, or outside the value area {:?}",
+                self.values
+            ));
+        }
+        Ok(start)
+    }
+}
+
+/// Splits `key=value` lines.
+fn parse_static_labels(s: &str) -> Vec<(String, String)> {
+    s.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (l.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// Whether some process holds an exclusive lock on `file`: a live writer.
+fn is_locked(file: &File) -> bool {
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(fs::TryLockError::WouldBlock) => true,
+        Err(fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Whether a live writer holds the file at `path`: `None` if it cannot be
+/// opened.
+pub fn probe_alive(path: &Path) -> Option<bool> {
+    File::open(path).ok().map(|f| is_locked(&f))
+}
+
+/// The directories searched when a reader is given no paths: `$MMSTATS_DIR`
+/// if set, else every `/dev/shm/mmstats-*` directory (one per user).
+pub fn default_dirs() -> Vec<PathBuf> {
+    if let Some(dir) = std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()) {
+        return vec![PathBuf::from(dir)];
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/dev/shm")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("mmstats-"))
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// A problem met while discovering files: a path that does not exist, a
+/// directory that cannot be listed, a bad glob.
+#[derive(Debug)]
+pub struct DiscoverError {
+    /// The path or pattern.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DiscoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for DiscoverError {}
+
+/// Finds stats files. Each argument may be a file (taken as given), a
+/// directory (its `*.mmstats` files, not hidden ones, not recursing) or a
+/// glob pattern. With no arguments, searches [`default_dirs`]. Returns the
+/// files sorted and without duplicates, and the problems met.
+pub fn discover<S: AsRef<OsStr>>(args: &[S]) -> (Vec<PathBuf>, Vec<DiscoverError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    if args.is_empty() {
+        for dir in default_dirs() {
+            list_dir(&dir, &mut files, &mut errors);
+        }
+    }
+    for arg in args {
+        let arg = arg.as_ref();
+        let path = Path::new(arg);
+        match fs::metadata(path) {
+            Ok(m) if m.is_dir() => list_dir(path, &mut files, &mut errors),
+            Ok(m) if m.is_file() || m.file_type().is_char_device() => files.push(path.to_owned()),
+            Ok(_) => errors.push(DiscoverError {
+                path: path.display().to_string(),
+                reason: "not a file or directory".into(),
+            }),
+            Err(e) => {
+                let s = arg.to_string_lossy();
+                if !s.contains(['*', '?', '[']) {
+                    errors.push(DiscoverError {
+                        path: s.into_owned(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+                match glob::glob(&s) {
+                    Ok(paths) => {
+                        let before = files.len();
+                        for p in paths {
+                            match p {
+                                Ok(p) if p.is_dir() => list_dir(&p, &mut files, &mut errors),
+                                Ok(p) => files.push(p),
+                                Err(e) => errors.push(DiscoverError {
+                                    path: e.path().display().to_string(),
+                                    reason: e.error().to_string(),
+                                }),
+                            }
+                        }
+                        if files.len() == before {
+                            errors.push(DiscoverError {
+                                path: s.into_owned(),
+                                reason: "pattern matches no file".into(),
+                            });
+                        }
+                    }
+                    Err(e) => errors.push(DiscoverError {
+                        path: s.into_owned(),
+                        reason: format!("bad pattern: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, errors)
+}
+
+fn list_dir(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<DiscoverError>) {
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            for entry in rd.filter_map(Result::ok) {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !name.starts_with('.') && name.ends_with(".mmstats") {
+                    files.push(entry.path());
+                }
+            }
+        }
+        Err(e) => errors.push(DiscoverError {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Opens and snapshots one file.
+pub fn read_file(path: impl AsRef<Path>) -> Result<Snapshot, ReadError> {
+    Reader::open(path)?.snapshot()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_labels_parse() {
+        assert_eq!(
+            parse_static_labels("method=GET\ncode=2=00\nbare"),
+            vec![
+                ("method".into(), "GET".into()),
+                ("code".into(), "2=00".into()),
+                ("bare".into(), String::new())
+            ]
+        );
+        assert!(parse_static_labels("").is_empty());
+    }
+}

@@ -1,0 +1,978 @@
+//! The writer side: field definitions, schemas, the builder, and the
+//! creation of a stats file (or its private-memory stand-in).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::Error;
+use crate::format::{self, Kind, RawHeader, RawRecord, StrRef, Unit, WriterState};
+use crate::hist::Layout;
+use crate::sys::{self, Backing, Words};
+
+/// The environment variable that overrides the default stats directory,
+/// for writers and readers alike.
+pub const DIR_ENV: &str = "MMSTATS_DIR";
+
+/// The default file name template.
+pub const DEFAULT_TEMPLATE: &str = "{cmd}.{model}.{pid}.{tid}.mmstats";
+
+/// The directory writers use and readers search: `$MMSTATS_DIR` if set,
+/// else `/dev/shm/mmstats-UID` (on tmpfs, so stores never wait on disk).
+pub fn default_dir() -> PathBuf {
+    match std::env::var_os(DIR_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!("/dev/shm/mmstats-{}", current_uid())),
+    }
+}
+
+fn current_uid() -> u32 {
+    // The owner of /proc/self is the real uid of this process.
+    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+/// One field of a schema: label, help, kind, unit and layout.
+///
+/// Made by the field types' [`StatField::def`](crate::StatField::def) and
+/// refined with the builder-style methods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldDef {
+    label: String,
+    help: String,
+    kind: Kind,
+    unit: Unit,
+    unit_text: String,
+    static_labels: Vec<(String, String)>,
+    param0: u64,
+    param1: u64,
+}
+
+impl FieldDef {
+    fn new(kind: Kind, label: &str) -> FieldDef {
+        FieldDef {
+            label: label.to_owned(),
+            help: String::new(),
+            kind,
+            unit: Unit::Other,
+            unit_text: String::new(),
+            static_labels: Vec::new(),
+            param0: 0,
+            param1: 0,
+        }
+    }
+
+    /// A `u64` counter.
+    pub fn counter(label: &str) -> FieldDef {
+        FieldDef::new(Kind::Counter, label)
+    }
+
+    /// An `i64` gauge.
+    pub fn gauge(label: &str) -> FieldDef {
+        FieldDef::new(Kind::Gauge, label)
+    }
+
+    /// An `f64` gauge.
+    pub fn gauge_f64(label: &str) -> FieldDef {
+        FieldDef::new(Kind::GaugeF64, label)
+    }
+
+    /// A text field of `capacity` bytes.
+    pub fn text(label: &str, capacity: usize) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Text, label);
+        d.param0 = capacity as u64;
+        d
+    }
+
+    /// A constant (write-once text) of `capacity` bytes.
+    pub fn constant(label: &str, capacity: usize) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Constant, label);
+        d.param0 = capacity as u64;
+        d
+    }
+
+    /// A histogram of `u64` values.
+    pub fn histogram(label: &str, layout: Layout) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Histogram, label);
+        d.param0 = layout.precision().into();
+        d.param1 = layout.max_bits().into();
+        d
+    }
+
+    /// A timer: a histogram of nanoseconds.
+    pub fn timer(label: &str, layout: Layout) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Timer, label);
+        d.param0 = layout.precision().into();
+        d.param1 = layout.max_bits().into();
+        d.unit = Unit::Nanoseconds;
+        d.unit_text = "ns".into();
+        d
+    }
+
+    /// Sets the help text.
+    #[must_use]
+    pub fn help(mut self, help: &str) -> FieldDef {
+        self.help = help.trim().to_owned();
+        self
+    }
+
+    /// Sets the unit, e.g. `"bytes"`, `"ms"` or `"rows"`.
+    #[must_use]
+    pub fn unit(mut self, unit: &str) -> FieldDef {
+        self.unit = Unit::from_text(unit);
+        self.unit_text = unit.to_owned();
+        self
+    }
+
+    /// Adds a static label, such as `method="GET"` in Prometheus terms.
+    #[must_use]
+    pub fn static_label(mut self, key: &str, value: &str) -> FieldDef {
+        self.static_labels.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets a histogram or timer's bucket layout: `precision` bits (relative
+    /// error `2^-precision`) and values up to `2^max_bits`. Checked when the
+    /// file is made; ignored for other kinds' error message.
+    #[must_use]
+    pub fn layout(mut self, precision: u8, max_bits: u8) -> FieldDef {
+        self.param0 = precision.into();
+        self.param1 = max_bits.into();
+        self
+    }
+
+    /// The histogram range bits this definition has (its kind's default
+    /// until [`layout`](FieldDef::layout) changes it).
+    pub fn default_max_bits(&self) -> u8 {
+        self.param1 as u8
+    }
+
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn with_prefix(&self, prefix: &str) -> FieldDef {
+        let mut d = self.clone();
+        d.label = format!("{prefix}{}", self.label);
+        d
+    }
+
+    /// Checks the definition and returns the length of its value in bytes.
+    fn validate(&self) -> Result<usize, Error> {
+        let bad = |reason: String| Error::Field {
+            label: self.label.clone(),
+            reason,
+        };
+        if self.label.is_empty() {
+            return Err(bad("empty label".into()));
+        }
+        if self.label.chars().any(char::is_control) {
+            return Err(bad("label contains a control character".into()));
+        }
+        for (k, v) in &self.static_labels {
+            if k.is_empty() || k.contains(['=', '\n']) || v.contains('\n') {
+                return Err(bad(format!(
+                    "static label {k:?}={v:?}: keys must be non-empty without '=' or newline, values without newline"
+                )));
+            }
+        }
+        match self.kind {
+            Kind::Counter | Kind::Gauge | Kind::GaugeF64 => Ok(8),
+            Kind::Text | Kind::Constant => {
+                if self.param0 > format::MAX_TEXT_CAPACITY {
+                    return Err(bad(format!(
+                        "text capacity {} is over the limit of {} bytes",
+                        self.param0,
+                        format::MAX_TEXT_CAPACITY
+                    )));
+                }
+                Ok(format::text_value_len(self.param0 as usize))
+            }
+            Kind::Histogram | Kind::Timer => {
+                let layout = Layout::from_params(self.param0, self.param1)
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok(format::HIST_BUCKETS + 8 * layout.buckets())
+            }
+        }
+    }
+
+    fn encode_static_labels(&self) -> String {
+        let pairs: Vec<String> = self
+            .static_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join("\n")
+    }
+}
+
+/// The fields of a stats model, in order, with the model's name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schema {
+    model: String,
+    fields: Vec<FieldDef>,
+}
+
+impl Schema {
+    /// An empty schema for the model called `model`.
+    pub fn new(model: &str) -> Schema {
+        Schema {
+            model: model.to_owned(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, field: FieldDef) {
+        self.fields.push(field);
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The fields, in order.
+    pub fn fields(&self) -> &[FieldDef] {
+        &self.fields
+    }
+}
+
+/// Where and how a stats file is made. Shared by [`Builder`] and
+/// [`StatsFile::create`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    dir: Option<PathBuf>,
+    template: Option<String>,
+    prefix: String,
+    reserve_fields: usize,
+    reserve_bytes: usize,
+}
+
+impl Options {
+    /// Default options: the default directory and template, no prefix, no
+    /// room reserved for appended fields.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// The directory for the file (default: [`default_dir`]).
+    #[must_use]
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Options {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The file name template (default: [`DEFAULT_TEMPLATE`]). Placeholders:
+    /// `{cmd}`, `{model}`, `{pid}`, `{tid}`. It must end in `.mmstats`.
+    #[must_use]
+    pub fn template(mut self, template: &str) -> Options {
+        self.template = Some(template.to_owned());
+        self
+    }
+
+    /// A prefix put before every label (before the model's own prefix).
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Options {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// Room for `fields` more fields using up to `bytes` of strings and
+    /// `bytes` of values, for [`StatsFile::add`] on the live file.
+    #[must_use]
+    pub fn reserve(mut self, fields: usize, bytes: usize) -> Options {
+        self.reserve_fields = fields;
+        self.reserve_bytes = bytes;
+        self
+    }
+
+    fn resolved_dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(default_dir)
+    }
+}
+
+/// Opens a stats model with options. Made by [`Stats::builder`](crate::Stats::builder).
+#[must_use]
+pub struct Builder<T> {
+    options: Options,
+    _model: PhantomData<fn() -> T>,
+}
+
+impl<T: crate::Stats> Builder<T> {
+    /// A builder with default options.
+    pub fn new() -> Builder<T> {
+        Builder {
+            options: Options::new(),
+            _model: PhantomData,
+        }
+    }
+
+    /// See [`Options::dir`].
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Builder<T> {
+        self.options = self.options.dir(dir);
+        self
+    }
+
+    /// See [`Options::template`].
+    pub fn template(mut self, template: &str) -> Builder<T> {
+        self.options = self.options.template(template);
+        self
+    }
+
+    /// See [`Options::prefix`].
+    pub fn prefix(mut self, prefix: &str) -> Builder<T> {
+        self.options = self.options.prefix(prefix);
+        self
+    }
+
+    /// Creates this thread's stats file and returns the model bound to it.
+    pub fn open(self) -> Result<T, Error> {
+        let mut file = StatsFile::create(&T::schema(), &self.options)?;
+        Ok(T::bind(&mut Slots(file.take_slots().into_iter())))
+    }
+
+    /// Like [`open`](Builder::open), but never fails: if the file cannot
+    /// be made, the model lives in process-private memory (the application
+    /// runs the same, nobody can read its stats) and the reason is returned
+    /// beside it. A definition error in the model itself still panics,
+    /// since it is a bug in the program.
+    pub fn open_or_private(self) -> (T, Option<Error>) {
+        let schema = T::schema();
+        let (mut file, err) = match StatsFile::create(&schema, &self.options) {
+            Ok(file) => (file, None),
+            Err(err @ Error::Field { .. }) => panic!("invalid stats model: {err}"),
+            Err(err) => {
+                let file = StatsFile::private(&schema, &self.options)
+                    .unwrap_or_else(|e| panic!("invalid stats model: {e}"));
+                (file, Some(err))
+            }
+        };
+        (T::bind(&mut Slots(file.take_slots().into_iter())), err)
+    }
+}
+
+impl<T: crate::Stats> Default for Builder<T> {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+/// The bound fields of a new file, handed to [`Stats::bind`](crate::Stats::bind)
+/// in schema order.
+pub struct Slots(std::vec::IntoIter<Slot>);
+
+impl Slots {
+    /// The next field's slot. Generated code calls this once per field.
+    #[doc(hidden)]
+    pub fn next_slot(&mut self) -> Slot {
+        self.0.next().expect("one slot per schema field")
+    }
+}
+
+/// One field's value words in a live file, kind and layout included.
+/// Turned into a typed handle by [`StatField::bind`](crate::StatField::bind).
+pub struct Slot {
+    pub(crate) words: Words,
+    pub(crate) def: FieldDef,
+}
+
+impl Slot {
+    pub(crate) fn layout(&self) -> Layout {
+        Layout::from_params(self.def.param0, self.def.param1).expect("validated at creation")
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.def.param0 as usize
+    }
+}
+
+/// A live stats file (or its private stand-in) that fields can be
+/// appended to.
+///
+/// Most users never see this type: `#[derive(Stats)]` models open their
+/// file through [`Stats::open`](crate::Stats::open). It is for programs
+/// whose fields are only known at run time.
+pub struct StatsFile {
+    backing: Arc<Backing>,
+    path: Option<PathBuf>,
+    /// Copy of the header, field table and string table as written.
+    image: Vec<u8>,
+    header: RawHeader,
+    strings_used: usize,
+    values_used: usize,
+    prefix: String,
+    slots: Vec<SlotPlan>,
+}
+
+impl std::fmt::Debug for StatsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsFile")
+            .field("path", &self.path)
+            .field("fields", &self.header.field_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatsFile {
+    /// Creates, publishes and locks this thread's stats file for `schema`.
+    pub fn create(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
+        let mut file = StatsFile::layout(schema, options)?;
+        let dir = options.resolved_dir();
+        ensure_private_dir(&dir)?;
+        let template = options.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+        let name = render_template(template, &command_name(), schema.model())?;
+        let (backing, path) = publish(&dir, &name, &file.full_image())?;
+        file.backing = Arc::new(backing);
+        file.path = Some(path);
+        Ok(file)
+    }
+
+    /// Lays `schema` out in process-private memory: the same handles, no
+    /// file. Only definition errors are possible.
+    pub fn private(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
+        StatsFile::layout(schema, options)
+    }
+
+    /// The file's path, `None` for private memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Appends a field to the live file and returns its handle. Readers
+    /// see it from their next snapshot. Needs room reserved with
+    /// [`Options::reserve`].
+    pub fn add<F: crate::StatField>(&mut self, def: FieldDef) -> Result<F, Error> {
+        let kind = F::def(def.label()).kind();
+        if def.kind != kind {
+            return Err(Error::Field {
+                label: def.label.clone(),
+                reason: format!("defined as {} but added as {kind}", def.kind),
+            });
+        }
+        let def = def.with_prefix(&self.prefix);
+        let h = &self.header;
+        if self.header.field_count >= h.field_capacity.into() {
+            return Err(Error::NoRoom { label: def.label });
+        }
+        let value_len = def.validate()?;
+        let strings = [
+            def.label.clone(),
+            def.help.clone(),
+            def.unit_text.clone(),
+            def.encode_static_labels(),
+        ];
+        let string_bytes: usize = strings.iter().map(String::len).sum();
+        if self.strings_used + string_bytes > h.strings_len as usize
+            || self.values_used + value_len > h.values_len as usize
+        {
+            return Err(Error::NoRoom { label: def.label });
+        }
+        let first_string = self.strings_used;
+        let index = self.header.field_count as usize;
+        let mut plan = self.plan();
+        let value_off = plan.write_field(index, &def, value_len);
+        let (strings_used, values_used) = (plan.strings_used, plan.values_used);
+        self.strings_used = strings_used;
+        self.values_used = values_used;
+        // The values are zero already; the strings and record words are
+        // stored before the count that makes them visible.
+        let strings_start = self.header.strings_off as usize + first_string;
+        self.store_image(strings_start, self.strings_used - first_string);
+        let rec = self.header.field_table_off as usize + index * format::RECORD_LEN;
+        self.store_image(rec, format::RECORD_LEN);
+        self.header.field_count += 1;
+        // Release: a reader that acquires the new count sees the record and
+        // strings stored above.
+        self.backing
+            .word(format::H_FIELD_COUNT)
+            .store(self.header.field_count, Ordering::Release);
+        let slot = Slot {
+            words: self.backing.words(value_off, value_len / 8),
+            def,
+        };
+        Ok(F::bind(slot))
+    }
+
+    /// Stores `len` bytes of the local image at `off` into the backing
+    /// memory, as whole words (neighbouring bytes are stored unchanged).
+    fn store_image(&self, off: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let start = off & !7;
+        let end = format::align8(off + len);
+        for o in (start..end).step_by(8) {
+            let v = format::get_u64(&self.image, o);
+            // Relaxed: these words are not yet reachable by readers; the
+            // Release store of the field count publishes them.
+            self.backing.word(o).store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Lays the file out: header, field table and string table in `image`,
+    /// values zero. The result is backed by private memory until
+    /// [`StatsFile::create`] swaps in the published file.
+    fn layout(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
+        let fields: Vec<FieldDef> = schema
+            .fields
+            .iter()
+            .map(|f| f.with_prefix(&options.prefix))
+            .collect();
+        let mut value_lens = Vec::with_capacity(fields.len());
+        let mut seen = std::collections::HashSet::new();
+        for f in &fields {
+            value_lens.push(f.validate()?);
+            if !seen.insert(f.label.as_str()) {
+                return Err(Error::Field {
+                    label: f.label.clone(),
+                    reason: "label used twice in one model".into(),
+                });
+            }
+        }
+        let command = command_name();
+        let capacity = fields.len() + options.reserve_fields;
+        let table_off = format::HEADER_LEN;
+        let strings_off = table_off + capacity * format::RECORD_LEN;
+        let mut string_bytes = command.len() + schema.model.len() + options.reserve_bytes;
+        for f in &fields {
+            string_bytes +=
+                f.label.len() + f.help.len() + f.unit_text.len() + f.encode_static_labels().len();
+        }
+        let strings_len = format::align8(string_bytes);
+        let values_off = strings_off + strings_len;
+        let values_len = format::align8(value_lens.iter().sum::<usize>() + options.reserve_bytes);
+        let file_len = values_off + values_len;
+        let too_big = || Error::Field {
+            label: schema.model.clone(),
+            reason: format!(
+                "model too large: the file would be {file_len} bytes, over the limit of {}",
+                format::MAX_FILE_LEN
+            ),
+        };
+        if file_len as u64 > format::MAX_FILE_LEN {
+            return Err(too_big());
+        }
+        // Every offset fits in u32: the file is under 1 GiB, checked above.
+        let header = RawHeader {
+            magic: format::MAGIC,
+            major: format::VERSION_MAJOR,
+            minor: format::VERSION_MINOR,
+            bom: format::BYTE_ORDER_MARK,
+            header_len: format::HEADER_LEN as u32,
+            record_len: format::RECORD_LEN as u32,
+            file_len: file_len as u64,
+            state: WriterState::ACTIVE,
+            field_count: 0,
+            field_capacity: capacity as u32,
+            field_table_off: table_off as u32,
+            strings_off: strings_off as u32,
+            strings_len: strings_len as u32,
+            values_off: values_off as u32,
+            values_len: values_len as u32,
+            pid: std::process::id(),
+            tid: sys::gettid(),
+            proc_start: process_start_ticks(),
+            created_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            command: StrRef::default(),
+            model: StrRef::default(),
+        };
+        let mut image = vec![0u8; file_len];
+        let mut plan = Plan {
+            image: &mut image,
+            header,
+            strings_used: 0,
+            values_used: 0,
+        };
+        plan.header.command = plan.push_string(&command);
+        plan.header.model = plan.push_string(&schema.model);
+        let mut offsets = Vec::with_capacity(fields.len());
+        for (i, (f, &len)) in fields.iter().zip(&value_lens).enumerate() {
+            offsets.push(plan.write_field(i, f, len));
+        }
+        plan.header.field_count = fields.len() as u64;
+        let Plan {
+            header,
+            strings_used,
+            values_used,
+            ..
+        } = plan;
+        header.encode(&mut image);
+        let backing = Arc::new(Backing::private(
+            &image,
+            format::H_STATE,
+            WriterState::EXITED,
+        ));
+        image.truncate(values_off);
+        Ok(StatsFile {
+            backing,
+            path: None,
+            image,
+            header,
+            strings_used,
+            values_used,
+            prefix: options.prefix.clone(),
+            slots: fields
+                .into_iter()
+                .zip(offsets.into_iter().zip(value_lens))
+                .map(|(def, (off, len))| SlotPlan { def, off, len })
+                .collect(),
+        })
+    }
+
+    /// Hands out the fields' slots, bound to the current backing. Once.
+    fn take_slots(&mut self) -> Vec<Slot> {
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|p| Slot {
+                words: self.backing.words(p.off, p.len / 8),
+                def: p.def,
+            })
+            .collect()
+    }
+
+    fn full_image(&self) -> Vec<u8> {
+        let mut out = self.image.clone();
+        out.resize(self.header.file_len as usize, 0);
+        out
+    }
+
+    fn plan(&mut self) -> Plan<'_> {
+        Plan {
+            image: &mut self.image,
+            header: self.header.clone(),
+            strings_used: self.strings_used,
+            values_used: self.values_used,
+        }
+    }
+}
+
+/// A field waiting to be bound: its definition and where its value lives.
+struct SlotPlan {
+    def: FieldDef,
+    off: usize,
+    len: usize,
+}
+
+/// Writes metadata into a file image and keeps the fill levels.
+struct Plan<'a> {
+    image: &'a mut Vec<u8>,
+    header: RawHeader,
+    strings_used: usize,
+    values_used: usize,
+}
+
+impl Plan<'_> {
+    fn push_string(&mut self, s: &str) -> StrRef {
+        let off = self.header.strings_off as usize + self.strings_used;
+        self.image[off..off + s.len()].copy_from_slice(s.as_bytes());
+        self.strings_used += s.len();
+        StrRef {
+            off: off as u32,
+            len: s.len() as u32,
+        }
+    }
+
+    /// Writes record `index` for `f` and its strings; returns the value offset.
+    fn write_field(&mut self, index: usize, f: &FieldDef, value_len: usize) -> usize {
+        let value_off = self.header.values_off as usize + self.values_used;
+        let rec = RawRecord {
+            label: self.push_string(&f.label),
+            help: self.push_string(&f.help),
+            unit_text: self.push_string(&f.unit_text),
+            static_labels: self.push_string(&f.encode_static_labels()),
+            kind: f.kind.code(),
+            unit: f.unit.code(),
+            flags: 0,
+            value_off: value_off as u32,
+            value_len: value_len as u32,
+            param0: f.param0,
+            param1: f.param1,
+        };
+        let at = self.header.field_table_off as usize + index * format::RECORD_LEN;
+        rec.encode(&mut self.image[at..at + format::RECORD_LEN]);
+        self.values_used += value_len;
+        value_off
+    }
+}
+
+/// Creates `dir` (mode 0755) if missing and checks that only its owner
+/// can write to it.
+fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    let err = |source| Error::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let meta = fs::metadata(dir).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::UnsafeDir {
+            path: dir.to_owned(),
+            mode: meta.mode(),
+        });
+    }
+    Ok(())
+}
+
+/// Keeps file names portable and free of separators.
+fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        "_".into()
+    } else {
+        out
+    }
+}
+
+/// Fills in a file name template.
+fn render_template(template: &str, command: &str, model: &str) -> Result<String, Error> {
+    let bad = |reason: &str| Error::Template {
+        template: template.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if template.contains('/') || template.contains('\0') {
+        return Err(bad("must not contain '/'"));
+    }
+    if !template.ends_with(".mmstats") || template.starts_with('.') {
+        return Err(bad("must end in \".mmstats\" and not start with '.'"));
+    }
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').ok_or_else(|| bad("unclosed '{'"))?;
+        let key = &rest[open + 1..open + close];
+        match key {
+            "cmd" => out.push_str(&sanitize(command)),
+            "model" => out.push_str(&sanitize(model)),
+            "pid" => out.push_str(&std::process::id().to_string()),
+            "tid" => out.push_str(&sys::gettid().to_string()),
+            other => {
+                return Err(bad(&format!(
+                    "unknown placeholder {{{other}}}; known: {{cmd}} {{model}} {{pid}} {{tid}}"
+                )))
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Writes `image` to a new file under a temporary name, locks it, maps it,
+/// and links it into place under `name` (or `name` with a `.N` suffix if a
+/// live writer holds that name). Returns the backing and final path.
+fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, PathBuf), Error> {
+    let stem = name.strip_suffix(".mmstats").unwrap_or(name);
+    let tmp = dir.join(format!(".{stem}.tmp"));
+    let create_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Create { path, source }
+    };
+    // A leftover temporary file of ours (same pid and thread) is from a
+    // crash or a reused pid; the name is ours to take.
+    let _ = fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true) // O_EXCL: always a new inode, never a link's target
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(create_err(&tmp))?;
+    let result = (|| {
+        // The umask may have narrowed the mode; readers of other users need 0644.
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        // Writing every byte allocates every page now, so a full tmpfs is an
+        // error here and never a SIGBUS on a later store.
+        file.write_all(image)?;
+        file.try_lock().map_err(io::Error::from)?;
+        Backing::map_file(file, image.len(), format::H_STATE, WriterState::EXITED)
+    })();
+    let backing = match result {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::Create {
+                path: tmp,
+                source: e,
+            });
+        }
+    };
+    for n in 1..1000 {
+        let path = if n == 1 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{stem}.{n}.mmstats"))
+        };
+        match fs::hard_link(&tmp, &path) {
+            Ok(()) => {
+                let _ = fs::remove_file(&tmp);
+                return Ok((backing, path));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if crate::reader::probe_alive(&path) == Some(false) {
+                    // A dead writer's file with our name (the pid was
+                    // reused): replace it atomically with ours.
+                    match fs::rename(&tmp, &path) {
+                        Ok(()) => return Ok((backing, path)),
+                        Err(e) => {
+                            let _ = fs::remove_file(&tmp);
+                            return Err(create_err(&path)(e));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(create_err(&path)(e));
+            }
+        }
+    }
+    let _ = fs::remove_file(&tmp);
+    Err(Error::Create {
+        path: dir.join(name),
+        source: io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "999 live files with this name",
+        ),
+    })
+}
+
+/// The name of the running program: the base name of `argv[0]`.
+fn command_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            fs::read_to_string("/proc/self/comm")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Field 22 of `/proc/self/stat`: when this process started, in clock
+/// ticks since boot. 0 if unknown.
+pub(crate) fn process_start_ticks() -> u64 {
+    fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_start_ticks(&s))
+        .unwrap_or(0)
+}
+
+/// Parses the start time out of a `/proc/PID/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted from
+/// the last `)`.
+pub(crate) fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Field 3 is the first after ')', so field 22 is the 20th.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let name = render_template("{cmd}.{model}.{pid}.{tid}.mmstats", "my app", "Web").unwrap();
+        assert!(name.starts_with("my_app.Web."), "{name}");
+        assert!(name.ends_with(".mmstats"));
+        for bad in [
+            "x.txt",
+            "a/b.mmstats",
+            "{nope}.mmstats",
+            "{cmd.mmstats",
+            ".x.mmstats",
+        ] {
+            let err = render_template(bad, "c", "m").unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn start_ticks_parse_with_odd_command_names() {
+        let line = "123 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 19 20";
+        assert_eq!(parse_start_ticks(line), Some(4242));
+        assert_eq!(parse_start_ticks("garbage"), None);
+        assert!(process_start_ticks() > 0);
+    }
+
+    #[test]
+    fn field_definitions_are_checked() {
+        let schema_err = |f: FieldDef| {
+            let mut s = Schema::new("m");
+            s.push(f);
+            StatsFile::private(&s, &Options::new())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(schema_err(FieldDef::counter("")).contains("empty label"));
+        assert!(schema_err(FieldDef::text("t", 1 << 21)).contains("capacity"));
+        assert!(
+            schema_err(FieldDef::timer("t", Layout::timer()).layout(6, 99)).contains("max_bits")
+        );
+        assert!(
+            schema_err(FieldDef::counter("c").static_label("a=b", "c")).contains("static label")
+        );
+        let mut s = Schema::new("m");
+        s.push(FieldDef::counter("x"));
+        s.push(FieldDef::gauge("x"));
+        let err = StatsFile::private(&s, &Options::new()).unwrap_err();
+        assert!(err.to_string().contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn unsafe_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::UnsafeDir { .. }));
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        let nested = dir.path().join("a/b");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&nested).unwrap();
+        assert!(nested.is_dir());
+    }
+}

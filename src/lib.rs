@@ -1,0 +1,1 @@
+//! Holds the cross-crate integration tests (`tests/`) and benches (`benches/`).
