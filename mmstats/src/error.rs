@@ -33,8 +33,19 @@ pub enum Error {
         /// What the system said.
         source: io::Error,
     },
+    /// The stats directory belongs to another user, who could then remove
+    /// or replace our files. Fix: remove it, or use another directory.
+    ForeignDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Our effective uid.
+        euid: u32,
+    },
     /// The file name template is not usable. Fix: the template must end in
-    /// `.mmstats`, contain no `/`, and use only known `{placeholders}`.
+    /// `.mmstats`, contain `{pid}` and `{tid}` and no `/`, and use only
+    /// known `{placeholders}`.
     Template {
         /// The template.
         template: String,
@@ -73,6 +84,11 @@ impl fmt::Display for Error {
             Error::Create { path, source } => {
                 write!(f, "cannot create stats file {}: {source}", path.display())
             }
+            Error::ForeignDir { path, owner, euid } => write!(
+                f,
+                "stats directory {} belongs to uid {owner}, not to us (uid {euid}); remove it or choose another directory",
+                path.display()
+            ),
             Error::Template { template, reason } => {
                 write!(f, "file name template {template:?}: {reason}")
             }

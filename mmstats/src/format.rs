@@ -100,14 +100,13 @@ const _: () = assert!(RECORD_LEN == 64);
 
 // ---------------------------------------------------------------- values --
 
-/// Text and constant values: `u64` sequence word (text) or published length (constant).
+/// Text and constant values: `u64` sequence word. Even when stable, odd
+/// while the writer is changing the value; 0 if never written.
 pub const TEXT_SEQ: usize = 0;
 /// Text values: `u64` byte length of the current string.
 pub const TEXT_LEN: usize = TEXT_SEQ + 8;
 /// Text values: the UTF-8 bytes, `capacity` of them, padded to 8.
 pub const TEXT_BYTES: usize = TEXT_LEN + 8;
-/// Constant values: the UTF-8 bytes follow the published length word.
-pub const CONST_BYTES: usize = 8;
 /// Histogram values: `u64` exact sum of every recorded value (wrapping).
 pub const HIST_SUM: usize = 0;
 /// Histogram values: the bucket counts, `u64` each.
@@ -123,14 +122,9 @@ pub const fn align8(n: usize) -> usize {
     (n + 7) & !7
 }
 
-/// Value length of a text field of `capacity` bytes.
+/// Value length of a text or constant field of `capacity` bytes.
 pub const fn text_value_len(capacity: usize) -> usize {
     TEXT_BYTES + align8(capacity)
-}
-
-/// Value length of a constant field of `capacity` bytes.
-pub const fn constant_value_len(capacity: usize) -> usize {
-    CONST_BYTES + align8(capacity)
 }
 
 // ------------------------------------------------------------------ enums --
@@ -580,6 +574,5 @@ mod tests {
         assert_eq!(text_value_len(0), 16);
         assert_eq!(text_value_len(1), 24);
         assert_eq!(text_value_len(64), 80);
-        assert_eq!(constant_value_len(5), 16);
     }
 }

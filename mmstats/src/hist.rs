@@ -128,12 +128,7 @@ impl Layout {
     /// The bucket `v` is counted in.
     #[inline(always)]
     pub fn index(self, v: u64) -> usize {
-        let v = v.min(self.max_value());
-        let p = self.precision as u32;
-        // floor(log2(v)) for v > 0; `| 1` maps 0 to 0 without a branch.
-        let h = 63 - (v | 1).leading_zeros();
-        let s = h.saturating_sub(p);
-        ((s as usize) << p) + (v >> s) as usize
+        index_of(v, self.max_value(), self.precision.into())
     }
 
     /// The smallest and largest value counted in bucket `i`.
@@ -147,6 +142,17 @@ impl Layout {
         let lower = ((sub + (i & (sub - 1))) as u64) << s;
         (lower, lower + ((1u64 << s) - 1))
     }
+}
+
+/// [`Layout::index`] with the layout's values precomputed, for the writer's
+/// hot path.
+#[inline(always)]
+pub(crate) fn index_of(v: u64, max_value: u64, precision: u32) -> usize {
+    let v = v.min(max_value);
+    // floor(log2(v)) for v > 0; `| 1` maps 0 to 0 without a branch.
+    let h = 63 - (v | 1).leading_zeros();
+    let s = h.saturating_sub(precision);
+    ((s as usize) << precision) + (v >> s) as usize
 }
 
 /// A histogram read from a file (or several, merged): bucket counts and sum.
@@ -228,9 +234,10 @@ impl HistogramSnapshot {
         self.layout
     }
 
-    /// Number of values: the sum of the bucket counts.
+    /// Number of values: the sum of the bucket counts (saturating, should
+    /// a damaged file hold absurd counts).
     pub fn count(&self) -> u64 {
-        self.counts.iter().fold(0u64, |a, &c| a.wrapping_add(c))
+        self.counts.iter().fold(0u64, |a, &c| a.saturating_add(c))
     }
 
     /// Exact sum of the values (wrapping at 2^64).
@@ -273,7 +280,7 @@ impl HistogramSnapshot {
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
         let mut seen = 0u64;
         for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
+            seen = seen.saturating_add(c);
             if seen >= rank {
                 let (lo, hi) = self.layout.bounds(i);
                 return Some(lo + (hi - lo) / 2);
@@ -435,6 +442,18 @@ mod tests {
         assert_eq!(h.min(), Some(1));
         assert_eq!(h.max(), Some(100));
         assert_eq!(h.mean(), Some(50.5));
+    }
+
+    #[test]
+    fn absurd_counts_saturate_instead_of_overflowing() {
+        let l = Layout::new(1, 4).unwrap();
+        let mut counts = vec![0; l.buckets()];
+        counts[1] = u64::MAX;
+        counts[2] = 2;
+        let h = HistogramSnapshot::from_parts(l, 0, counts).unwrap();
+        assert_eq!(h.count(), u64::MAX);
+        // Saturated: every rank lands in the huge bucket, and nothing panics.
+        assert_eq!(h.quantile(1.0), Some(1));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::format;
-use crate::hist::Layout;
+use crate::hist::{self, Layout};
 use crate::writer::{FieldDef, Slot};
 use crate::{Kind, StatField};
 
@@ -300,6 +300,9 @@ impl<const N: usize> StatField for Constant<N> {
 pub struct Histogram {
     slot: Slot,
     layout: Layout,
+    /// `layout.max_value()` and `layout.precision()`, kept ready for `record`.
+    max_value: u64,
+    precision: u32,
 }
 
 impl Histogram {
@@ -307,9 +310,13 @@ impl Histogram {
     #[inline]
     pub fn record(&self, v: u64) {
         let words = &self.slot.words;
-        let bucket = words.at(format::HIST_BUCKETS / 8 + self.layout.index(v));
+        let i = hist::index_of(v, self.max_value, self.precision);
+        let bucket = words.at(format::HIST_BUCKETS / 8 + i);
         // Relaxed: single writer; a bucket is one word on its own.
-        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        bucket.store(
+            bucket.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         let sum = words.first();
         // Release on the sum: a reader that acquires the sum first sees at
         // least the bucket counts of every value the sum includes, so the
@@ -343,7 +350,12 @@ impl Histogram {
     fn bind_kind(slot: Slot, kind: Kind) -> Histogram {
         assert_eq!(slot.def.kind(), kind);
         let layout = slot.layout();
-        Histogram { slot, layout }
+        Histogram {
+            slot,
+            layout,
+            max_value: layout.max_value(),
+            precision: layout.precision().into(),
+        }
     }
 }
 
@@ -377,8 +389,12 @@ impl Timer {
     /// Records a duration (saturating at `u64::MAX` nanoseconds).
     #[inline]
     pub fn record(&self, d: Duration) {
-        self.hist
-            .record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // 64-bit arithmetic: `as_nanos` would go through u128.
+        let ns = d
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(d.subsec_nanos().into());
+        self.hist.record(ns);
     }
 
     /// Records a duration given in nanoseconds.

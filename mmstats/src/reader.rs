@@ -8,7 +8,6 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::ops::Range;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -242,7 +241,7 @@ impl Reader {
             created: UNIX_EPOCH + Duration::from_nanos(h.created_ns),
             command: text(h.command, "command").map_err(bad)?,
             model: text(h.model, "model").map_err(bad)?,
-            alive: is_locked(&self.file),
+            alive: is_locked(&self.file) == Some(true),
             state,
         };
         let mut fields = Vec::with_capacity(count as usize);
@@ -351,11 +350,18 @@ impl Reader {
     }
 }
 
+/// Waits a little before re-reading a value the writer is changing: a
+/// spin, and now and then a yield in case the writer was preempted
+/// mid-write on this core.
 fn backoff(attempt: usize) {
-    if attempt < 64 {
-        std::hint::spin_loop();
-    } else {
+    if attempt % 64 == 63 {
         std::thread::yield_now();
+    } else {
+        // A varying pause, so the reader does not fall into lock-step with
+        // a writer that rewrites the value in a tight loop.
+        for _ in 0..attempt % 16 {
+            std::hint::spin_loop();
+        }
     }
 }
 
@@ -452,6 +458,7 @@ impl Regions {
         let start = rec.value_off as usize;
         let end = start + rec.value_len as usize;
         if !start.is_multiple_of(8)
+            || !end.is_multiple_of(8)
             || (rec.value_len as usize) < need
             || start < self.values.start
             || end > self.values.end
@@ -477,21 +484,22 @@ fn parse_static_labels(s: &str) -> Vec<(String, String)> {
 }
 
 /// Whether some process holds an exclusive lock on `file`: a live writer.
-fn is_locked(file: &File) -> bool {
+/// `None` if the probe itself failed.
+fn is_locked(file: &File) -> Option<bool> {
     match file.try_lock_shared() {
         Ok(()) => {
             let _ = file.unlock();
-            false
+            Some(false)
         }
-        Err(fs::TryLockError::WouldBlock) => true,
-        Err(fs::TryLockError::Error(_)) => false,
+        Err(fs::TryLockError::WouldBlock) => Some(true),
+        Err(fs::TryLockError::Error(_)) => None,
     }
 }
 
 /// Whether a live writer holds the file at `path`: `None` if it cannot be
-/// opened.
+/// opened or probed.
 pub fn probe_alive(path: &Path) -> Option<bool> {
-    File::open(path).ok().map(|f| is_locked(&f))
+    File::open(path).ok().and_then(|f| is_locked(&f))
 }
 
 /// The directories searched when a reader is given no paths: `$MMSTATS_DIR`
@@ -548,7 +556,7 @@ pub fn discover<S: AsRef<OsStr>>(args: &[S]) -> (Vec<PathBuf>, Vec<DiscoverError
         let path = Path::new(arg);
         match fs::metadata(path) {
             Ok(m) if m.is_dir() => list_dir(path, &mut files, &mut errors),
-            Ok(m) if m.is_file() || m.file_type().is_char_device() => files.push(path.to_owned()),
+            Ok(m) if m.is_file() => files.push(path.to_owned()),
             Ok(_) => errors.push(DiscoverError {
                 path: path.display().to_string(),
                 reason: "not a file or directory".into(),
@@ -568,7 +576,9 @@ pub fn discover<S: AsRef<OsStr>>(args: &[S]) -> (Vec<PathBuf>, Vec<DiscoverError
                         for p in paths {
                             match p {
                                 Ok(p) if p.is_dir() => list_dir(&p, &mut files, &mut errors),
-                                Ok(p) => files.push(p),
+                                // A pattern picks stats files, as a directory does.
+                                Ok(p) if is_stats_name(&p) => files.push(p),
+                                Ok(_) => {}
                                 Err(e) => errors.push(DiscoverError {
                                     path: e.path().display().to_string(),
                                     reason: e.error().to_string(),
@@ -595,13 +605,21 @@ pub fn discover<S: AsRef<OsStr>>(args: &[S]) -> (Vec<PathBuf>, Vec<DiscoverError
     (files, errors)
 }
 
+/// A stats file's name: ends in `.mmstats` and is not hidden (writers'
+/// temporary files start with a dot).
+fn is_stats_name(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| !n.starts_with('.') && n.ends_with(".mmstats"))
+}
+
 fn list_dir(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<DiscoverError>) {
     match fs::read_dir(dir) {
         Ok(rd) => {
             for entry in rd.filter_map(Result::ok) {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if !name.starts_with('.') && name.ends_with(".mmstats") {
+                if is_stats_name(Path::new(&*name)) {
                     files.push(entry.path());
                 }
             }

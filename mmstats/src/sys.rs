@@ -168,6 +168,12 @@ impl Words {
     }
 }
 
+/// The effective user id of this process.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The calling thread's kernel thread id.
 pub(crate) fn gettid() -> u32 {
     // SAFETY: gettid has no preconditions and cannot fail.

@@ -23,17 +23,12 @@ pub const DIR_ENV: &str = "MMSTATS_DIR";
 pub const DEFAULT_TEMPLATE: &str = "{cmd}.{model}.{pid}.{tid}.mmstats";
 
 /// The directory writers use and readers search: `$MMSTATS_DIR` if set,
-/// else `/dev/shm/mmstats-UID` (on tmpfs, so stores never wait on disk).
+/// else `/dev/shm/mmstats-EUID` (on tmpfs, so stores never wait on disk).
 pub fn default_dir() -> PathBuf {
     match std::env::var_os(DIR_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(format!("/dev/shm/mmstats-{}", current_uid())),
+        _ => PathBuf::from(format!("/dev/shm/mmstats-{}", sys::geteuid())),
     }
-}
-
-fn current_uid() -> u32 {
-    // The owner of /proc/self is the real uid of this process.
-    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
 }
 
 /// One field of a schema: label, help, kind, unit and layout.
@@ -449,6 +444,30 @@ impl StatsFile {
         self.path.as_deref()
     }
 
+    /// Takes the handle of the schema field labelled `label` (as given in
+    /// the schema, before any prefix). Each handle can be taken once.
+    pub fn take<F: crate::StatField>(&mut self, label: &str) -> Result<F, Error> {
+        let full = format!("{}{label}", self.prefix);
+        let Some(i) = self.slots.iter().position(|s| s.def.label == full) else {
+            return Err(Error::Field {
+                label: full,
+                reason: "no such field in the schema, or its handle was already taken".into(),
+            });
+        };
+        let kind = F::def(label).kind();
+        if self.slots[i].def.kind != kind {
+            return Err(Error::Field {
+                reason: format!("defined as {} but taken as {kind}", self.slots[i].def.kind),
+                label: full,
+            });
+        }
+        let p = self.slots.remove(i);
+        Ok(F::bind(Slot {
+            words: self.backing.words(p.off, p.len / 8),
+            def: p.def,
+        }))
+    }
+
     /// Appends a field to the live file and returns its handle. Readers
     /// see it from their next snapshot. Needs room reserved with
     /// [`Options::reserve`].
@@ -708,8 +727,9 @@ impl Plan<'_> {
     }
 }
 
-/// Creates `dir` (mode 0755) if missing and checks that only its owner
-/// can write to it.
+/// Creates `dir` (mode 0755) if missing and checks that it belongs to us
+/// and only we can write to it: otherwise another user could plant or
+/// remove files in it.
 fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     let err = |source| Error::Dir {
         path: dir.to_owned(),
@@ -735,6 +755,14 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
         return Err(Error::UnsafeDir {
             path: dir.to_owned(),
             mode: meta.mode(),
+        });
+    }
+    let euid = sys::geteuid();
+    if meta.uid() != euid {
+        return Err(Error::ForeignDir {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            euid,
         });
     }
     Ok(())
@@ -770,6 +798,10 @@ fn render_template(template: &str, command: &str, model: &str) -> Result<String,
     }
     if !template.ends_with(".mmstats") || template.starts_with('.') {
         return Err(bad("must end in \".mmstats\" and not start with '.'"));
+    }
+    if !template.contains("{pid}") || !template.contains("{tid}") {
+        // Without them, two threads or processes would race for one name.
+        return Err(bad("must contain {pid} and {tid}"));
     }
     let mut out = String::new();
     let mut rest = template;
@@ -846,6 +878,8 @@ fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, PathBuf), E
                 return Ok((backing, path));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Only a file we could probe and found unlocked is dead;
+                // if in doubt, take the next name.
                 if crate::reader::probe_alive(&path) == Some(false) {
                     // A dead writer's file with our name (the pid was
                     // reused): replace it atomically with ours.
@@ -920,11 +954,12 @@ mod tests {
         assert!(name.starts_with("my_app.Web."), "{name}");
         assert!(name.ends_with(".mmstats"));
         for bad in [
-            "x.txt",
-            "a/b.mmstats",
-            "{nope}.mmstats",
+            "{pid}{tid}x.txt",
+            "a/{pid}{tid}.mmstats",
+            "{nope}{pid}{tid}.mmstats",
             "{cmd.mmstats",
-            ".x.mmstats",
+            ".x{pid}{tid}.mmstats",
+            "{cmd}.{model}.{pid}.mmstats",
         ] {
             let err = render_template(bad, "c", "m").unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
