@@ -1,0 +1,622 @@
+//! Runs the built `slurpstats` against real stats files written with the
+//! mmstats library in temporary directories.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mmstats::{Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Stats, Text, Timer};
+use serde_json::{json, Value as Json};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_slurpstats");
+
+/// A model whose fields are declared out of label order.
+#[derive(Stats)]
+#[stats(model = "mixed")]
+struct Mixed {
+    /// Zeta counter.
+    zeta: Counter,
+    /// A gauge with a long label.
+    #[stat(label = "a.much.longer.label")]
+    long: Gauge,
+    /// Load estimate.
+    load: GaugeF64,
+    /// What the thread does.
+    state: Text<32>,
+    /// Version of the writer.
+    version: Constant,
+    /// A counter at its largest value.
+    big: Counter,
+    /// Time per request.
+    request: Timer,
+    /// Response sizes.
+    #[stat(unit = "bytes")]
+    size: Histogram,
+    /// Never recorded.
+    idle: Histogram,
+}
+
+/// Values that need care: non-finite floats, text that will be damaged.
+#[derive(Stats)]
+#[stats(model = "odd")]
+struct Odd {
+    nan: GaugeF64,
+    inf: GaugeF64,
+    broken: Text<32>,
+}
+
+/// A temporary stats directory (mode 0700, as the writer requires).
+fn stats_dir() -> TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// A template for a file that `settle_name` then renames to `NAME.mmstats`
+/// (templates must name the pid and thread; tests want fixed names).
+fn temp_template(name: &str) -> String {
+    format!("{name}.pending-{{pid}}-{{tid}}.mmstats")
+}
+
+/// Renames the file made with `temp_template(name)` to `NAME.mmstats`. A
+/// live stats file may be renamed: its writer's lock is on the inode.
+fn settle_name(dir: &Path, name: &str) {
+    let prefix = format!("{name}.pending-");
+    let made: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    fs::rename(&made[0], dir.join(format!("{name}.mmstats"))).unwrap();
+}
+
+/// Opens a `Mixed` as `NAME.mmstats` in `dir` and sets known values.
+fn mixed(dir: &Path, name: &str) -> Mixed {
+    let m = Mixed::builder()
+        .dir(dir)
+        .template(&temp_template(name))
+        .open()
+        .unwrap();
+    settle_name(dir, name);
+    m.zeta.add(7);
+    m.long.set(-42);
+    m.load.set(2.5);
+    m.state.set("serving \"x\"");
+    m.version.set("1.2.3");
+    m.big.add(u64::MAX);
+    for ns in 1..=100 {
+        m.request.record_ns(ns);
+    }
+    for _ in 0..3 {
+        m.size.record(1000);
+    }
+    assert_eq!(m.idle.count(), 0);
+    m
+}
+
+fn slurp<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MMSTATS_DIR")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn json_of(o: &Output) -> Vec<Json> {
+    match serde_json::from_slice(&o.stdout) {
+        Ok(Json::Array(files)) => files,
+        other => panic!("not a JSON array: {other:?}\n{}", stdout(o)),
+    }
+}
+
+fn path_of(dir: &TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+/// This thread's kernel id, as the writer records it.
+fn this_tid() -> u32 {
+    let link = fs::read_link("/proc/thread-self").unwrap();
+    link.file_name().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// The command name the writer records: our argv[0]'s file name.
+fn this_command() -> String {
+    let arg0 = std::env::args_os().next().unwrap();
+    Path::new(&arg0)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Field lines of the text output of a single file: (label, value).
+fn field_lines(text: &str) -> Vec<&str> {
+    text.lines().skip(1).collect()
+}
+
+#[test]
+fn text_lists_fields_sorted_and_aligned() {
+    let dir = stats_dir();
+    let _m = mixed(dir.path(), "a");
+    let out = slurp(&[dir.path()]);
+    assert_eq!(stderr(&out), "");
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let path = path_of(&dir, "a.mmstats");
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with(&format!(
+            "{}: pid {}, tid {}, command {:?}, model \"mixed\", alive, age ",
+            path.display(),
+            std::process::id(),
+            this_tid(),
+            this_command()
+        )),
+        "{header}"
+    );
+    assert!(header.ends_with(", version 1.0"), "{header}");
+    assert_eq!(
+        field_lines(&text),
+        [
+            "  a.much.longer.label  -42",
+            "  big                  18446744073709551615",
+            "  idle                 count=0",
+            "  load                 2.5",
+            "  request              count=100 mean=50.5ns p50=50ns p99=99ns p99.9=100ns max=100ns",
+            "  size                 count=3 mean=1000 p50=1003 p99=1003 p99.9=1003 max=1007 bytes",
+            "  state                \"serving \\\"x\\\"\"",
+            "  version              \"1.2.3\"",
+            "  zeta                 7",
+        ]
+    );
+}
+
+#[test]
+fn text_scales_timers_to_human_units() {
+    /// One timer.
+    #[derive(Stats)]
+    struct Slow {
+        t: Timer,
+    }
+    let dir = stats_dir();
+    let s = Slow::builder()
+        .dir(dir.path())
+        .template(&temp_template("slow"))
+        .open()
+        .unwrap();
+    settle_name(dir.path(), "slow");
+    // 98 values of 1µs, one of 2ms, one of 3s: p50 in µs, p99 in ms,
+    // p99.9 and max in s; each shown as its bucket's midpoint or bound.
+    for _ in 0..98 {
+        s.t.record_ns(1_000);
+    }
+    s.t.record_ns(2_000_000);
+    s.t.record_ns(3_000_000_000);
+    let out = slurp(&[dir.path()]);
+    assert_eq!(
+        field_lines(&stdout(&out)),
+        ["  t  count=100 mean=30ms p50=1µs p99=2.01ms p99.9=3s max=3.02s"]
+    );
+}
+
+#[test]
+fn text_shows_liveness_alive_exited_and_crashed() {
+    let dir = stats_dir();
+    let live = mixed(dir.path(), "live");
+    // A copy of a live file: marked active, but nobody holds its lock, as
+    // when a writer dies without closing.
+    fs::copy(
+        path_of(&dir, "live.mmstats"),
+        path_of(&dir, "crashed.mmstats"),
+    )
+    .unwrap();
+    drop(mixed(dir.path(), "gone"));
+    let out = slurp(&[dir.path()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = |name: &str| {
+        let prefix = format!("{}: ", path_of(&dir, name).display());
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no header for {name} in\n{text}"))
+            .to_owned()
+    };
+    assert!(header("live.mmstats").contains(", alive, "));
+    assert!(header("gone.mmstats").contains(", dead (exited), "));
+    assert!(header("crashed.mmstats").contains(", dead (crashed), "));
+    // Files come in discover() order, set apart by blank lines.
+    let headers: Vec<&str> = text.lines().filter(|l| l.contains(": pid ")).collect();
+    assert_eq!(headers.len(), 3);
+    assert!(headers[0].contains("crashed.mmstats"));
+    assert!(headers[1].contains("gone.mmstats"));
+    assert!(headers[2].contains("live.mmstats"));
+    assert_eq!(text.matches("\n\n").count(), 2);
+
+    let out = slurp(&[OsStr::new("--json"), dir.path().as_os_str()]);
+    let files = json_of(&out);
+    let by_name = |name: &str| {
+        let p = path_of(&dir, name).display().to_string();
+        files
+            .iter()
+            .find(|f| f["file"] == json!(p))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("live.mmstats")["alive"], json!(true));
+    assert_eq!(by_name("live.mmstats")["state"], json!("active"));
+    assert_eq!(by_name("gone.mmstats")["alive"], json!(false));
+    assert_eq!(by_name("gone.mmstats")["state"], json!("exited"));
+    assert_eq!(by_name("crashed.mmstats")["alive"], json!(false));
+    assert_eq!(by_name("crashed.mmstats")["state"], json!("active"));
+    drop(live);
+}
+
+#[test]
+fn json_has_file_facts_and_exact_values() {
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let dir = stats_dir();
+    let _m = mixed(dir.path(), "a");
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let out = slurp(&[OsStr::new("--json"), dir.path().as_os_str()]);
+    assert_eq!(stderr(&out), "");
+    assert!(out.status.success());
+    // The u64 survives exactly in the raw text, never through an f64.
+    assert!(stdout(&out).contains(r#""big":18446744073709551615"#));
+    let files = json_of(&out);
+    assert_eq!(files.len(), 1);
+    let f = &files[0];
+    assert_eq!(
+        f["file"],
+        json!(path_of(&dir, "a.mmstats").display().to_string())
+    );
+    assert_eq!(f["pid"], json!(std::process::id()));
+    assert_eq!(f["tid"], json!(this_tid()));
+    assert_eq!(f["command"], json!(this_command()));
+    assert_eq!(f["model"], json!("mixed"));
+    assert_eq!(f["alive"], json!(true));
+    assert_eq!(f["state"], json!("active"));
+    assert_eq!(f["version"], json!("1.0"));
+    let created = u128::from(f["created_unix_ns"].as_u64().unwrap());
+    assert!(before.as_nanos() <= created && created <= after.as_nanos());
+
+    let stats = f["stats"].as_object().unwrap();
+    assert_eq!(stats["big"].as_u64(), Some(u64::MAX));
+    assert_eq!(stats["zeta"], json!(7));
+    assert_eq!(stats["a.much.longer.label"], json!(-42));
+    assert_eq!(stats["load"], json!(2.5));
+    assert_eq!(stats["state"], json!("serving \"x\""));
+    assert_eq!(stats["version"], json!("1.2.3"));
+    let labels: Vec<&String> = stats.keys().collect();
+    let mut sorted = labels.clone();
+    sorted.sort();
+    assert_eq!(labels, sorted);
+    assert_eq!(labels.len(), 9);
+
+    let meta = &f["fields"];
+    assert_eq!(
+        meta["request"],
+        json!({"kind": "timer", "unit": "ns", "help": "Time per request.", "static_labels": {}})
+    );
+    assert_eq!(
+        meta["size"],
+        json!({"kind": "histogram", "unit": "bytes", "help": "Response sizes.", "static_labels": {}})
+    );
+    assert_eq!(meta["zeta"]["kind"], json!("counter"));
+    assert_eq!(meta["a.much.longer.label"]["kind"], json!("gauge"));
+    assert_eq!(meta["load"]["kind"], json!("gauge_f64"));
+    assert_eq!(meta["state"]["kind"], json!("text"));
+    assert_eq!(meta["version"]["kind"], json!("constant"));
+}
+
+#[test]
+fn json_histograms_have_exactly_the_specified_keys() {
+    let dir = stats_dir();
+    let _m = mixed(dir.path(), "a");
+    let out = slurp(&[OsStr::new("--json"), dir.path().as_os_str()]);
+    let files = json_of(&out);
+    let stats = &files[0]["stats"];
+    let keys = [
+        "buckets", "count", "max", "mean", "min", "p50", "p75", "p90", "p95", "p99", "p999", "sum",
+    ];
+    for label in ["request", "size", "idle"] {
+        let mut got: Vec<&str> = stats[label]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        got.sort();
+        assert_eq!(got, keys, "{label}");
+    }
+    // Values 1..=100 ns: each in a bucket of its own, so exact.
+    let buckets: Vec<Json> = (1..=100u64).map(|v| json!([v, v, 1])).collect();
+    assert_eq!(
+        stats["request"],
+        json!({
+            "count": 100, "sum": 5050, "mean": 50.5, "min": 1, "max": 100,
+            "p50": 50, "p75": 75, "p90": 90, "p95": 95, "p99": 99, "p999": 100,
+            "buckets": buckets,
+        })
+    );
+    // 1000 three times: bucket [1000, 1007], quantiles at its midpoint.
+    assert_eq!(
+        stats["size"],
+        json!({
+            "count": 3, "sum": 3000, "mean": 1000.0, "min": 1000, "max": 1007,
+            "p50": 1003, "p75": 1003, "p90": 1003, "p95": 1003, "p99": 1003, "p999": 1003,
+            "buckets": [[1000, 1007, 3]],
+        })
+    );
+    assert_eq!(
+        stats["idle"],
+        json!({
+            "count": 0, "sum": 0, "mean": null, "min": null, "max": null,
+            "p50": null, "p75": null, "p90": null, "p95": null, "p99": null, "p999": null,
+            "buckets": [],
+        })
+    );
+}
+
+#[test]
+fn non_finite_and_unavailable_values() {
+    let dir = stats_dir();
+    let o = Odd::builder()
+        .dir(dir.path())
+        .template(&temp_template("odd"))
+        .open()
+        .unwrap();
+    settle_name(dir.path(), "odd");
+    o.nan.set(f64::NAN);
+    o.inf.set(f64::INFINITY);
+    o.broken.set("MARKER-FOR-BROKEN-TEXT");
+    // Damage the text's bytes in a copy: invalid UTF-8 reads as unavailable.
+    let mut bytes = fs::read(path_of(&dir, "odd.mmstats")).unwrap();
+    let marker = b"MARKER-FOR-BROKEN-TEXT";
+    let at: Vec<usize> = bytes
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, w)| w == marker)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1);
+    bytes[at[0]] = 0xff;
+    let damaged = stats_dir();
+    fs::write(path_of(&damaged, "odd.mmstats"), bytes).unwrap();
+
+    let out = slurp(&[damaged.path()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = field_lines(&stdout(&out)).join("\n");
+    assert!(
+        lines.contains("  broken  <unavailable: invalid UTF-8"),
+        "{lines}"
+    );
+    assert!(lines.contains("  inf     inf\n"), "{lines}");
+    assert!(lines.contains("  nan     NaN"), "{lines}");
+
+    let out = slurp(&[OsStr::new("--json"), damaged.path().as_os_str()]);
+    let stats = &json_of(&out)[0]["stats"];
+    assert_eq!(stats["broken"], Json::Null);
+    assert_eq!(stats["nan"], Json::Null);
+    assert_eq!(stats["inf"], Json::Null);
+    assert_eq!(stats.as_object().unwrap().len(), 3);
+}
+
+#[test]
+fn bad_files_warn_and_the_rest_is_printed() {
+    let dir = stats_dir();
+    let _m = mixed(dir.path(), "good");
+    // Longer than a header, so it is the magic number that gives it away.
+    fs::write(path_of(&dir, "x.mmstats"), "not a stats file ".repeat(256)).unwrap();
+    fs::write(path_of(&dir, "y.mmstats"), b"").unwrap();
+    let garbage = path_of(&dir, "x.mmstats").display().to_string();
+    let empty = path_of(&dir, "y.mmstats").display().to_string();
+
+    let out = slurp(&[dir.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "slurpstats: {garbage}: not a valid stats file: bad magic"
+        )),
+        "{err}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "slurpstats: {empty}: not a valid stats file: file is 0 bytes"
+        )),
+        "{err}"
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!(
+        "{}: pid ",
+        path_of(&dir, "good.mmstats").display()
+    )));
+    assert!(text.contains("  zeta                 7\n"));
+
+    let out = slurp(&[OsStr::new("--json"), dir.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 2);
+    let files = json_of(&out);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["stats"]["zeta"], json!(7));
+}
+
+#[test]
+fn missing_path_warns_and_exits_1() {
+    let dir = stats_dir();
+    let _m = mixed(dir.path(), "a");
+    let missing = path_of(&dir, "nope.mmstats");
+    let out = slurp(&[dir.path(), &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("slurpstats: {}: ", missing.display())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    assert!(stdout(&out).contains("  zeta  "));
+}
+
+#[test]
+fn glob_selects_files() {
+    let dir = stats_dir();
+    let _a = mixed(dir.path(), "alpha");
+    let _b = mixed(dir.path(), "beta");
+    let pattern = dir.path().join("al*.mmstats");
+    let out = slurp(&[OsStr::new("--json"), pattern.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = json_of(&out);
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0]["file"],
+        json!(path_of(&dir, "alpha.mmstats").display().to_string())
+    );
+    // A pattern that matches nothing is a failed path.
+    let out = slurp(&[dir.path().join("zz*.mmstats")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("zz*.mmstats"));
+}
+
+#[test]
+fn default_directory_comes_from_mmstats_dir() {
+    let dir = stats_dir();
+    let _a = mixed(dir.path(), "a");
+    let _b = mixed(dir.path(), "b");
+    let out = Command::new(BIN)
+        .arg("--json")
+        .env("MMSTATS_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let files: Vec<Json> = json_of(&out).iter().map(|f| f["file"].clone()).collect();
+    assert_eq!(
+        files,
+        [
+            json!(path_of(&dir, "a.mmstats").display().to_string()),
+            json!(path_of(&dir, "b.mmstats").display().to_string()),
+        ]
+    );
+
+    // An empty default directory: nothing to print, a hint, still success.
+    let empty = stats_dir();
+    let out = Command::new(BIN)
+        .arg("--json")
+        .env("MMSTATS_DIR", empty.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "[]\n");
+    assert!(stderr(&out).contains("no stats files"));
+}
+
+/// A file whose text output is far bigger than any pipe buffer (1 MiB is
+/// the largest Linux allows an unprivileged process by default).
+fn wide_file(dir: &Path) -> mmstats::StatsFile {
+    let mut schema = mmstats::Schema::new("wide");
+    for i in 0..40_000 {
+        schema.push(FieldDef::counter(&format!("wide.counter.number.{i:06}")));
+    }
+    let options = mmstats::Options::new()
+        .dir(dir)
+        .template(&temp_template("wide"));
+    let file = mmstats::StatsFile::create(&schema, &options).unwrap();
+    settle_name(dir, "wide");
+    file
+}
+
+#[test]
+fn closed_stdout_exits_quietly() {
+    let dir = stats_dir();
+    let _wide = wide_file(dir.path());
+    // The whole output really is bigger than a pipe can hold.
+    let full = slurp(&[dir.path()]);
+    assert!(full.status.success());
+    assert!(full.stdout.len() > 1 << 20, "{}", full.stdout.len());
+
+    for json in [false, true] {
+        let mut cmd = Command::new(BIN);
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut start = [0u8; 64];
+        child.stdout.take().unwrap().read_exact(&mut start).unwrap();
+        // The read end is closed here, with most of the output unwritten.
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(stderr(&out), "", "json={json}");
+        assert_eq!(out.status.code(), Some(0), "json={json}");
+    }
+}
+
+#[test]
+fn piped_into_head_exits_quietly() {
+    let dir = stats_dir();
+    let _wide = wide_file(dir.path());
+    let err_file = path_of(&dir, "stderr.txt");
+    let status_file = path_of(&dir, "status.txt");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"{ "$0" "$1" 2>"$2"; echo $? >"$3"; } | head -1"#)
+        .arg(BIN)
+        .arg(dir.path())
+        .arg(&err_file)
+        .arg(&status_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).lines().count(), 1);
+    assert!(stdout(&out).contains("wide.mmstats: pid "));
+    assert_eq!(fs::read_to_string(&err_file).unwrap(), "");
+    assert_eq!(fs::read_to_string(&status_file).unwrap(), "0\n");
+}
+
+#[test]
+fn help_explains_paths_default_dirs_and_json() {
+    let out = slurp(&["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for needle in [
+        "MMSTATS_DIR",
+        "/dev/shm/mmstats-*",
+        "glob",
+        "--json",
+        "\"stats\"",
+        "\"fields\"",
+        "\"p999\"",
+        "\"buckets\"",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let out = slurp(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--no-such-flag"));
+    assert!(out.stdout.is_empty());
+}
