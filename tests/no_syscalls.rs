@@ -1,0 +1,280 @@
+//! The hot path makes no system calls: `examples/incr_loop.rs` run under
+//! `strace -f -c` makes no more system calls for ten million increments
+//! than for ten.
+//!
+//! Needs a working `strace`. Without one the test prints a note and passes,
+//! unless `MMSTATS_REQUIRE_STRACE=1` is set (CI sets it), which turns a
+//! missing or unusable `strace` into a failure.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mmstats::Value;
+
+/// Set to `1` to fail, rather than skip, when strace is missing or cannot
+/// trace in this environment.
+const REQUIRE_ENV: &str = "MMSTATS_REQUIRE_STRACE";
+
+#[test]
+fn a_million_fold_more_increments_make_no_more_syscalls() {
+    let required = std::env::var_os(REQUIRE_ENV).is_some_and(|v| v == "1");
+    if let Err(why) = strace_usable() {
+        assert!(!required, "{REQUIRE_ENV}=1 but {why}");
+        // Straight to stderr, not through `eprintln!`, which the test
+        // harness captures: a skipped check should show in every log.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: skipping the no-syscalls check: {why} (set {REQUIRE_ENV}=1 to fail instead)"
+        );
+        return;
+    }
+    let exe = build_example();
+    let tmp = tempfile::tempdir().expect("create temporary directory");
+
+    let small = traced_run(&exe, tmp.path(), "small", 10, false);
+    let large = traced_run(&exe, tmp.path(), "large", 10_000_000, false);
+    // Control: one getpid per increment must show up, or the tracing above
+    // proves nothing.
+    let control = traced_run(&exe, tmp.path(), "control", 1000, true);
+    eprintln!(
+        "syscalls: {small} for 10 increments, {large} for 10000000, \
+         {control} for 1000 with a getpid each"
+    );
+
+    assert!(small > 0, "strace counted no system calls at all");
+    assert!(
+        control >= small + 1000,
+        "a getpid per increment should add at least 1000 system calls to the {small} \
+         of the 10-increment run, but the control run made {control}: strace is not \
+         seeing the loop"
+    );
+    // Exact: the program does the same thing before and after the loop
+    // whatever N is, so any extra call comes from the loop.
+    assert!(
+        large <= small,
+        "10000000 increments made {large} system calls, 10 increments made {small}: \
+         the increment loop makes system calls"
+    );
+}
+
+/// Ok if `strace` is installed and can trace a child here (ptrace may be
+/// forbidden in containers); otherwise why not.
+fn strace_usable() -> Result<(), String> {
+    match Command::new("strace").arg("-V").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => return Err(format!("`strace -V` failed: {}", out.status)),
+        Err(e) => return Err(format!("strace is not available: {e}")),
+    }
+    // Trace something harmless that surely exists: this test binary,
+    // listing its tests.
+    let me = std::env::current_exe().expect("path of the test binary");
+    let out = Command::new("strace")
+        .args(["-f", "-c", "-o", "/dev/null", "--"])
+        .arg(&me)
+        .arg("--list")
+        .output()
+        .expect("run strace");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "strace cannot trace here ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Builds `examples/incr_loop.rs` with this test's profile (debug, or
+/// release under `cargo test --release`) and returns the executable's path,
+/// as cargo reports it, so the target directory, however configured, is
+/// right.
+fn build_example() -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "build",
+        "--example",
+        "incr_loop",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if built_in_release() {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build --example incr_loop failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| {
+            msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == "incr_loop"
+                && msg["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "example"))
+        })
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo named no incr_loop executable; its output:\n{stdout}"))
+}
+
+/// Whether this test binary is in a `release` profile directory
+/// (`<target>/release/deps/<test>`).
+fn built_in_release() -> bool {
+    let me = std::env::current_exe().expect("path of the test binary");
+    me.parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == "release")
+}
+
+/// Runs the example for `n` increments under `strace -f -c`, with its stats
+/// in a fresh directory under `tmp`, checks what it printed and what its
+/// file holds, and returns the total number of system calls it made.
+fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, getpid_each: bool) -> u64 {
+    let stats_dir = tmp.join(name);
+    let summary_path = tmp.join(format!("{name}.strace"));
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-c", "-o"])
+        .arg(&summary_path)
+        .arg("--")
+        .arg(exe)
+        .arg(n.to_string())
+        .env(mmstats::DIR_ENV, &stats_dir);
+    if getpid_each {
+        cmd.arg("--getpid-each");
+    }
+    let out = cmd.output().expect("run strace");
+    assert!(
+        out.status.success(),
+        "strace incr_loop {n} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        n.to_string(),
+        "incr_loop {n} printed the wrong final value"
+    );
+
+    // The increments went to a real file in $MMSTATS_DIR, not to private
+    // memory.
+    let (files, problems) = mmstats::discover(&[&stats_dir]);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(files.len(), 1, "one stats file in {}", stats_dir.display());
+    let snap = mmstats::read_file(&files[0]).expect("read the stats file");
+    assert_eq!(
+        snap.field("incr_loop.count").map(|f| &f.value),
+        Some(&Value::Counter(n)),
+        "the counter in {}",
+        files[0].display()
+    );
+
+    let summary = std::fs::read_to_string(&summary_path).expect("read strace summary");
+    total_calls(&summary).unwrap_or_else(|e| panic!("{e}; the summary:\n{summary}"))
+}
+
+/// The total number of calls in the summary table(s) of `strace -c`,
+/// checked against the sum of the per-syscall rows.
+///
+/// Columns are right-aligned under their headings, so the calls of a row
+/// are the number that ends where the heading `calls` ends. That holds
+/// whether or not a row has blank cells (errors; usecs/call in the total
+/// row of older straces). A tracee of mixed personalities gets one table
+/// per personality; their totals are added.
+fn total_calls(summary: &str) -> Result<u64, String> {
+    let mut calls_end = None;
+    let mut total = None;
+    let mut rows = 0u64;
+    for line in summary.lines() {
+        let words = words(line);
+        if words.iter().any(|w| w.1 == "calls") && words.iter().any(|w| w.1 == "syscall") {
+            calls_end = words
+                .iter()
+                .find(|w| w.1 == "calls")
+                .map(|w| w.0 + w.1.len());
+            continue;
+        }
+        let Some(end) = calls_end else { continue };
+        let Some(&(_, name)) = words.last() else {
+            continue;
+        };
+        if name.bytes().all(|b| b == b'-') {
+            continue;
+        }
+        let calls: u64 = words
+            .iter()
+            .find(|w| w.0 + w.1.len() == end)
+            .ok_or_else(|| format!("no number under `calls` in {line:?}"))?
+            .1
+            .parse()
+            .map_err(|e| format!("calls in {line:?}: {e}"))?;
+        if name == "total" {
+            *total.get_or_insert(0) += calls;
+            // The table ends here; what follows is not under its headings.
+            calls_end = None;
+        } else {
+            rows += calls;
+        }
+    }
+    let total = total.ok_or("no `total` row")?;
+    if total != rows {
+        return Err(format!(
+            "the total row says {total} calls, the rows add up to {rows}"
+        ));
+    }
+    Ok(total)
+}
+
+/// The whitespace-separated words of `line` with their byte offsets.
+fn words(line: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in line.char_indices().chain([(line.len(), ' ')]) {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                out.push((s, &line[s..i]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn strace_summaries_parse() {
+    // strace 6: every cell of the total row filled, some errors blank.
+    let v6 = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 31.51    0.000046          15         3           mprotect
+ 30.14    0.000044           5         8           mmap
+  0.00    0.000000           0         1         1 access
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000146           5        12         1 total
+";
+    assert_eq!(total_calls(v6), Ok(12));
+    // strace 4: no usecs/call in the total row.
+    let v4 = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 60.00    0.000006           1         9           mmap
+ 40.00    0.000004           1         4         2 open
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000010                    13         2 total
+";
+    assert_eq!(total_calls(v4), Ok(13));
+    // Two personalities: two tables, totals added.
+    let two = format!("{v6}System call usage summary for 32 bit mode:\n{v4}");
+    assert_eq!(total_calls(&two), Ok(25));
+    // A total that disagrees with its rows, or none at all, is an error.
+    assert!(total_calls(&v6.replace("12         1 total", "13         1 total")).is_err());
+    assert!(total_calls("strace: exec: No such file or directory\n").is_err());
+}
