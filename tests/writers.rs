@@ -136,8 +136,9 @@ fn builder_options_dir_template_prefix() {
     let nested = dir.path().join("made/for/us");
     let stats = DbStats::builder()
         .dir(&nested)
-        .template("svc-{model}-{pid}-{tid}.mmstats")
+        .template("svc-{cmd}-{model}-{pid}-{tid}.mmstats")
         .prefix("svc.")
+        .command("worker 7")
         .open()
         .unwrap();
     stats.queries.add(2);
@@ -145,18 +146,20 @@ fn builder_options_dir_template_prefix() {
     assert_eq!(
         path.file_name().unwrap().to_string_lossy(),
         format!(
-            "svc-DbStats-{}-{}.mmstats",
+            "svc-worker_7-DbStats-{}-{}.mmstats",
             std::process::id(),
             thread_tid()
         )
     );
     let snap = mmstats::read_file(&path).unwrap();
     assert_eq!(value(&snap, "svc.queries"), &Value::Counter(2));
+    assert_eq!(snap.info.command, "worker 7");
 
     // A second instance with the same name gets its own file.
     let again = DbStats::builder()
         .dir(&nested)
-        .template("svc-{model}-{pid}-{tid}.mmstats")
+        .template("svc-{cmd}-{model}-{pid}-{tid}.mmstats")
+        .command("worker 7")
         .open()
         .unwrap();
     again.queries.incr();

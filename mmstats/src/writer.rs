@@ -249,6 +249,7 @@ impl Schema {
 pub struct Options {
     dir: Option<PathBuf>,
     template: Option<String>,
+    command: Option<String>,
     prefix: String,
     reserve_fields: usize,
     reserve_bytes: usize,
@@ -276,6 +277,15 @@ impl Options {
         self
     }
 
+    /// The command name stored in the file and used for `{cmd}` (default:
+    /// the base name of `argv[0]`). For workers whose `argv[0]` says little,
+    /// such as pre-forked children or embedded interpreters.
+    #[must_use]
+    pub fn command(mut self, command: &str) -> Options {
+        self.command = Some(command.to_owned());
+        self
+    }
+
     /// A prefix put before every label (before the model's own prefix).
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Options {
@@ -294,6 +304,10 @@ impl Options {
 
     fn resolved_dir(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(default_dir)
+    }
+
+    fn resolved_command(&self) -> String {
+        self.command.clone().unwrap_or_else(command_name)
     }
 }
 
@@ -322,6 +336,12 @@ impl<T: crate::Stats> Builder<T> {
     /// See [`Options::template`].
     pub fn template(mut self, template: &str) -> Builder<T> {
         self.options = self.options.template(template);
+        self
+    }
+
+    /// See [`Options::command`].
+    pub fn command(mut self, command: &str) -> Builder<T> {
+        self.options = self.options.command(command);
         self
     }
 
@@ -426,7 +446,7 @@ impl StatsFile {
         let dir = options.resolved_dir();
         ensure_private_dir(&dir)?;
         let template = options.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        let name = render_template(template, &command_name(), schema.model())?;
+        let name = render_template(template, &options.resolved_command(), schema.model())?;
         let (backing, path) = publish(&dir, &name, &file.full_image())?;
         file.backing = Arc::new(backing);
         file.path = Some(path);
@@ -559,7 +579,7 @@ impl StatsFile {
                 });
             }
         }
-        let command = command_name();
+        let command = options.resolved_command();
         let capacity = fields.len() + options.reserve_fields;
         let table_off = format::HEADER_LEN;
         let strings_off = table_off + capacity * format::RECORD_LEN;
