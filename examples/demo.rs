@@ -74,6 +74,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.load.set((n % 100) as f64 / 100.0);
         stats.state.set("idle");
     }
-    eprintln!("demo: {n} requests; stats stay readable until the process exits");
+    eprintln!("demo: served {n} requests; the stats file stays readable after this process exits");
     Ok(())
 }

@@ -1,0 +1,6 @@
+use mmstats::{Counter, Stats};
+
+#[derive(Stats)]
+struct S(Counter);
+
+fn main() {}
