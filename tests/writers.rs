@@ -361,6 +361,8 @@ fn fields_appended_to_a_live_file_show_up_in_the_next_snapshot() {
     for i in 0..2 {
         let _: Gauge = file.add(FieldDef::gauge(&format!("g{i}"))).unwrap();
     }
+    let twice = file.add::<Gauge>(FieldDef::gauge("g0"));
+    assert!(twice.unwrap_err().to_string().contains("used twice"));
     let full = file.add::<Gauge>(FieldDef::gauge("one.too.many"));
     assert!(matches!(full, Err(mmstats::Error::NoRoom { .. })));
 }
@@ -392,6 +394,46 @@ fn run_time_schemas_hand_out_their_handles_once() {
     let mut file = StatsFile::private(&schema, &Options::new()).unwrap();
     let err = file.take::<Counter>("g").unwrap_err();
     assert!(err.to_string().contains("taken as counter"), "{err}");
+}
+
+#[test]
+fn a_fifo_named_like_a_stats_file_does_not_hang_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("trap.mmstats");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let (files, _) = mmstats::discover(&[dir.path()]);
+    assert_eq!(files, vec![fifo.clone()]);
+    // Opening a FIFO for reading blocks until a writer comes, unless the
+    // reader asks not to; run it on a thread so a regression fails, not hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(mmstats::read_file(&fifo).map(|_| ())).unwrap());
+    let err = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("reader hung on a FIFO")
+        .unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_planted_symlink_in_place_of_the_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    let link = dir.path().join("stats");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // Our own link is fine.
+    DbStats::builder().dir(&link).open().unwrap();
+    // Someone else's is not (needs root to make one owned by another user).
+    if std::os::unix::fs::lchown(&link, Some(4242), None).is_err() {
+        eprintln!("cannot chown here (not root): skipping the foreign half");
+        return;
+    }
+    let err = DbStats::builder().dir(&link).open().err().unwrap();
+    assert!(
+        matches!(err, mmstats::Error::ForeignDir { owner: 4242, .. }),
+        "{err}"
+    );
 }
 
 #[test]

@@ -62,7 +62,7 @@ pub enum Error {
         reason: String,
     },
     /// Appending a field needs more room than the file reserved when it was
-    /// created. Fix: reserve more with `Builder::reserve`.
+    /// created. Fix: reserve more with `Options::reserve`.
     NoRoom {
         /// The field that did not fit.
         label: String,
@@ -95,7 +95,7 @@ impl fmt::Display for Error {
             Error::Field { label, reason } => write!(f, "field {label:?}: {reason}"),
             Error::NoRoom { label } => write!(
                 f,
-                "no room left in the stats file to append field {label:?}; reserve more with Builder::reserve"
+                "no room left in the stats file to append field {label:?}; reserve more with Options::reserve"
             ),
         }
     }

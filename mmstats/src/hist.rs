@@ -1,7 +1,7 @@
 //! Log-linear bucket layout and histogram snapshots.
 //!
 //! A layout has two parameters: `precision` bits `p` and `max_bits` `m`.
-//! Values below `2^p` get a bucket each. Above that, every power-of-two range
+//! Values below `2^(p+1)` get a bucket each. Above that, every power-of-two range
 //! `[2^h, 2^(h+1))` is cut into `2^p` equal buckets of width `2^(h-p)`, so a
 //! bucket's width is at most `2^-p` of its lower bound. Values of `2^m` and
 //! more are counted in the last bucket. With `s = max(0, floor(log2 v) - p)`:
@@ -225,7 +225,8 @@ impl HistogramSnapshot {
     /// Counts one value, as a writer would. For tests and tools that build
     /// snapshots in memory.
     pub fn record(&mut self, v: u64) {
-        self.counts[self.layout.index(v)] += 1;
+        let c = &mut self.counts[self.layout.index(v)];
+        *c = c.saturating_add(1);
         self.sum = self.sum.wrapping_add(v);
     }
 
@@ -311,7 +312,7 @@ impl HistogramSnapshot {
             });
         }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a = a.wrapping_add(*b);
+            *a = a.saturating_add(*b);
         }
         self.sum = self.sum.wrapping_add(other.sum);
         Ok(())

@@ -338,7 +338,7 @@ impl Histogram {
         // Relaxed: this thread's own stores.
         (format::HIST_BUCKETS / 8..words.len())
             .map(|i| words.at(i).load(Ordering::Relaxed))
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// The exact sum of the values recorded (wrapping).

@@ -138,7 +138,7 @@ impl Reader {
             path: path.clone(),
             source,
         };
-        let file = File::open(&path).map_err(io)?;
+        let file = open_read_only(&path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(malformed(&path, "not a regular file".into()));
@@ -499,7 +499,18 @@ fn is_locked(file: &File) -> Option<bool> {
 /// Whether a live writer holds the file at `path`: `None` if it cannot be
 /// opened or probed.
 pub fn probe_alive(path: &Path) -> Option<bool> {
-    File::open(path).ok().and_then(|f| is_locked(&f))
+    open_read_only(path).ok().and_then(|f| is_locked(&f))
+}
+
+/// Opens `path` for reading without blocking: a FIFO or device planted
+/// under a stats name must not hang the reader (the caller then refuses
+/// anything that is not a regular file).
+fn open_read_only(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }
 
 /// The directories searched when a reader is given no paths: `$MMSTATS_DIR`

@@ -1,6 +1,7 @@
 //! The writer side: field definitions, schemas, the builder, and the
 //! creation of a stats file (or its private-memory stand-in).
 
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::marker::PhantomData;
@@ -427,6 +428,8 @@ pub struct StatsFile {
     strings_used: usize,
     values_used: usize,
     prefix: String,
+    /// Every label in the file, to refuse a duplicate on `add`.
+    labels: HashSet<String>,
     slots: Vec<SlotPlan>,
 }
 
@@ -500,6 +503,12 @@ impl StatsFile {
             });
         }
         let def = def.with_prefix(&self.prefix);
+        if self.labels.contains(&def.label) {
+            return Err(Error::Field {
+                label: def.label,
+                reason: "label used twice in one file".into(),
+            });
+        }
         let h = &self.header;
         if self.header.field_count >= h.field_capacity.into() {
             return Err(Error::NoRoom { label: def.label });
@@ -531,6 +540,7 @@ impl StatsFile {
         let rec = self.header.field_table_off as usize + index * format::RECORD_LEN;
         self.store_image(rec, format::RECORD_LEN);
         self.header.field_count += 1;
+        self.labels.insert(def.label.clone());
         // Release: a reader that acquires the new count sees the record and
         // strings stored above.
         self.backing
@@ -569,10 +579,10 @@ impl StatsFile {
             .map(|f| f.with_prefix(&options.prefix))
             .collect();
         let mut value_lens = Vec::with_capacity(fields.len());
-        let mut seen = std::collections::HashSet::new();
+        let mut labels = HashSet::new();
         for f in &fields {
             value_lens.push(f.validate()?);
-            if !seen.insert(f.label.as_str()) {
+            if !labels.insert(f.label.clone()) {
                 return Err(Error::Field {
                     label: f.label.clone(),
                     reason: "label used twice in one model".into(),
@@ -663,6 +673,7 @@ impl StatsFile {
             strings_used,
             values_used,
             prefix: options.prefix.clone(),
+            labels,
             slots: fields
                 .into_iter()
                 .zip(offsets.into_iter().zip(value_lens))
@@ -764,6 +775,17 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(err(e)),
     }
+    let euid = sys::geteuid();
+    // In a sticky, world-writable parent such as /dev/shm, another user may
+    // have planted our directory's name as a link to a place of theirs.
+    let link = fs::symlink_metadata(dir).map_err(err)?;
+    if link.file_type().is_symlink() && link.uid() != euid && link.uid() != 0 {
+        return Err(Error::ForeignDir {
+            path: dir.to_owned(),
+            owner: link.uid(),
+            euid,
+        });
+    }
     let meta = fs::metadata(dir).map_err(err)?;
     if !meta.is_dir() {
         return Err(err(io::Error::new(
@@ -777,7 +799,6 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
             mode: meta.mode(),
         });
     }
-    let euid = sys::geteuid();
     if meta.uid() != euid {
         return Err(Error::ForeignDir {
             path: dir.to_owned(),
@@ -859,21 +880,23 @@ fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, PathBuf), E
     // A leftover temporary file of ours (same pid and thread) is from a
     // crash or a reused pid; the name is ours to take.
     let _ = fs::remove_file(&tmp);
+    // Mode 0600 until it is locked: nobody else can open it and take the
+    // lock first.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true) // O_EXCL: always a new inode, never a link's target
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o644)
+        .mode(0o600)
         .open(&tmp)
         .map_err(create_err(&tmp))?;
     let result = (|| {
-        // The umask may have narrowed the mode; readers of other users need 0644.
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        file.try_lock().map_err(io::Error::from)?;
         // Writing every byte allocates every page now, so a full tmpfs is an
         // error here and never a SIGBUS on a later store.
         file.write_all(image)?;
-        file.try_lock().map_err(io::Error::from)?;
+        // Readers of other users need 0644 (whatever the umask made of it).
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
         Backing::map_file(file, image.len(), format::H_STATE, WriterState::EXITED)
     })();
     let backing = match result {
