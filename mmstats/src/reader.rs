@@ -174,7 +174,14 @@ impl Reader {
     /// Reads the file: header, fields and values.
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
         let snap = self.read();
-        if self.map.faulted() {
+        // A shrink past a page boundary faults (and reads zero); one inside
+        // the last page reads zeros silently, so the size is checked too.
+        // Either way, what was read may mix old values with zeros.
+        let shrunk = self
+            .file
+            .metadata()
+            .map_or(true, |m| m.len() < self.map.len() as u64);
+        if self.map.faulted() || shrunk {
             return Err(ReadError::Truncated {
                 path: self.path.clone(),
             });
