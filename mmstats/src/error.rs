@@ -131,8 +131,8 @@ pub enum ReadError {
         /// What is wrong, with the offending values.
         reason: String,
     },
-    /// The file has a major version this reader does not know. Fix:
-    /// upgrade the reader.
+    /// The file has a major version this reader does not read (a newer one,
+    /// or a damaged file). Fix: use a reader for that version.
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -170,7 +170,7 @@ impl fmt::Display for ReadError {
             }
             ReadError::UnsupportedVersion { path, major, minor } => write!(
                 f,
-                "{}: format version {major}.{minor} is newer than this reader (knows {}.x); upgrade the reader",
+                "{}: format version {major}.{minor} is not supported by this reader (it reads {}.x); use a reader for that version",
                 path.display(),
                 crate::format::VERSION_MAJOR
             ),
