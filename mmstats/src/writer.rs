@@ -46,6 +46,8 @@ pub struct FieldDef {
     static_labels: Vec<(String, String)>,
     param0: u64,
     param1: u64,
+    /// A builder call that does not fit the kind, reported by `validate`.
+    misuse: Option<String>,
 }
 
 impl FieldDef {
@@ -59,6 +61,7 @@ impl FieldDef {
             static_labels: Vec::new(),
             param0: 0,
             param1: 0,
+            misuse: None,
         }
     }
 
@@ -116,9 +119,15 @@ impl FieldDef {
         self
     }
 
-    /// Sets the unit, e.g. `"bytes"`, `"ms"` or `"rows"`.
+    /// Sets the unit, e.g. `"bytes"`, `"ms"` or `"rows"`. A timer's unit is
+    /// always nanoseconds; giving it another makes the file fail.
     #[must_use]
     pub fn unit(mut self, unit: &str) -> FieldDef {
+        if self.kind == Kind::Timer && Unit::from_text(unit) != Unit::Nanoseconds {
+            self.misuse = Some(format!(
+                "a timer records nanoseconds; unit {unit:?} would mislabel them (use a histogram)"
+            ));
+        }
         self.unit = Unit::from_text(unit);
         self.unit_text = unit.to_owned();
         self
@@ -133,11 +142,15 @@ impl FieldDef {
 
     /// Sets a histogram or timer's bucket layout: `precision` bits (relative
     /// error `2^-precision`) and values up to `2^max_bits`. Checked when the
-    /// file is made; ignored for other kinds' error message.
+    /// file is made; on any other kind, making the file fails.
     #[must_use]
     pub fn layout(mut self, precision: u8, max_bits: u8) -> FieldDef {
-        self.param0 = precision.into();
-        self.param1 = max_bits.into();
+        if matches!(self.kind, Kind::Histogram | Kind::Timer) {
+            self.param0 = precision.into();
+            self.param1 = max_bits.into();
+        } else {
+            self.misuse = Some(format!("a {} has no bucket layout", self.kind));
+        }
         self
     }
 
@@ -171,6 +184,9 @@ impl FieldDef {
         };
         if self.label.is_empty() {
             return Err(bad("empty label".into()));
+        }
+        if let Some(misuse) = &self.misuse {
+            return Err(bad(misuse.clone()));
         }
         if self.label.chars().any(char::is_control) {
             return Err(bad("label contains a control character".into()));
@@ -1034,6 +1050,14 @@ mod tests {
         assert!(
             schema_err(FieldDef::counter("c").static_label("a=b", "c")).contains("static label")
         );
+        assert!(schema_err(FieldDef::text("t", 8).layout(6, 42)).contains("no bucket layout"));
+        let timer_in_ms = FieldDef::timer("t", Layout::timer()).unit("ms");
+        assert!(schema_err(timer_in_ms).contains("nanoseconds"));
+        // The right unit for a timer, and any unit for a histogram, are fine.
+        let mut ok = Schema::new("m");
+        ok.push(FieldDef::timer("t", Layout::timer()).unit("ns"));
+        ok.push(FieldDef::histogram("h", Layout::histogram()).unit("ms"));
+        StatsFile::private(&ok, &Options::new()).unwrap();
         let mut s = Schema::new("m");
         s.push(FieldDef::counter("x"));
         s.push(FieldDef::gauge("x"));
