@@ -575,10 +575,9 @@ fn child_writer() {
     let _ = std::io::stdin().read_line(&mut line);
 }
 
-#[test]
-fn child_process_writes_while_parent_reads() {
-    const COUNT: u64 = 5_000_000;
-    let dir = tempfile::tempdir().unwrap();
+/// Starts this test binary as `child_writer` counting to `count` in `dir`,
+/// and waits until its stats file exists.
+fn spawn_child_writer(dir: &Path, count: u64) -> std::process::Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -587,8 +586,8 @@ fn child_process_writes_while_parent_reads() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("MMSTATS_DIR", dir.path())
-        .env("MMSTATS_CHILD_COUNT", COUNT.to_string())
+        .env("MMSTATS_DIR", dir)
+        .env("MMSTATS_CHILD_COUNT", count.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -599,6 +598,16 @@ fn child_process_writes_while_parent_reads() {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
     }
+    // Keep draining, so the child's last words do not hit a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    child
+}
+
+#[test]
+fn child_process_writes_while_parent_reads() {
+    const COUNT: u64 = 5_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child_writer(dir.path(), COUNT);
     let path = only_file(dir.path());
     let reader = Reader::open(&path).unwrap();
     let mut last = 0u64;
@@ -636,26 +645,7 @@ fn child_process_writes_while_parent_reads() {
 #[test]
 fn killed_writer_reads_as_dead_but_active() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_writer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MMSTATS_DIR", dir.path())
-        .env("MMSTATS_CHILD_COUNT", "10")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains(READY) {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
-    }
+    let mut child = spawn_child_writer(dir.path(), 10);
     let path = only_file(dir.path());
     assert_eq!(mmstats::probe_alive(&path), Some(true));
     child.kill().unwrap();
