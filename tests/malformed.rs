@@ -691,6 +691,71 @@ fn text_stuck_mid_update_is_unavailable_after_bounded_retries() {
     }
 }
 
+/// Makes a file of `schema` in a fresh directory and returns its bytes and
+/// the directory, for tests that patch many records.
+fn made(schema: &Schema) -> (TempDir, PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StatsFile::create(schema, &Options::new().dir(dir.path())).unwrap();
+    let path = file.path().unwrap().to_owned();
+    let bytes = fs::read(&path).unwrap();
+    drop(file);
+    (dir, path, bytes)
+}
+
+#[test]
+fn records_sharing_one_big_value_cannot_amplify_a_reader() {
+    // One timer (about 19 KB of buckets) and many counters; every counter
+    // record is rewritten to be a timer over the same buckets. Decoding it
+    // all would cost many times the file's size.
+    let mut schema = Schema::new("amplifier");
+    schema.push(FieldDef::timer("big", Layout::timer()));
+    for i in 0..50 {
+        schema.push(FieldDef::counter(&format!("c{i}")));
+    }
+    let (dir, path, mut bytes) = made(&schema);
+    let big = record_at(&bytes, 0);
+    let (off, len) = (
+        get_u32(&bytes, big + R_VALUE_OFF),
+        get_u32(&bytes, big + R_VALUE_LEN),
+    );
+    for i in 1..=50 {
+        let r = record_at(&bytes, i);
+        put_u16(&mut bytes, r + R_KIND, Kind::Timer.code());
+        put_u64(&mut bytes, r + R_PARAM0, 6);
+        put_u64(&mut bytes, r + R_PARAM1, 42);
+        put_u32(&mut bytes, r + R_VALUE_OFF, off);
+        put_u32(&mut bytes, r + R_VALUE_LEN, len);
+    }
+    let patched = dir.path().join("amplified.mmstats");
+    fs::write(&patched, &bytes).unwrap();
+    drop(path);
+    expect_malformed(&patched, &["more than the file holds"]);
+}
+
+#[test]
+fn many_stuck_text_fields_share_one_retry_budget() {
+    let mut schema = Schema::new("stuck");
+    for i in 0..10 {
+        schema.push(FieldDef::text(&format!("t{i}"), 8));
+    }
+    let (dir, _path, mut bytes) = made(&schema);
+    for i in 0..10 {
+        let v = get_u32(&bytes, record_at(&bytes, i) + R_VALUE_OFF) as usize;
+        put_u64(&mut bytes, v + TEXT_SEQ, 1);
+    }
+    let patched = dir.path().join("all-stuck.mmstats");
+    fs::write(&patched, &bytes).unwrap();
+    let snap = expect_ok(&patched);
+    let reasons: Vec<&str> = snap.fields.iter().map(|f| unavailable(&f.value)).collect();
+    let spent_alone = reasons.iter().filter(|r| r.contains("attempts")).count();
+    let cut_short = reasons
+        .iter()
+        .filter(|r| r.contains("spent its retries"))
+        .count();
+    // Four fields' worth of attempts, then the rest give up at once.
+    assert_eq!((spent_alone, cut_short), (4, 6), "{reasons:?}");
+}
+
 // ---------------------------------------------- what a reader must allow --
 
 #[test]

@@ -454,6 +454,38 @@ fn a_directory_owned_by_someone_else_is_refused() {
 }
 
 #[test]
+fn handles_must_match_their_definition() {
+    let mut schema = Schema::new("caps");
+    schema.push(FieldDef::text("t", 64));
+    let mut file = StatsFile::private(&schema, &Options::new()).unwrap();
+    let err = file.take::<Text<8>>("t").unwrap_err();
+    assert!(err.to_string().contains("capacity is 64"), "{err}");
+    let _: Text<64> = file.take("t").unwrap();
+}
+
+#[test]
+fn absurd_reservations_are_errors_not_overflows() {
+    let schema = Schema::new("huge");
+    for options in [
+        Options::new().reserve(usize::MAX, 0),
+        Options::new().reserve(0, usize::MAX),
+    ] {
+        let err = StatsFile::private(&schema, &options).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
+}
+
+#[derive(Stats)]
+struct Empty {}
+
+#[test]
+fn a_model_without_fields_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Empty::builder().dir(dir.path()).open().err().unwrap();
+    assert!(err.to_string().contains("at least one field"), "{err}");
+}
+
+#[test]
 fn static_labels_and_units_are_stored() {
     let dir = tempfile::tempdir().unwrap();
     let mut schema = Schema::new("labelled");

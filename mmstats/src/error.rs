@@ -66,6 +66,8 @@ pub enum Error {
     NoRoom {
         /// The field that did not fit.
         label: String,
+        /// What it needed and what was left.
+        detail: String,
     },
 }
 
@@ -93,9 +95,9 @@ impl fmt::Display for Error {
                 write!(f, "file name template {template:?}: {reason}")
             }
             Error::Field { label, reason } => write!(f, "field {label:?}: {reason}"),
-            Error::NoRoom { label } => write!(
+            Error::NoRoom { label, detail } => write!(
                 f,
-                "no room left in the stats file to append field {label:?}; reserve more with Options::reserve"
+                "no room left in the stats file to append field {label:?} ({detail}); reserve more with Options::reserve"
             ),
         }
     }
@@ -141,8 +143,10 @@ pub enum ReadError {
         /// The file's minor version.
         minor: u16,
     },
-    /// The file shrank while it was being read (it was truncated or
-    /// replaced). Reading it again may succeed.
+    /// The file shrank while it was being read (something truncated it).
+    /// What was read is discarded; this `Reader` stays broken, so open the
+    /// file again. (A file *replaced* by rename is not an error: a reader
+    /// keeps reading the inode it opened.)
     Truncated {
         /// The file.
         path: PathBuf,

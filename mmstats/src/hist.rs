@@ -132,7 +132,14 @@ impl Layout {
     }
 
     /// The smallest and largest value counted in bucket `i`.
+    ///
+    /// Panics if `i >= self.buckets()`.
     pub fn bounds(self, i: usize) -> (u64, u64) {
+        assert!(
+            i < self.buckets(),
+            "bucket {i} of {} buckets",
+            self.buckets()
+        );
         let p = self.precision as u32;
         let sub = 1usize << p;
         if i < 2 * sub {

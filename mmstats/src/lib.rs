@@ -71,6 +71,11 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+// Values are 8-byte atomic words, and readers rely on 8-byte relaxed loads
+// of read-only memory being plain loads: both need a 64-bit target.
+#[cfg(not(all(target_pointer_width = "64", target_has_atomic = "64")))]
+compile_error!("mmstats needs a 64-bit target with 64-bit atomics");
+
 mod error;
 pub mod format;
 pub mod hist;

@@ -212,33 +212,28 @@ impl Reader {
             });
         }
         let regions = Regions::check(&h, self.map.len()).map_err(bad)?;
-        // Acquire: pairs with the writer's Release when it appends a field,
-        // so every record and string counted here is complete.
-        let count = self.map.load(format::H_FIELD_COUNT, Ordering::Acquire);
+        let count = self.map.load(format::H_FIELD_COUNT);
+        // Acquire fence after the relaxed load: pairs with the writer's
+        // Release store when it appends a field, so every record and string
+        // counted here is complete.
+        fence(Ordering::Acquire);
         if count > u64::from(h.field_capacity) {
             return Err(bad(format!(
                 "field count {count} is over the table's capacity {}",
                 h.field_capacity
             )));
         }
-        let record_len = h.record_len as usize;
-        let mut table = Vec::new();
-        self.map.copy(
-            h.field_table_off as usize,
-            count as usize * record_len,
-            &mut table,
-        );
-        let mut strings = Vec::new();
-        self.map
-            .copy(regions.strings.start, regions.strings.len(), &mut strings);
-        let text = |r: StrRef, what: &str| -> Result<String, String> {
-            regions
-                .string(&strings, r)
-                .map_err(|e| format!("{what}: {e}"))
+        let state = WriterState::from_word(self.map.load(format::H_STATE));
+        // Acquire fence: pairs with the writer's Release store of "exited",
+        // so values read after this are final when the state says so.
+        fence(Ordering::Acquire);
+        // A well-formed file decodes each string and value byte once, so a
+        // file whose records point at the same bytes over and over cannot
+        // make a reader allocate or work more than this.
+        let mut budget = Budget {
+            bytes: h.file_len,
+            text_attempts: TEXT_RETRIES * 4,
         };
-        // Acquire: pairs with the writer's Release store of "exited", so
-        // values read after it are final when it says so.
-        let state = WriterState::from_word(self.map.load(format::H_STATE, Ordering::Acquire));
         let info = FileInfo {
             path: self.path.clone(),
             version: (h.major, h.minor),
@@ -246,31 +241,48 @@ impl Reader {
             tid: h.tid,
             process_start: h.proc_start,
             created: UNIX_EPOCH + Duration::from_nanos(h.created_ns),
-            command: text(h.command, "command").map_err(bad)?,
-            model: text(h.model, "model").map_err(bad)?,
+            command: self
+                .string(&regions, h.command, &mut budget)
+                .map_err(|e| bad(format!("command: {e}")))?,
+            model: self
+                .string(&regions, h.model, &mut budget)
+                .map_err(|e| bad(format!("model: {e}")))?,
             alive: is_locked(&self.file) == Some(true),
             state,
         };
-        let mut fields = Vec::with_capacity(count as usize);
+        let record_len = h.record_len as usize;
+        let table = h.field_table_off as usize;
+        // Grown as fields are read: `count` comes from the file.
+        let mut fields = Vec::new();
         let mut skipped = 0;
+        let mut rec_bytes = Vec::with_capacity(format::RECORD_LEN);
         for i in 0..count as usize {
-            let rec = RawRecord::decode(&table[i * record_len..]);
-            let at = |e: String| bad(format!("field {i}: {e}"));
-            let label = text(rec.label, "label").map_err(at)?;
+            rec_bytes.clear();
+            self.map
+                .copy(table + i * record_len, format::RECORD_LEN, &mut rec_bytes);
+            let rec = RawRecord::decode(&rec_bytes);
+            let mut text = |r: StrRef, what: &str| {
+                self.string(&regions, r, &mut budget)
+                    .map_err(|e| format!("{what}: {e}"))
+            };
+            let label = text(rec.label, "label").map_err(|e| bad(format!("field {i}: {e}")))?;
             let at = |e: String| bad(format!("field {i} ({label}): {e}"));
             let Some(kind) = Kind::from_code(rec.kind) else {
                 skipped += 1;
                 continue;
             };
-            let value_at = regions.value(&rec, kind).map_err(at)?;
+            let unit_text = text(rec.unit_text, "unit").map_err(at)?;
+            let help = text(rec.help, "help").map_err(at)?;
             let static_labels = text(rec.static_labels, "static labels").map_err(at)?;
+            let value_at = regions.value(&rec, kind).map_err(at)?;
+            budget.spend(rec.value_len.into()).map_err(at)?;
             fields.push(Field {
                 kind,
                 unit: Unit::from_code(rec.unit),
-                unit_text: text(rec.unit_text, "unit").map_err(at)?,
-                help: text(rec.help, "help").map_err(at)?,
+                unit_text,
+                help,
                 static_labels: parse_static_labels(&static_labels),
-                value: self.value(kind, &rec, value_at),
+                value: self.value(kind, &rec, value_at, &mut budget),
                 label,
             });
         }
@@ -281,35 +293,55 @@ impl Reader {
         })
     }
 
+    /// Reads a string reference, checked against the string table.
+    fn string(&self, regions: &Regions, r: StrRef, budget: &mut Budget) -> Result<String, String> {
+        if r.len == 0 {
+            return Ok(String::new());
+        }
+        let start = r.off as usize;
+        let end = start + r.len as usize;
+        if start < regions.strings.start || end > regions.strings.end {
+            return Err(format!(
+                "string at {start}..{end} is outside the string table {:?}",
+                regions.strings
+            ));
+        }
+        budget.spend(r.len.into())?;
+        // The table is 8-aligned, so the words around the string are in it.
+        let first = start & !7;
+        let mut bytes = Vec::with_capacity(format::align8(end) - first);
+        self.map
+            .copy(first, format::align8(end) - first, &mut bytes);
+        bytes.drain(..start - first);
+        bytes.truncate(end - start);
+        String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 at {start}: {e}"))
+    }
+
     /// Reads one value whose range was validated.
-    fn value(&self, kind: Kind, rec: &RawRecord, off: usize) -> Value {
+    fn value(&self, kind: Kind, rec: &RawRecord, off: usize, budget: &mut Budget) -> Value {
         // Relaxed for the scalars: each is one aligned word written with
         // one store; no other value has to agree with it.
         match kind {
-            Kind::Counter => Value::Counter(self.map.load(off, Ordering::Relaxed)),
-            Kind::Gauge => Value::Gauge(self.map.load(off, Ordering::Relaxed) as i64),
-            Kind::GaugeF64 => {
-                Value::GaugeF64(f64::from_bits(self.map.load(off, Ordering::Relaxed)))
-            }
-            Kind::Text => match self.text(off, rec.param0 as usize) {
+            Kind::Counter => Value::Counter(self.map.load(off)),
+            Kind::Gauge => Value::Gauge(self.map.load(off) as i64),
+            Kind::GaugeF64 => Value::GaugeF64(f64::from_bits(self.map.load(off))),
+            Kind::Text => match self.text(off, rec.param0 as usize, budget) {
                 Ok(s) => Value::Text(s),
                 Err(e) => Value::Unavailable(e),
             },
-            Kind::Constant => match self.text(off, rec.param0 as usize) {
+            Kind::Constant => match self.text(off, rec.param0 as usize, budget) {
                 Ok(s) => Value::Constant(s),
                 Err(e) => Value::Unavailable(e),
             },
             Kind::Histogram | Kind::Timer => {
                 let layout = Layout::from_params(rec.param0, rec.param1).expect("validated");
-                // Acquire: pairs with the writer's Release store of the sum;
-                // the buckets read next include every value in this sum.
-                let sum = self.map.load(off + format::HIST_SUM, Ordering::Acquire);
+                let sum = self.map.load(off + format::HIST_SUM);
+                // Acquire fence after the sum: pairs with the writer's
+                // Release store of it, so the buckets read next include
+                // every value in this sum.
+                fence(Ordering::Acquire);
                 let counts = (0..layout.buckets())
-                    // Relaxed: each bucket is a word of its own.
-                    .map(|i| {
-                        self.map
-                            .load(off + format::HIST_BUCKETS + 8 * i, Ordering::Relaxed)
-                    })
+                    .map(|i| self.map.load(off + format::HIST_BUCKETS + 8 * i))
                     .collect();
                 Value::Histogram(
                     HistogramSnapshot::from_parts(layout, sum, counts).expect("bucket count"),
@@ -319,18 +351,25 @@ impl Reader {
     }
 
     /// Reads a text value under its sequence word.
-    fn text(&self, off: usize, capacity: usize) -> Result<String, String> {
+    fn text(&self, off: usize, capacity: usize, budget: &mut Budget) -> Result<String, String> {
         let mut bytes = Vec::with_capacity(format::align8(capacity));
-        for attempt in 0..TEXT_RETRIES {
-            // Acquire: pairs with the writer's final Release store, so the
-            // data read below is at least as new as this sequence number.
-            let s1 = self.map.load(off + format::TEXT_SEQ, Ordering::Acquire);
+        let mut attempt = 0;
+        while attempt < TEXT_RETRIES {
+            if budget.text_attempts == 0 {
+                return Err("this snapshot spent its retries on other text fields".into());
+            }
+            budget.text_attempts -= 1;
+            attempt += 1;
+            let s1 = self.map.load(off + format::TEXT_SEQ);
+            // Acquire fence: pairs with the writer's final Release store, so
+            // the data read below is at least as new as this sequence number.
+            fence(Ordering::Acquire);
             if s1 & 1 == 1 {
                 backoff(attempt);
                 continue;
             }
             // Relaxed: checked as a whole by the sequence re-read below.
-            let len = self.map.load(off + format::TEXT_LEN, Ordering::Relaxed);
+            let len = self.map.load(off + format::TEXT_LEN);
             let n = (len as usize).min(capacity);
             bytes.clear();
             self.map
@@ -339,7 +378,7 @@ impl Reader {
             // the sequence word, so a write that overlapped them shows up
             // as a changed sequence number.
             fence(Ordering::Acquire);
-            let s2 = self.map.load(off + format::TEXT_SEQ, Ordering::Relaxed);
+            let s2 = self.map.load(off + format::TEXT_SEQ);
             if s1 != s2 {
                 backoff(attempt);
                 continue;
@@ -357,9 +396,24 @@ impl Reader {
     }
 }
 
-/// Waits a little before re-reading a value the writer is changing: a
-/// spin, and now and then a yield in case the writer was preempted
-/// mid-write on this core.
+/// What one snapshot may still spend on a file's contents.
+struct Budget {
+    /// String and value bytes left to decode.
+    bytes: u64,
+    /// Text read attempts left, over all text fields.
+    text_attempts: usize,
+}
+
+impl Budget {
+    fn spend(&mut self, bytes: u64) -> Result<(), String> {
+        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
+            "strings and values add up to more than the file holds (records share bytes?)"
+                .to_string()
+        })?;
+        Ok(())
+    }
+}
+
 fn backoff(attempt: usize) {
     if attempt % 64 == 63 {
         std::thread::yield_now();
@@ -427,23 +481,6 @@ impl Regions {
         let strings = range(h.strings_off, h.strings_len.into(), "string table")?;
         let values = range(h.values_off, h.values_len.into(), "value area")?;
         Ok(Regions { strings, values })
-    }
-
-    /// Resolves a string reference against the copied string table.
-    fn string(&self, table: &[u8], r: StrRef) -> Result<String, String> {
-        let start = r.off as usize;
-        let end = start + r.len as usize;
-        if r.len == 0 {
-            return Ok(String::new());
-        }
-        if start < self.strings.start || end > self.strings.end {
-            return Err(format!(
-                "string at {start}..{end} is outside the string table {:?}",
-                self.strings
-            ));
-        }
-        let bytes = &table[start - self.strings.start..end - self.strings.start];
-        String::from_utf8(bytes.to_vec()).map_err(|e| format!("invalid UTF-8 at {start}: {e}"))
     }
 
     /// Checks a field's value range and kind parameters; returns its offset.

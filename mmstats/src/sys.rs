@@ -36,6 +36,9 @@ pub(crate) struct Backing {
     /// Word index of the writer state word, stored on drop.
     state_word: usize,
     exited_code: u64,
+    /// The process that made this backing. A child made by `fork` shares
+    /// the mapping but must not declare the parent's file exited.
+    pid: u32,
 }
 
 impl Backing {
@@ -53,6 +56,7 @@ impl Backing {
             mem: Memory::File { map, _file: file },
             state_word: state_off / 8,
             exited_code,
+            pid: std::process::id(),
         })
     }
 
@@ -67,6 +71,7 @@ impl Backing {
             mem: Memory::Private(words),
             state_word: state_off / 8,
             exited_code,
+            pid: std::process::id(),
         }
     }
 
@@ -78,7 +83,8 @@ impl Backing {
                 (ptr, map.len() / 8)
             }
             Memory::Private(words) => {
-                let ptr = NonNull::from(&words[0]);
+                // From the whole slice, so the pointer may reach every word.
+                let ptr = NonNull::new(words.as_ptr().cast_mut()).expect("non-empty");
                 (ptr, words.len())
             }
         }
@@ -119,8 +125,12 @@ impl Backing {
 
 impl Drop for Backing {
     fn drop(&mut self) {
-        // Release: a reader that acquires "exited" sees every value the
-        // writer stored before, so it knows the values it reads are final.
+        if std::process::id() != self.pid {
+            // A forked child dropping its copy: the file is the parent's.
+            return;
+        }
+        // Release: a reader that sees "exited" (and fences) sees every value
+        // the writer stored before, so it knows the values are final.
         self.word(self.state_word * 8)
             .store(self.exited_code, Ordering::Release);
     }
@@ -199,7 +209,9 @@ impl ReadMap {
         install_sigbus_handler();
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
         let slot = register(map.as_ptr() as usize, map.len()).ok_or_else(|| {
-            io::Error::other("too many files mapped at once by this reader process")
+            io::Error::other(format!(
+                "too many files mapped at once by this reader process (limit {SLOT_COUNT})"
+            ))
         })?;
         Ok(ReadMap { map, slot })
     }
@@ -210,8 +222,13 @@ impl ReadMap {
     }
 
     /// Loads the word at byte offset `off` (8-aligned, in range).
+    ///
+    /// Always a relaxed load: the mapping is read-only, and Rust only
+    /// defines relaxed atomic loads of at most 8 bytes on read-only memory
+    /// (see "Atomic accesses to read-only memory" in `std::sync::atomic`).
+    /// Callers that need acquire ordering put a `fence(Acquire)` after it.
     #[inline]
-    pub(crate) fn load(&self, off: usize, order: Ordering) -> u64 {
+    pub(crate) fn load(&self, off: usize) -> u64 {
         assert!(
             off.is_multiple_of(8) && off + 8 <= self.map.len(),
             "load at {off} out of range"
@@ -221,10 +238,14 @@ impl ReadMap {
         //   page-aligned, so the pointer is aligned and inside the mapping.
         // - The memory is shared with writers that only use aligned atomic
         //   words, so an atomic load is the right access.
+        // - The mapping is read-only: allowed because the only access is a
+        //   relaxed load of 8 bytes, which is lock-free on the 64-bit
+        //   targets this crate builds for (the read-only exception of
+        //   `std::sync::atomic`).
         // - If the file shrank, the access raises SIGBUS, which our handler
         //   turns into a read of a zero page and records in this map's slot.
         let word = unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(off) as *mut u64) };
-        word.load(order)
+        word.load(Ordering::Relaxed)
     }
 
     /// Copies `len` bytes starting at `off` (both 8-aligned) word by word
@@ -234,9 +255,9 @@ impl ReadMap {
         assert!(off.is_multiple_of(8) && len.is_multiple_of(8));
         out.reserve(len);
         for o in (off..off + len).step_by(8) {
-            // Relaxed: each word is a value on its own; whoever needs words
-            // to agree with each other fences around this copy.
-            out.extend_from_slice(&self.load(o, Ordering::Relaxed).to_le_bytes());
+            // Relaxed (as every load here): each word is a value on its own;
+            // whoever needs words to agree with each other fences around it.
+            out.extend_from_slice(&self.load(o).to_le_bytes());
         }
     }
 
@@ -396,12 +417,31 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[0xAB; 3 * 4096]).unwrap();
         let map = ReadMap::new(&f, 3 * 4096).unwrap();
-        assert_eq!(map.load(4096, Ordering::Relaxed), 0xABAB_ABAB_ABAB_ABAB);
+        assert_eq!(map.load(4096), 0xABAB_ABAB_ABAB_ABAB);
         assert!(!map.faulted());
         f.set_len(100).unwrap();
         // Past the new end of file: would be SIGBUS, reads zero instead.
-        assert_eq!(map.load(2 * 4096, Ordering::Relaxed), 0);
+        assert_eq!(map.load(2 * 4096), 0);
         assert!(map.faulted());
+    }
+
+    #[test]
+    fn only_the_creating_process_marks_a_file_exited() {
+        use std::io::{Read, Seek};
+        let state_off = 8;
+        for (pid_delta, expected) in [(0u32, 2u64), (1, 0)] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&[0; 16]).unwrap();
+            let mut backing = Backing::map_file(f.try_clone().unwrap(), 16, state_off, 2).unwrap();
+            // As if a forked child (another pid) dropped its inherited copy.
+            backing.pid += pid_delta;
+            drop(backing);
+            let mut bytes = [0u8; 16];
+            f.rewind().unwrap();
+            f.read_exact(&mut bytes).unwrap();
+            let state = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+            assert_eq!(state, expected, "pid delta {pid_delta}");
+        }
     }
 
     #[test]
@@ -410,12 +450,14 @@ mod tests {
         f.write_all(&[1; 8]).unwrap();
         for _ in 0..2 * SLOT_COUNT {
             let map = ReadMap::new(&f, 8).unwrap();
-            assert_eq!(map.load(0, Ordering::Relaxed), 0x0101_0101_0101_0101);
+            assert_eq!(map.load(0), 0x0101_0101_0101_0101);
         }
     }
 
     #[test]
-    fn words_are_send_not_sync() {
+    fn words_are_send() {
+        // Not Sync: proven by the compile-fail tests in tests/ui.
+
         fn send<T: Send>() {}
         send::<Words>();
     }

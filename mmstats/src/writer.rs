@@ -369,8 +369,10 @@ impl<T: crate::Stats> Builder<T> {
     }
 
     /// Creates this thread's stats file and returns the model bound to it.
+    /// A model needs at least one field: its handles are what keep the
+    /// file open.
     pub fn open(self) -> Result<T, Error> {
-        let mut file = StatsFile::create(&T::schema(), &self.options)?;
+        let mut file = StatsFile::create(&model_schema::<T>()?, &self.options)?;
         Ok(T::bind(&mut Slots(file.take_slots().into_iter())))
     }
 
@@ -380,7 +382,7 @@ impl<T: crate::Stats> Builder<T> {
     /// beside it. A definition error in the model itself still panics,
     /// since it is a bug in the program.
     pub fn open_or_private(self) -> (T, Option<Error>) {
-        let schema = T::schema();
+        let schema = model_schema::<T>().unwrap_or_else(|e| panic!("invalid stats model: {e}"));
         let (mut file, err) = match StatsFile::create(&schema, &self.options) {
             Ok(file) => (file, None),
             Err(err @ Error::Field { .. }) => panic!("invalid stats model: {err}"),
@@ -493,13 +495,10 @@ impl StatsFile {
                 reason: "no such field in the schema, or its handle was already taken".into(),
             });
         };
-        let kind = F::def(label).kind();
-        if self.slots[i].def.kind != kind {
-            return Err(Error::Field {
-                reason: format!("defined as {} but taken as {kind}", self.slots[i].def.kind),
-                label: full,
-            });
-        }
+        check_handle_type::<F>(&self.slots[i].def, "taken").map_err(|reason| Error::Field {
+            label: full,
+            reason,
+        })?;
         let p = self.slots.remove(i);
         Ok(F::bind(Slot {
             words: self.backing.words(p.off, p.len / 8),
@@ -511,13 +510,10 @@ impl StatsFile {
     /// see it from their next snapshot. Needs room reserved with
     /// [`Options::reserve`].
     pub fn add<F: crate::StatField>(&mut self, def: FieldDef) -> Result<F, Error> {
-        let kind = F::def(def.label()).kind();
-        if def.kind != kind {
-            return Err(Error::Field {
-                label: def.label.clone(),
-                reason: format!("defined as {} but added as {kind}", def.kind),
-            });
-        }
+        check_handle_type::<F>(&def, "added").map_err(|reason| Error::Field {
+            label: def.label.clone(),
+            reason,
+        })?;
         let def = def.with_prefix(&self.prefix);
         if self.labels.contains(&def.label) {
             return Err(Error::Field {
@@ -527,7 +523,10 @@ impl StatsFile {
         }
         let h = &self.header;
         if self.header.field_count >= h.field_capacity.into() {
-            return Err(Error::NoRoom { label: def.label });
+            return Err(Error::NoRoom {
+                label: def.label,
+                detail: format!("all {} field records are used", h.field_capacity),
+            });
         }
         let value_len = def.validate()?;
         let strings = [
@@ -540,7 +539,14 @@ impl StatsFile {
         if self.strings_used + string_bytes > h.strings_len as usize
             || self.values_used + value_len > h.values_len as usize
         {
-            return Err(Error::NoRoom { label: def.label });
+            return Err(Error::NoRoom {
+                detail: format!(
+                    "it needs {string_bytes} string and {value_len} value bytes; {} and {} are left",
+                    h.strings_len as usize - self.strings_used,
+                    h.values_len as usize - self.values_used
+                ),
+                label: def.label,
+            });
         }
         let first_string = self.strings_used;
         let index = self.header.field_count as usize;
@@ -606,28 +612,45 @@ impl StatsFile {
             }
         }
         let command = options.resolved_command();
-        let capacity = fields.len() + options.reserve_fields;
-        let table_off = format::HEADER_LEN;
-        let strings_off = table_off + capacity * format::RECORD_LEN;
-        let mut string_bytes = command.len() + schema.model.len() + options.reserve_bytes;
+        // Sizes in u64 with saturation: `reserve` takes any usize, and an
+        // absurd one must become the error below, not an overflow.
+        let capacity = (fields.len() as u64).saturating_add(options.reserve_fields as u64);
+        let table_off = format::HEADER_LEN as u64;
+        let strings_off =
+            table_off.saturating_add(capacity.saturating_mul(format::RECORD_LEN as u64));
+        let mut string_bytes = (command.len() + schema.model.len()) as u64;
+        string_bytes = string_bytes.saturating_add(options.reserve_bytes as u64);
         for f in &fields {
-            string_bytes +=
-                f.label.len() + f.help.len() + f.unit_text.len() + f.encode_static_labels().len();
+            string_bytes = string_bytes.saturating_add(
+                (f.label.len() + f.help.len() + f.unit_text.len() + f.encode_static_labels().len())
+                    as u64,
+            );
         }
-        let strings_len = format::align8(string_bytes);
-        let values_off = strings_off + strings_len;
-        let values_len = format::align8(value_lens.iter().sum::<usize>() + options.reserve_bytes);
-        let file_len = values_off + values_len;
-        let too_big = || Error::Field {
-            label: schema.model.clone(),
-            reason: format!(
-                "model too large: the file would be {file_len} bytes, over the limit of {}",
-                format::MAX_FILE_LEN
-            ),
-        };
-        if file_len as u64 > format::MAX_FILE_LEN {
-            return Err(too_big());
+        let strings_len = string_bytes.saturating_add(7) & !7;
+        let values_off = strings_off.saturating_add(strings_len);
+        let value_bytes = value_lens.iter().map(|&l| l as u64).sum::<u64>();
+        let values_len = value_bytes
+            .saturating_add(options.reserve_bytes as u64)
+            .saturating_add(7)
+            & !7;
+        let file_len = values_off.saturating_add(values_len);
+        if file_len > format::MAX_FILE_LEN {
+            return Err(Error::Field {
+                label: schema.model.clone(),
+                reason: format!(
+                    "model too large: the file would be {file_len} bytes, over the limit of {}",
+                    format::MAX_FILE_LEN
+                ),
+            });
         }
+        let (capacity, strings_off, strings_len, values_off, values_len, file_len) = (
+            capacity as usize,
+            strings_off as usize,
+            strings_len as usize,
+            values_off as usize,
+            values_len as usize,
+            file_len as usize,
+        );
         // Every offset fits in u32: the file is under 1 GiB, checked above.
         let header = RawHeader {
             magic: format::MAGIC,
@@ -774,6 +797,38 @@ impl Plan<'_> {
     }
 }
 
+/// A model's schema, refused if it has no field: nothing would hold the
+/// file open.
+fn model_schema<T: crate::Stats>() -> Result<Schema, Error> {
+    let schema = T::schema();
+    if schema.fields.is_empty() {
+        return Err(Error::Field {
+            label: schema.model,
+            reason: "a stats model needs at least one field".into(),
+        });
+    }
+    Ok(schema)
+}
+
+/// Checks that a handle of type `F` fits a field defined as `def`: same kind,
+/// and for text the same capacity `N`.
+fn check_handle_type<F: crate::StatField>(def: &FieldDef, verb: &str) -> Result<(), String> {
+    let want = F::def(&def.label);
+    if want.kind != def.kind {
+        return Err(format!(
+            "defined as {} but {verb} as {}",
+            def.kind, want.kind
+        ));
+    }
+    if matches!(def.kind, Kind::Text | Kind::Constant) && want.param0 != def.param0 {
+        return Err(format!(
+            "capacity is {} bytes but {verb} with a handle of {}",
+            def.param0, want.param0
+        ));
+    }
+    Ok(())
+}
+
 /// Creates `dir` (mode 0755) if missing and checks that it belongs to us
 /// and only we can write to it: otherwise another user could plant or
 /// remove files in it.
@@ -851,7 +906,7 @@ fn render_template(template: &str, command: &str, model: &str) -> Result<String,
         reason: reason.to_owned(),
     };
     if template.contains('/') || template.contains('\0') {
-        return Err(bad("must not contain '/'"));
+        return Err(bad("must not contain '/' or NUL"));
     }
     if !template.ends_with(".mmstats") || template.starts_with('.') {
         return Err(bad("must end in \".mmstats\" and not start with '.'"));
