@@ -38,6 +38,9 @@
 //! in `format-spec.md` at the root of the repository; [`format`] holds every
 //! offset.
 //!
+//! Open stats after `fork()`, never before: a child process would inherit
+//! its parent's mapping and write into the parent's file.
+//!
 //! # Example
 //!
 //! ```

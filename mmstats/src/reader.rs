@@ -118,6 +118,13 @@ impl Snapshot {
 
 /// An open, read-only, mapped stats file. Take as many snapshots as you
 /// like; each re-reads the live values and any appended fields.
+///
+/// The first `Reader` installs a process-wide SIGBUS handler, so that a file
+/// truncated while mapped reads as [`ReadError::Truncated`] instead of
+/// killing the process; faults outside reader mappings go on to the handler
+/// that was there before. A handler installed later by other code replaces
+/// it and loses that protection. At most 256 files can be open at once in
+/// one process.
 pub struct Reader {
     path: PathBuf,
     file: File,
