@@ -3,7 +3,7 @@
 //! This module is the code form of `format-spec.md`: the header and field
 //! record layouts, the kind and unit codes, and the pure (safe, allocation
 //! free) encoders and decoders over byte slices. Nothing here touches a
-//! mapping; [`crate::sys`] does that.
+//! mapping; the private `sys` module does that.
 //!
 //! All integers are little-endian. Offsets are from the start of the file.
 

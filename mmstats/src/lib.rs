@@ -35,7 +35,7 @@
 //! and linked into place, so a reader never sees it half-made; the writer
 //! holds an exclusive `flock` on it for its whole life, which is how readers
 //! tell live writers from dead ones. The byte layout is public and specified
-//! in `format-spec.md` at the root of the repository; [`format`] holds every
+//! in `format-spec.md` at the root of the repository; [`format`](mod@format) holds every
 //! offset.
 //!
 //! Open stats after `fork()`, never before: a child process would inherit
