@@ -18,8 +18,8 @@ use mmstats::format::{
     H_FIELD_CAPACITY, H_FIELD_COUNT, H_FIELD_TABLE_OFF, H_FILE_LEN, H_HEADER_LEN, H_MAGIC, H_MAJOR,
     H_MINOR, H_MODEL, H_PID, H_PROC_START, H_RECORD_LEN, H_RESERVED, H_STATE, H_STRINGS_LEN,
     H_STRINGS_OFF, H_TID, H_VALUES_LEN, H_VALUES_OFF, RECORD_LEN, R_FLAGS, R_HELP, R_KIND, R_LABEL,
-    R_PARAM0, R_PARAM1, R_STATIC_LABELS, R_UNIT, R_UNIT_TEXT, R_VALUE_LEN, R_VALUE_OFF, TEXT_BYTES,
-    TEXT_LEN, TEXT_SEQ,
+    R_PARAM0, R_PARAM1, R_STATIC_LABELS, R_UNIT, R_UNIT_TEXT, R_VALUE_LEN, R_VALUE_OFF,
+    TEXT_BUF_BYTES, TEXT_BUF_LEN, TEXT_SEQ,
 };
 use mmstats::{
     Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Kind, Layout, Options, ReadError,
@@ -556,7 +556,8 @@ fn value_ranges_are_checked() {
     let t_off = base.value(STATE) as u32;
     let l_off = base.value(LATENCY) as u32;
     let l_len = base.u32_at(timer + R_VALUE_LEN);
-    assert_eq!(base.u32_at(text + R_VALUE_LEN), 32);
+    let t_len = format::text_value_len(16) as u32;
+    assert_eq!(base.u32_at(text + R_VALUE_LEN), t_len);
     // Sets record `rec`'s value range to `off`, `len`; the message says
     // `what` and shows the range.
     let bad = |rec: usize, off: u32, len: u32, what: &str| {
@@ -576,7 +577,7 @@ fn value_ranges_are_checked() {
     bad(counter, c_off, u32::MAX - 7, "counter value at");
     bad(counter, u32::MAX - 7, 8, "counter value at");
     bad(text, t_off, 16, "field 2 (state): text value at");
-    bad(text, t_off, 24, "(needs 32 bytes)");
+    bad(text, t_off, t_len - 8, &format!("(needs {t_len} bytes)"));
     bad(timer, l_off, l_len - 8, "field 3 (latency): timer value at");
     bad(timer, l_off, 8, "(needs 18952 bytes)");
 }
@@ -600,7 +601,10 @@ fn text_capacity_over_one_mib_is_refused() {
     let path = base.patched("capacity-1mib", |b| put_u64(b, text + R_PARAM0, cap));
     expect_malformed(
         &path,
-        &["field 2 (state)", &format!("needs {} bytes", cap + 16)],
+        &[
+            "field 2 (state)",
+            &format!("needs {} bytes", format::text_value_len(cap as usize)),
+        ],
     );
 }
 
@@ -645,9 +649,11 @@ fn text_longer_than_its_capacity_is_unavailable_alone() {
     let base = Base::new();
     let v = base.value(STATE);
     assert_eq!(base.u64_at(v + TEXT_SEQ), 2, "written once");
+    // Write 1 went to buffer 1.
+    let buf = v + format::text_buffer(16, 1);
     for len in [17, 24, u64::from(u32::MAX), u64::MAX] {
         let path = base.patched(&format!("text-len-{len}"), |b| {
-            put_u64(b, v + TEXT_LEN, len)
+            put_u64(b, buf + TEXT_BUF_LEN, len)
         });
         let snap = expect_ok(&path);
         let reason = unavailable(value_of(&snap, "state"));
@@ -660,35 +666,48 @@ fn text_longer_than_its_capacity_is_unavailable_alone() {
 #[test]
 fn invalid_utf8_text_is_unavailable_alone() {
     let base = Base::new();
-    let v = base.value(STATE);
-    let path = base.patched("text-utf8", |b| b[v + TEXT_BYTES + 1] = 0xC3);
+    let buf = base.value(STATE) + format::text_buffer(16, 1);
+    let path = base.patched("text-utf8", |b| b[buf + TEXT_BUF_BYTES + 1] = 0xC3);
     let snap = expect_ok(&path);
     let reason = unavailable(value_of(&snap, "state"));
     assert!(reason.contains("invalid UTF-8"), "{reason}");
     assert_other_values_intact(&snap);
     // Bytes past `len` are leftovers and are not examined.
-    let path = base.patched("text-leftovers", |b| b[v + TEXT_BYTES + 4] = 0xFF);
+    let path = base.patched("text-leftovers", |b| b[buf + TEXT_BUF_BYTES + 4] = 0xFF);
     let snap = expect_ok(&path);
     assert_eq!(value_of(&snap, "state"), &Value::Text("idle".into()));
 }
 
 #[test]
-fn text_stuck_mid_update_is_unavailable_after_bounded_retries() {
+fn text_stuck_mid_update_reads_the_last_complete_write() {
     let base = Base::new();
     let v = base.value(STATE);
-    for seq in [1, 3, u64::MAX] {
+    // seq 1: write 1 (into buffer 1) never finished; write 0 (empty, buffer
+    // 0) is the last complete one. seq 3: write 2 (buffer 0) never finished;
+    // write 1 ("idle", buffer 1) is.
+    for (seq, expected) in [(1, ""), (3, "idle")] {
         let path = base.patched(&format!("text-seq-{seq}"), |b| {
             put_u64(b, v + TEXT_SEQ, seq)
         });
-        // That this returns at all shows the retries are bounded.
         let snap = expect_ok(&path);
-        let reason = unavailable(value_of(&snap, "state"));
-        assert!(
-            reason.contains(&format!("{} attempts", mmstats::TEXT_RETRIES)),
-            "{reason}"
-        );
+        assert_eq!(value_of(&snap, "state"), &Value::Text(expected.into()));
         assert_other_values_intact(&snap);
     }
+}
+
+#[test]
+fn text_whose_sequence_cannot_settle_is_unavailable_after_bounded_retries() {
+    let base = Base::new();
+    let v = base.value(STATE);
+    let path = base.patched("text-seq-max", |b| put_u64(b, v + TEXT_SEQ, u64::MAX));
+    // That this returns at all shows the retries are bounded.
+    let snap = expect_ok(&path);
+    let reason = unavailable(value_of(&snap, "state"));
+    assert!(
+        reason.contains(&format!("{} attempts", mmstats::TEXT_RETRIES)),
+        "{reason}"
+    );
+    assert_other_values_intact(&snap);
 }
 
 /// Makes a file of `schema` in a fresh directory and returns its bytes and
@@ -730,30 +749,6 @@ fn records_sharing_one_big_value_cannot_amplify_a_reader() {
     fs::write(&patched, &bytes).unwrap();
     drop(path);
     expect_malformed(&patched, &["more than the file holds"]);
-}
-
-#[test]
-fn many_stuck_text_fields_share_one_retry_budget() {
-    let mut schema = Schema::new("stuck");
-    for i in 0..10 {
-        schema.push(FieldDef::text(&format!("t{i}"), 8));
-    }
-    let (dir, _path, mut bytes) = made(&schema);
-    for i in 0..10 {
-        let v = get_u32(&bytes, record_at(&bytes, i) + R_VALUE_OFF) as usize;
-        put_u64(&mut bytes, v + TEXT_SEQ, 1);
-    }
-    let patched = dir.path().join("all-stuck.mmstats");
-    fs::write(&patched, &bytes).unwrap();
-    let snap = expect_ok(&patched);
-    let reasons: Vec<&str> = snap.fields.iter().map(|f| unavailable(&f.value)).collect();
-    let spent_alone = reasons.iter().filter(|r| r.contains("attempts")).count();
-    let cut_short = reasons
-        .iter()
-        .filter(|r| r.contains("spent its retries"))
-        .count();
-    // Four fields' worth of attempts, then the rest give up at once.
-    assert_eq!((spent_alone, cut_short), (4, 6), "{reasons:?}");
 }
 
 // ---------------------------------------------- what a reader must allow --

@@ -544,9 +544,8 @@ fn hammered_text_and_f64_are_never_torn() {
     ready_rx.recv().unwrap();
     let reader = Reader::open(only_file(dir.path())).unwrap();
     let (mut text_reads, mut unavailable, mut seen) = (0u64, 0u64, [false; 4]);
-    // Each snapshot is one text read of up to TEXT_RETRIES attempts: millions
-    // of attempts against a writer that never pauses.
-    let rounds = 100_000;
+    // Millions of reads against a writer that never pauses.
+    let rounds = 2_000_000;
     for _ in 0..rounds {
         let snap = reader.snapshot().unwrap();
         match value(&snap, "web.state") {
@@ -578,10 +577,12 @@ fn hammered_text_and_f64_are_never_torn() {
         seen.iter().filter(|&&s| s).count() >= 2,
         "the reader saw the text change: {seen:?}"
     );
-    // A writer that does nothing but rewrite the text leaves readers a
-    // window of a few nanoseconds, so some reads end "unavailable" after
-    // their bounded retries. That is the contract; a torn value is not.
-    assert!(unavailable < text_reads, "no text read ever succeeded");
+    // A reader may give up after TEXT_RETRIES attempts, but with two buffers
+    // it has a whole write cycle to copy one, so that should be rare.
+    assert!(
+        unavailable * 100 < text_reads,
+        "{unavailable} of {text_reads} text reads unavailable"
+    );
 }
 
 /// The child half of `child_process_writes_while_parent_reads`: counts to

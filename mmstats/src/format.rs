@@ -100,13 +100,17 @@ const _: () = assert!(RECORD_LEN == 64);
 
 // ---------------------------------------------------------------- values --
 
-/// Text and constant values: `u64` sequence word. Even when stable, odd
-/// while the writer is changing the value; 0 if never written.
+/// Text and constant values: `u64` sequence word, `2w` once write `w` is
+/// complete and `2w + 1` while write `w + 1` is under way; 0 if never
+/// written. Write `w` goes to buffer `w % 2`, so readers read the last
+/// complete write while the next one fills the other buffer.
 pub const TEXT_SEQ: usize = 0;
-/// Text values: `u64` byte length of the current string.
-pub const TEXT_LEN: usize = TEXT_SEQ + 8;
-/// Text values: the UTF-8 bytes, `capacity` of them, padded to 8.
-pub const TEXT_BYTES: usize = TEXT_LEN + 8;
+/// Text values: the first of two buffers (see [`text_buffer`]).
+pub const TEXT_BUFFERS: usize = TEXT_SEQ + 8;
+/// Within a text buffer: `u64` byte length of its string.
+pub const TEXT_BUF_LEN: usize = 0;
+/// Within a text buffer: the UTF-8 bytes, `capacity` of them, padded to 8.
+pub const TEXT_BUF_BYTES: usize = TEXT_BUF_LEN + 8;
 /// Histogram values: `u64` exact sum of every recorded value (wrapping).
 pub const HIST_SUM: usize = 0;
 /// Histogram values: the bucket counts, `u64` each.
@@ -122,9 +126,20 @@ pub const fn align8(n: usize) -> usize {
     (n + 7) & !7
 }
 
-/// Value length of a text or constant field of `capacity` bytes.
+/// Length of one text buffer of `capacity` bytes.
+pub const fn text_buffer_len(capacity: usize) -> usize {
+    TEXT_BUF_BYTES + align8(capacity)
+}
+
+/// Offset, within a text value, of buffer `b` (0 or 1).
+pub const fn text_buffer(capacity: usize, b: usize) -> usize {
+    TEXT_BUFFERS + b * text_buffer_len(capacity)
+}
+
+/// Value length of a text or constant field of `capacity` bytes: the
+/// sequence word and two buffers.
 pub const fn text_value_len(capacity: usize) -> usize {
-    TEXT_BYTES + align8(capacity)
+    text_buffer(capacity, 2)
 }
 
 // ------------------------------------------------------------------ enums --
@@ -571,8 +586,9 @@ mod tests {
 
     #[test]
     fn text_lengths_are_word_multiples() {
-        assert_eq!(text_value_len(0), 16);
-        assert_eq!(text_value_len(1), 24);
-        assert_eq!(text_value_len(64), 80);
+        assert_eq!(text_value_len(0), 24);
+        assert_eq!(text_value_len(1), 40);
+        assert_eq!(text_value_len(64), 152);
+        assert_eq!(text_buffer(64, 1), 80);
     }
 }

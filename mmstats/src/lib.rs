@@ -30,8 +30,9 @@
 //!
 //! One file per writer thread, and readers never write. A model is `Send`
 //! but not `Sync`, so the compiler keeps one writer per file. Each 8-byte
-//! value is one relaxed atomic word; text is guarded by a sequence counter so
-//! readers never see it torn. A file is written whole under a temporary name
+//! value is one relaxed atomic word; text is double-buffered under a
+//! sequence counter, so readers copy the last complete string while the
+//! writer fills the other buffer, and never see it torn. A file is written whole under a temporary name
 //! and linked into place, so a reader never sees it half-made; the writer
 //! holds an exclusive `flock` on it for its whole life, which is how readers
 //! tell live writers from dead ones. The byte layout is public and specified

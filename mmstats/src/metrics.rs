@@ -159,44 +159,58 @@ impl StatField for GaugeF64 {
 }
 
 /// Stores `s` (cut to `capacity` bytes on a character boundary) into a text
-/// value under its sequence word. Returns the stored length.
+/// value: into the buffer readers are not reading, under the sequence word.
+/// Returns the stored length.
 fn store_text(slot: &Slot, s: &str) -> usize {
-    let s = truncate_utf8(s, slot.capacity());
+    let capacity = slot.capacity();
+    let s = truncate_utf8(s, capacity);
     let words = &slot.words;
     let seq = words.at(format::TEXT_SEQ / 8);
     // Relaxed: this thread is the only writer of `seq`.
     let start = seq.load(Ordering::Relaxed);
-    // Odd: a write is under way. Relaxed, because the fence below orders it
-    // before the data stores.
-    seq.store(start.wrapping_add(1), Ordering::Relaxed);
+    // This is write `w + 1` where `start == 2w`; it goes to buffer (w+1) % 2.
+    let buffer = format::text_buffer(capacity, (start / 2 + 1) as usize % 2) / 8;
+    // Odd: write w + 1 is under way. Release, because a reader that sees
+    // this value goes on to copy write w from the other buffer, so write w
+    // must be visible to it (a relaxed store here would not carry that).
+    seq.store(start.wrapping_add(1), Ordering::Release);
     // Release fence: a reader that sees any of the data stores below also
-    // sees the odd sequence number (or a later one), and retries.
+    // sees this sequence number (or a later one), so it can tell that the
+    // buffer it read was being overwritten.
     fence(Ordering::Release);
     // Relaxed: the data words are ordered by the fence and the final store.
     words
-        .at(format::TEXT_LEN / 8)
+        .at(buffer + format::TEXT_BUF_LEN / 8)
         .store(s.len() as u64, Ordering::Relaxed);
     for (i, chunk) in s.as_bytes().chunks(8).enumerate() {
         let mut b = [0u8; 8];
         b[..chunk.len()].copy_from_slice(chunk);
         words
-            .at(format::TEXT_BYTES / 8 + i)
+            .at(buffer + format::TEXT_BUF_BYTES / 8 + i)
             .store(u64::from_le_bytes(b), Ordering::Relaxed);
     }
-    // Release: a reader that acquires this even number sees all the data.
+    // Release: a reader that sees this even number (and fences) sees all
+    // the data of this write.
     seq.store(start.wrapping_add(2), Ordering::Release);
     s.len()
 }
 
-/// Reads back a text value this thread wrote (no concurrency to handle).
+/// Reads back the last text this thread wrote (no concurrency to handle).
 fn load_text(slot: &Slot) -> String {
+    let capacity = slot.capacity();
     let words = &slot.words;
     // Relaxed: this thread's own stores.
-    let len =
-        (words.at(format::TEXT_LEN / 8).load(Ordering::Relaxed) as usize).min(slot.capacity());
+    let written = words.at(format::TEXT_SEQ / 8).load(Ordering::Relaxed) / 2;
+    let buffer = format::text_buffer(capacity, written as usize % 2) / 8;
+    let len = (words
+        .at(buffer + format::TEXT_BUF_LEN / 8)
+        .load(Ordering::Relaxed) as usize)
+        .min(capacity);
     let mut bytes = Vec::with_capacity(format::align8(len));
     for i in 0..format::align8(len) / 8 {
-        let w = words.at(format::TEXT_BYTES / 8 + i).load(Ordering::Relaxed);
+        let w = words
+            .at(buffer + format::TEXT_BUF_BYTES / 8 + i)
+            .load(Ordering::Relaxed);
         bytes.extend_from_slice(&w.to_le_bytes());
     }
     bytes.truncate(len);
@@ -219,7 +233,8 @@ pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
 /// UTF-8 text of at most `N` bytes: what a thread is doing, the last error.
 ///
 /// Longer strings are cut on a character boundary. Readers never see a
-/// half-written string: a sequence word guards every update.
+/// half-written string: each update goes to the buffer readers are not
+/// reading, under a sequence word that tells them which buffer is stable.
 #[must_use]
 pub struct Text<const N: usize> {
     slot: Slot,

@@ -237,10 +237,7 @@ impl Reader {
         // A well-formed file decodes each string and value byte once, so a
         // file whose records point at the same bytes over and over cannot
         // make a reader allocate or work more than this.
-        let mut budget = Budget {
-            bytes: h.file_len,
-            text_attempts: TEXT_RETRIES * 4,
-        };
+        let mut budget = Budget { bytes: h.file_len };
         let info = FileInfo {
             path: self.path.clone(),
             version: (h.major, h.minor),
@@ -289,7 +286,7 @@ impl Reader {
                 unit_text,
                 help,
                 static_labels: parse_static_labels(&static_labels),
-                value: self.value(kind, &rec, value_at, &mut budget),
+                value: self.value(kind, &rec, value_at),
                 label,
             });
         }
@@ -325,18 +322,18 @@ impl Reader {
     }
 
     /// Reads one value whose range was validated.
-    fn value(&self, kind: Kind, rec: &RawRecord, off: usize, budget: &mut Budget) -> Value {
+    fn value(&self, kind: Kind, rec: &RawRecord, off: usize) -> Value {
         // Relaxed for the scalars: each is one aligned word written with
         // one store; no other value has to agree with it.
         match kind {
             Kind::Counter => Value::Counter(self.map.load(off)),
             Kind::Gauge => Value::Gauge(self.map.load(off) as i64),
             Kind::GaugeF64 => Value::GaugeF64(f64::from_bits(self.map.load(off))),
-            Kind::Text => match self.text(off, rec.param0 as usize, budget) {
+            Kind::Text => match self.text(off, rec.param0 as usize) {
                 Ok(s) => Value::Text(s),
                 Err(e) => Value::Unavailable(e),
             },
-            Kind::Constant => match self.text(off, rec.param0 as usize, budget) {
+            Kind::Constant => match self.text(off, rec.param0 as usize) {
                 Ok(s) => Value::Constant(s),
                 Err(e) => Value::Unavailable(e),
             },
@@ -357,36 +354,34 @@ impl Reader {
         }
     }
 
-    /// Reads a text value under its sequence word.
-    fn text(&self, off: usize, capacity: usize, budget: &mut Budget) -> Result<String, String> {
+    /// Reads a text value: the buffer of the last complete write, checked
+    /// afterwards against the sequence word.
+    fn text(&self, off: usize, capacity: usize) -> Result<String, String> {
         let mut bytes = Vec::with_capacity(format::align8(capacity));
-        let mut attempt = 0;
-        while attempt < TEXT_RETRIES {
-            if budget.text_attempts == 0 {
-                return Err("this snapshot spent its retries on other text fields".into());
-            }
-            budget.text_attempts -= 1;
-            attempt += 1;
+        for attempt in 0..TEXT_RETRIES {
             let s1 = self.map.load(off + format::TEXT_SEQ);
-            // Acquire fence: pairs with the writer's final Release store, so
-            // the data read below is at least as new as this sequence number.
+            // Acquire fence: pairs with the writer's Release store that
+            // completed write `w`, so its buffer's data is visible below.
             fence(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                backoff(attempt);
-                continue;
-            }
+            // Writes up to `w` are complete (write w + 1 may be under way
+            // in the other buffer, whether `s1` is even or odd).
+            let w = s1 / 2;
+            let buffer = off + format::text_buffer(capacity, (w % 2) as usize);
             // Relaxed: checked as a whole by the sequence re-read below.
-            let len = self.map.load(off + format::TEXT_LEN);
+            let len = self.map.load(buffer + format::TEXT_BUF_LEN);
             let n = (len as usize).min(capacity);
             bytes.clear();
-            self.map
-                .copy(off + format::TEXT_BYTES, format::align8(n), &mut bytes);
+            self.map.copy(
+                buffer + format::TEXT_BUF_BYTES,
+                format::align8(n),
+                &mut bytes,
+            );
             // Acquire fence: the loads above happen before the re-read of
-            // the sequence word, so a write that overlapped them shows up
-            // as a changed sequence number.
+            // the sequence word, so a write into this buffer that overlapped
+            // them shows up in it.
             fence(Ordering::Acquire);
             let s2 = self.map.load(off + format::TEXT_SEQ);
-            if s1 != s2 {
+            if !buffer_was_stable(s1, s2) {
                 backoff(attempt);
                 continue;
             }
@@ -403,12 +398,17 @@ impl Reader {
     }
 }
 
+/// Whether a text buffer read between sequence readings `s1` and `s2` held
+/// one write throughout. The buffer holds write `w = s1 / 2`; write `w + 2`,
+/// the next into the same buffer, starts by making the sequence `2w + 3`.
+fn buffer_was_stable(s1: u64, s2: u64) -> bool {
+    s1 <= s2 && s2 < (s1 | 1).saturating_add(2)
+}
+
 /// What one snapshot may still spend on a file's contents.
 struct Budget {
     /// String and value bytes left to decode.
     bytes: u64,
-    /// Text read attempts left, over all text fields.
-    text_attempts: usize,
 }
 
 impl Budget {
@@ -701,6 +701,22 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<Snapshot, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_buffers_are_stable_until_their_next_write_starts() {
+        // Read at 2w = 4 (write 2 complete, in buffer 0).
+        assert!(buffer_was_stable(4, 4));
+        assert!(buffer_was_stable(4, 5)); // write 3 began, in buffer 1
+        assert!(buffer_was_stable(4, 6)); // write 3 done
+        assert!(!buffer_was_stable(4, 7)); // write 4 began, in buffer 0
+
+        // Read at 2w + 1 = 5 (write 3 under way in buffer 1; read buffer 0).
+        assert!(buffer_was_stable(5, 6));
+        assert!(!buffer_was_stable(5, 7));
+        // A sequence that goes backwards is no single writer's.
+        assert!(!buffer_was_stable(6, 4));
+        assert!(!buffer_was_stable(u64::MAX, u64::MAX));
+    }
 
     #[test]
     fn static_labels_parse() {
