@@ -218,6 +218,14 @@ impl FieldDef {
         }
     }
 
+    /// Bytes this field puts in the string table.
+    fn string_bytes(&self) -> usize {
+        self.label.len()
+            + self.help.len()
+            + self.unit_text.len()
+            + self.encode_static_labels().len()
+    }
+
     fn encode_static_labels(&self) -> String {
         let pairs: Vec<String> = self
             .static_labels
@@ -463,21 +471,23 @@ impl std::fmt::Debug for StatsFile {
 impl StatsFile {
     /// Creates, publishes and locks this thread's stats file for `schema`.
     pub fn create(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
-        let mut file = StatsFile::layout(schema, options)?;
-        let dir = options.resolved_dir();
-        ensure_private_dir(&dir)?;
-        let template = options.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        let name = render_template(template, &options.resolved_command(), schema.model())?;
-        let (backing, path) = publish(&dir, &name, &file.full_image())?;
-        file.backing = Arc::new(backing);
-        file.path = Some(path);
-        Ok(file)
+        StatsFile::layout(schema, options, |image| {
+            let dir = options.resolved_dir();
+            ensure_private_dir(&dir)?;
+            let template = options.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+            let name = render_template(template, &options.resolved_command(), schema.model())?;
+            let (backing, path) = publish(&dir, &name, image)?;
+            Ok((backing, Some(path)))
+        })
     }
 
     /// Lays `schema` out in process-private memory: the same handles, no
     /// file. Only definition errors are possible.
     pub fn private(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
-        StatsFile::layout(schema, options)
+        StatsFile::layout(schema, options, |image| {
+            let backing = Backing::private(image, format::H_STATE, WriterState::EXITED);
+            Ok((backing, None))
+        })
     }
 
     /// The file's path, `None` for private memory.
@@ -529,13 +539,7 @@ impl StatsFile {
             });
         }
         let value_len = def.validate()?;
-        let strings = [
-            def.label.clone(),
-            def.help.clone(),
-            def.unit_text.clone(),
-            def.encode_static_labels(),
-        ];
-        let string_bytes: usize = strings.iter().map(String::len).sum();
+        let string_bytes = def.string_bytes();
         if self.strings_used + string_bytes > h.strings_len as usize
             || self.values_used + value_len > h.values_len as usize
         {
@@ -591,10 +595,14 @@ impl StatsFile {
         }
     }
 
-    /// Lays the file out: header, field table and string table in `image`,
-    /// values zero. The result is backed by private memory until
-    /// [`StatsFile::create`] swaps in the published file.
-    fn layout(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
+    /// Lays the file out (header, field table, string table, zero values)
+    /// and hands the finished image to `make_backing`, which publishes it or
+    /// copies it into private memory.
+    fn layout(
+        schema: &Schema,
+        options: &Options,
+        make_backing: impl FnOnce(&[u8]) -> Result<(Backing, Option<PathBuf>), Error>,
+    ) -> Result<StatsFile, Error> {
         let fields: Vec<FieldDef> = schema
             .fields
             .iter()
@@ -621,10 +629,7 @@ impl StatsFile {
         let mut string_bytes = (command.len() + schema.model.len()) as u64;
         string_bytes = string_bytes.saturating_add(options.reserve_bytes as u64);
         for f in &fields {
-            string_bytes = string_bytes.saturating_add(
-                (f.label.len() + f.help.len() + f.unit_text.len() + f.encode_static_labels().len())
-                    as u64,
-            );
+            string_bytes = string_bytes.saturating_add(f.string_bytes() as u64);
         }
         let strings_len = string_bytes.saturating_add(7) & !7;
         let values_off = strings_off.saturating_add(strings_len);
@@ -698,15 +703,12 @@ impl StatsFile {
             ..
         } = plan;
         header.encode(&mut image);
-        let backing = Arc::new(Backing::private(
-            &image,
-            format::H_STATE,
-            WriterState::EXITED,
-        ));
+        let (backing, path) = make_backing(&image)?;
+        // Only the metadata is kept, for appending fields later.
         image.truncate(values_off);
         Ok(StatsFile {
-            backing,
-            path: None,
+            backing: Arc::new(backing),
+            path,
             image,
             header,
             strings_used,
@@ -730,12 +732,6 @@ impl StatsFile {
                 def: p.def,
             })
             .collect()
-    }
-
-    fn full_image(&self) -> Vec<u8> {
-        let mut out = self.image.clone();
-        out.resize(self.header.file_len as usize, 0);
-        out
     }
 
     fn plan(&mut self) -> Plan<'_> {
