@@ -60,7 +60,7 @@ impl StatField for Counter {
     }
 
     fn bind(slot: Slot) -> Self {
-        assert_eq!(slot.def.kind(), Kind::Counter);
+        assert_eq!(slot.kind, Kind::Counter);
         Counter { slot }
     }
 }
@@ -115,7 +115,7 @@ impl StatField for Gauge {
     }
 
     fn bind(slot: Slot) -> Self {
-        assert_eq!(slot.def.kind(), Kind::Gauge);
+        assert_eq!(slot.kind, Kind::Gauge);
         Gauge { slot }
     }
 }
@@ -153,7 +153,7 @@ impl StatField for GaugeF64 {
     }
 
     fn bind(slot: Slot) -> Self {
-        assert_eq!(slot.def.kind(), Kind::GaugeF64);
+        assert_eq!(slot.kind, Kind::GaugeF64);
         GaugeF64 { slot }
     }
 }
@@ -261,7 +261,7 @@ impl<const N: usize> StatField for Text<N> {
     }
 
     fn bind(slot: Slot) -> Self {
-        assert_eq!(slot.def.kind(), Kind::Text);
+        assert_eq!(slot.kind, Kind::Text);
         Text { slot }
     }
 }
@@ -304,7 +304,7 @@ impl<const N: usize> StatField for Constant<N> {
     }
 
     fn bind(slot: Slot) -> Self {
-        assert_eq!(slot.def.kind(), Kind::Constant);
+        assert_eq!(slot.kind, Kind::Constant);
         Constant { slot }
     }
 }
@@ -363,7 +363,7 @@ impl Histogram {
     }
 
     fn bind_kind(slot: Slot, kind: Kind) -> Histogram {
-        assert_eq!(slot.def.kind(), kind);
+        assert_eq!(slot.kind, kind);
         let layout = slot.layout();
         Histogram {
             slot,

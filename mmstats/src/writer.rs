@@ -422,20 +422,32 @@ impl Slots {
     }
 }
 
-/// One field's value words in a live file, kind and layout included.
+/// One field's value words in a live file, with its kind and parameters
+/// (text capacity or bucket layout): all a handle keeps of its definition.
 /// Turned into a typed handle by [`StatField::bind`](crate::StatField::bind).
 pub struct Slot {
     pub(crate) words: Words,
-    pub(crate) def: FieldDef,
+    pub(crate) kind: Kind,
+    param0: u64,
+    param1: u64,
 }
 
 impl Slot {
+    fn new(words: Words, def: &FieldDef) -> Slot {
+        Slot {
+            words,
+            kind: def.kind,
+            param0: def.param0,
+            param1: def.param1,
+        }
+    }
+
     pub(crate) fn layout(&self) -> Layout {
-        Layout::from_params(self.def.param0, self.def.param1).expect("validated at creation")
+        Layout::from_params(self.param0, self.param1).expect("validated at creation")
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.def.param0 as usize
+        self.param0 as usize
     }
 }
 
@@ -510,10 +522,10 @@ impl StatsFile {
             reason,
         })?;
         let p = self.slots.remove(i);
-        Ok(F::bind(Slot {
-            words: self.backing.words(p.off, p.len / 8),
-            def: p.def,
-        }))
+        Ok(F::bind(Slot::new(
+            self.backing.words(p.off, p.len / 8),
+            &p.def,
+        )))
     }
 
     /// Appends a field to the live file and returns its handle. Readers
@@ -572,11 +584,10 @@ impl StatsFile {
         self.backing
             .word(format::H_FIELD_COUNT)
             .store(self.header.field_count, Ordering::Release);
-        let slot = Slot {
-            words: self.backing.words(value_off, value_len / 8),
-            def,
-        };
-        Ok(F::bind(slot))
+        Ok(F::bind(Slot::new(
+            self.backing.words(value_off, value_len / 8),
+            &def,
+        )))
     }
 
     /// Stores `len` bytes of the local image at `off` into the backing
@@ -727,10 +738,7 @@ impl StatsFile {
     fn take_slots(&mut self) -> Vec<Slot> {
         std::mem::take(&mut self.slots)
             .into_iter()
-            .map(|p| Slot {
-                words: self.backing.words(p.off, p.len / 8),
-                def: p.def,
-            })
+            .map(|p| Slot::new(self.backing.words(p.off, p.len / 8), &p.def))
             .collect()
     }
 
