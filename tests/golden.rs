@@ -17,11 +17,11 @@ use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mmstats::format::{
-    self, get_u32, HEADER_LEN, H_CREATED_NS, H_FIELD_CAPACITY, H_FIELD_TABLE_OFF, H_PID,
-    H_PROC_START, H_RECORD_LEN, H_STATE, H_STRINGS_LEN, H_STRINGS_OFF, H_TID, H_VALUES_LEN,
-    H_VALUES_OFF,
+use mmstats::format::raw::{
+    get_u32, HEADER_LEN, H_CREATED_NS, H_FIELD_CAPACITY, H_FIELD_TABLE_OFF, H_PID, H_PROC_START,
+    H_RECORD_LEN, H_STATE, H_STRINGS_LEN, H_STRINGS_OFF, H_TID, H_VALUES_LEN, H_VALUES_OFF,
 };
+use mmstats::format::{self, raw};
 use mmstats::{
     Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Layout, Options, Schema, Snapshot,
     StatsFile, Text, Timer, Value, WriterState,
@@ -105,11 +105,11 @@ fn golden_bytes() -> Vec<u8> {
     // Closing marks the file exited.
     drop((requests, drift, cpu, state, version, rows, latency, file));
     let mut bytes = fs::read(&path).unwrap();
-    format::put_u32(&mut bytes, H_PID, PID);
-    format::put_u32(&mut bytes, H_TID, TID);
-    format::put_u64(&mut bytes, H_PROC_START, PROC_START);
-    format::put_u64(&mut bytes, H_CREATED_NS, CREATED_NS);
-    format::put_u64(&mut bytes, H_STATE, WriterState::EXITED);
+    raw::put_u32(&mut bytes, H_PID, PID);
+    raw::put_u32(&mut bytes, H_TID, TID);
+    raw::put_u64(&mut bytes, H_PROC_START, PROC_START);
+    raw::put_u64(&mut bytes, H_CREATED_NS, CREATED_NS);
+    raw::put_u64(&mut bytes, H_STATE, WriterState::EXITED);
     bytes
 }
 
@@ -241,28 +241,28 @@ fn golden_file_reads_as_expected() {
 fn region(bytes: &[u8], off: usize) -> String {
     if off < HEADER_LEN {
         let names = [
-            (format::H_MAGIC, "magic"),
-            (format::H_MAJOR, "major"),
-            (format::H_MINOR, "minor"),
-            (format::H_BOM, "bom"),
-            (format::H_HEADER_LEN, "header_len"),
-            (format::H_RECORD_LEN, "record_len"),
-            (format::H_FILE_LEN, "file_len"),
-            (format::H_STATE, "state"),
-            (format::H_FIELD_COUNT, "field_count"),
-            (format::H_FIELD_CAPACITY, "field_capacity"),
-            (format::H_FIELD_TABLE_OFF, "field_table_off"),
-            (format::H_STRINGS_OFF, "strings_off"),
-            (format::H_STRINGS_LEN, "strings_len"),
-            (format::H_VALUES_OFF, "values_off"),
-            (format::H_VALUES_LEN, "values_len"),
-            (format::H_PID, "pid"),
-            (format::H_TID, "tid"),
-            (format::H_PROC_START, "proc_start"),
-            (format::H_CREATED_NS, "created_ns"),
-            (format::H_COMMAND, "command"),
-            (format::H_MODEL, "model"),
-            (format::H_RESERVED, "reserved"),
+            (raw::H_MAGIC, "magic"),
+            (raw::H_MAJOR, "major"),
+            (raw::H_MINOR, "minor"),
+            (raw::H_BOM, "bom"),
+            (raw::H_HEADER_LEN, "header_len"),
+            (raw::H_RECORD_LEN, "record_len"),
+            (raw::H_FILE_LEN, "file_len"),
+            (raw::H_STATE, "state"),
+            (raw::H_FIELD_COUNT, "field_count"),
+            (raw::H_FIELD_CAPACITY, "field_capacity"),
+            (raw::H_FIELD_TABLE_OFF, "field_table_off"),
+            (raw::H_STRINGS_OFF, "strings_off"),
+            (raw::H_STRINGS_LEN, "strings_len"),
+            (raw::H_VALUES_OFF, "values_off"),
+            (raw::H_VALUES_LEN, "values_len"),
+            (raw::H_PID, "pid"),
+            (raw::H_TID, "tid"),
+            (raw::H_PROC_START, "proc_start"),
+            (raw::H_CREATED_NS, "created_ns"),
+            (raw::H_COMMAND, "command"),
+            (raw::H_MODEL, "model"),
+            (raw::H_RESERVED, "reserved"),
         ];
         let (at, name) = names.iter().rev().find(|(at, _)| *at <= off).unwrap();
         return format!("header, field {name} (at {at:#x})");
@@ -338,8 +338,8 @@ fn format_spec_names_the_current_version() {
     // The golden file is of this version too.
     let golden = fs::read(GOLDEN).unwrap();
     let file_version = (
-        format::get_u16(&golden, format::H_MAJOR),
-        format::get_u16(&golden, format::H_MINOR),
+        raw::get_u16(&golden, raw::H_MAJOR),
+        raw::get_u16(&golden, raw::H_MINOR),
     );
     assert_eq!(
         file_version,

@@ -13,14 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mmstats::format::{
-    self, get_u32, get_u64, put_u16, put_u32, put_u64, HEADER_LEN, H_BOM, H_COMMAND, H_CREATED_NS,
+use mmstats::format::raw::{
+    get_u32, get_u64, put_u16, put_u32, put_u64, HEADER_LEN, H_BOM, H_COMMAND, H_CREATED_NS,
     H_FIELD_CAPACITY, H_FIELD_COUNT, H_FIELD_TABLE_OFF, H_FILE_LEN, H_HEADER_LEN, H_MAGIC, H_MAJOR,
     H_MINOR, H_MODEL, H_PID, H_PROC_START, H_RECORD_LEN, H_RESERVED, H_STATE, H_STRINGS_LEN,
     H_STRINGS_OFF, H_TID, H_VALUES_LEN, H_VALUES_OFF, RECORD_LEN, R_FLAGS, R_HELP, R_KIND, R_LABEL,
     R_PARAM0, R_PARAM1, R_STATIC_LABELS, R_UNIT, R_UNIT_TEXT, R_VALUE_LEN, R_VALUE_OFF,
     TEXT_BUF_BYTES, TEXT_BUF_LEN, TEXT_SEQ,
 };
+use mmstats::format::{self, raw};
 use mmstats::{
     Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Kind, Layout, Options, ReadError,
     Reader, Schema, Snapshot, StatsFile, Text, Timer, Unit, Value, WriterState,
@@ -297,8 +298,10 @@ fn bad_magic_is_refused() {
     let path = base.patched("magic", |b| {
         b[H_MAGIC..H_MAGIC + 8].copy_from_slice(b"NOTSTATS")
     });
-    // The message shows the bytes found: "NO" is 4e 4f.
-    expect_malformed(&path, &["bad magic", "4e, 4f"]);
+    // The message never echoes the bytes found: the file may be a link to
+    // someone's secret ("NO" would be 4e 4f).
+    let err = expect_malformed(&path, &["bad magic"]);
+    assert!(!err.contains("4e") && !err.contains("NOT"), "{err}");
 }
 
 #[test]
@@ -381,7 +384,7 @@ fn longer_headers_and_records_of_a_later_minor_version_are_stepped_over() {
         // the "new header bytes" a 1.0 reader ignores.
         let cap = get_u32(b, H_FIELD_CAPACITY) as usize;
         let old = record_at(b, 0);
-        let new_off = format::align8(b.len());
+        let new_off = raw::align8(b.len());
         b.resize(new_off, 0);
         for i in 0..cap {
             let rec = b[old + i * RECORD_LEN..old + (i + 1) * RECORD_LEN].to_vec();
@@ -556,7 +559,7 @@ fn value_ranges_are_checked() {
     let t_off = base.value(STATE) as u32;
     let l_off = base.value(LATENCY) as u32;
     let l_len = base.u32_at(timer + R_VALUE_LEN);
-    let t_len = format::text_value_len(16) as u32;
+    let t_len = raw::text_value_len(16) as u32;
     assert_eq!(base.u32_at(text + R_VALUE_LEN), t_len);
     // Sets record `rec`'s value range to `off`, `len`; the message says
     // `what` and shows the range.
@@ -603,7 +606,7 @@ fn text_capacity_over_one_mib_is_refused() {
         &path,
         &[
             "field 2 (state)",
-            &format!("needs {} bytes", format::text_value_len(cap as usize)),
+            &format!("needs {} bytes", raw::text_value_len(cap as usize)),
         ],
     );
 }
@@ -650,7 +653,7 @@ fn text_longer_than_its_capacity_is_unavailable_alone() {
     let v = base.value(STATE);
     assert_eq!(base.u64_at(v + TEXT_SEQ), 2, "written once");
     // Write 1 went to buffer 1.
-    let buf = v + format::text_buffer(16, 1);
+    let buf = v + raw::text_buffer(16, 1);
     for len in [17, 24, u64::from(u32::MAX), u64::MAX] {
         let path = base.patched(&format!("text-len-{len}"), |b| {
             put_u64(b, buf + TEXT_BUF_LEN, len)
@@ -666,7 +669,7 @@ fn text_longer_than_its_capacity_is_unavailable_alone() {
 #[test]
 fn invalid_utf8_text_is_unavailable_alone() {
     let base = Base::new();
-    let buf = base.value(STATE) + format::text_buffer(16, 1);
+    let buf = base.value(STATE) + raw::text_buffer(16, 1);
     let path = base.patched("text-utf8", |b| b[buf + TEXT_BUF_BYTES + 1] = 0xC3);
     let snap = expect_ok(&path);
     let reason = unavailable(value_of(&snap, "state"));
@@ -704,7 +707,7 @@ fn text_whose_sequence_cannot_settle_is_unavailable_after_bounded_retries() {
     let snap = expect_ok(&path);
     let reason = unavailable(value_of(&snap, "state"));
     assert!(
-        reason.contains(&format!("{} attempts", mmstats::TEXT_RETRIES)),
+        reason.contains("still being rewritten after") && reason.contains("attempts"),
         "{reason}"
     );
     assert_other_values_intact(&snap);

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::format;
+use crate::format::raw;
 use crate::hist::{self, Layout};
 use crate::writer::{FieldDef, Slot};
 use crate::{Kind, StatField};
@@ -53,6 +53,8 @@ impl Counter {
 }
 
 debug_without_pointers!(Counter, get);
+
+impl crate::sealed::Sealed for Counter {}
 
 impl StatField for Counter {
     fn def(label: &str) -> FieldDef {
@@ -109,6 +111,8 @@ impl Gauge {
 
 debug_without_pointers!(Gauge, get);
 
+impl crate::sealed::Sealed for Gauge {}
+
 impl StatField for Gauge {
     fn def(label: &str) -> FieldDef {
         FieldDef::gauge(label)
@@ -147,6 +151,8 @@ impl GaugeF64 {
 
 debug_without_pointers!(GaugeF64, get);
 
+impl crate::sealed::Sealed for GaugeF64 {}
+
 impl StatField for GaugeF64 {
     fn def(label: &str) -> FieldDef {
         FieldDef::gauge_f64(label)
@@ -165,11 +171,11 @@ fn store_text(slot: &Slot, s: &str) -> usize {
     let capacity = slot.capacity();
     let s = truncate_utf8(s, capacity);
     let words = &slot.words;
-    let seq = words.at(format::TEXT_SEQ / 8);
+    let seq = words.at(raw::TEXT_SEQ / 8);
     // Relaxed: this thread is the only writer of `seq`.
     let start = seq.load(Ordering::Relaxed);
     // This is write `w + 1` where `start == 2w`; it goes to buffer (w+1) % 2.
-    let buffer = format::text_buffer(capacity, (start / 2 + 1) as usize % 2) / 8;
+    let buffer = raw::text_buffer(capacity, (start / 2 + 1) as usize % 2) / 8;
     // Odd: write w + 1 is under way. Release, because a reader that sees
     // this value goes on to copy write w from the other buffer, so write w
     // must be visible to it (a relaxed store here would not carry that).
@@ -180,13 +186,13 @@ fn store_text(slot: &Slot, s: &str) -> usize {
     fence(Ordering::Release);
     // Relaxed: the data words are ordered by the fence and the final store.
     words
-        .at(buffer + format::TEXT_BUF_LEN / 8)
+        .at(buffer + raw::TEXT_BUF_LEN / 8)
         .store(s.len() as u64, Ordering::Relaxed);
     for (i, chunk) in s.as_bytes().chunks(8).enumerate() {
         let mut b = [0u8; 8];
         b[..chunk.len()].copy_from_slice(chunk);
         words
-            .at(buffer + format::TEXT_BUF_BYTES / 8 + i)
+            .at(buffer + raw::TEXT_BUF_BYTES / 8 + i)
             .store(u64::from_le_bytes(b), Ordering::Relaxed);
     }
     // Release: a reader that sees this even number (and fences) sees all
@@ -200,16 +206,16 @@ fn load_text(slot: &Slot) -> String {
     let capacity = slot.capacity();
     let words = &slot.words;
     // Relaxed: this thread's own stores.
-    let written = words.at(format::TEXT_SEQ / 8).load(Ordering::Relaxed) / 2;
-    let buffer = format::text_buffer(capacity, written as usize % 2) / 8;
+    let written = words.at(raw::TEXT_SEQ / 8).load(Ordering::Relaxed) / 2;
+    let buffer = raw::text_buffer(capacity, written as usize % 2) / 8;
     let len = (words
-        .at(buffer + format::TEXT_BUF_LEN / 8)
+        .at(buffer + raw::TEXT_BUF_LEN / 8)
         .load(Ordering::Relaxed) as usize)
         .min(capacity);
-    let mut bytes = Vec::with_capacity(format::align8(len));
-    for i in 0..format::align8(len) / 8 {
+    let mut bytes = Vec::with_capacity(raw::align8(len));
+    for i in 0..raw::align8(len) / 8 {
         let w = words
-            .at(buffer + format::TEXT_BUF_BYTES / 8 + i)
+            .at(buffer + raw::TEXT_BUF_BYTES / 8 + i)
             .load(Ordering::Relaxed);
         bytes.extend_from_slice(&w.to_le_bytes());
     }
@@ -255,6 +261,8 @@ impl<const N: usize> Text<N> {
 
 debug_without_pointers!(Text<N>, get);
 
+impl<const N: usize> crate::sealed::Sealed for Text<N> {}
+
 impl<const N: usize> StatField for Text<N> {
     fn def(label: &str) -> FieldDef {
         FieldDef::text(label, N)
@@ -280,7 +288,7 @@ impl<const N: usize> Constant<N> {
         if self
             .slot
             .words
-            .at(format::TEXT_SEQ / 8)
+            .at(raw::TEXT_SEQ / 8)
             .load(Ordering::Relaxed)
             != 0
         {
@@ -297,6 +305,8 @@ impl<const N: usize> Constant<N> {
 }
 
 debug_without_pointers!(Constant<N>, get);
+
+impl<const N: usize> crate::sealed::Sealed for Constant<N> {}
 
 impl<const N: usize> StatField for Constant<N> {
     fn def(label: &str) -> FieldDef {
@@ -326,7 +336,7 @@ impl Histogram {
     pub fn record(&self, v: u64) {
         let words = &self.slot.words;
         let i = hist::index_of(v, self.max_value, self.precision);
-        let bucket = words.at(format::HIST_BUCKETS / 8 + i);
+        let bucket = words.at(raw::HIST_BUCKETS / 8 + i);
         // Relaxed: single writer; a bucket is one word on its own.
         bucket.store(
             bucket.load(Ordering::Relaxed).wrapping_add(1),
@@ -351,7 +361,7 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         let words = &self.slot.words;
         // Relaxed: this thread's own stores.
-        (format::HIST_BUCKETS / 8..words.len())
+        (raw::HIST_BUCKETS / 8..words.len())
             .map(|i| words.at(i).load(Ordering::Relaxed))
             .fold(0u64, u64::saturating_add)
     }
@@ -383,6 +393,8 @@ impl fmt::Debug for Histogram {
             .finish()
     }
 }
+
+impl crate::sealed::Sealed for Histogram {}
 
 impl StatField for Histogram {
     fn def(label: &str) -> FieldDef {
@@ -454,6 +466,8 @@ impl fmt::Debug for Timer {
             .finish()
     }
 }
+
+impl crate::sealed::Sealed for Timer {}
 
 impl StatField for Timer {
     fn def(label: &str) -> FieldDef {

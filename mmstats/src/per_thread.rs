@@ -40,6 +40,15 @@ pub struct PerThread<T: Stats> {
     error: OnceLock<Error>,
 }
 
+impl<T: Stats> std::fmt::Debug for PerThread<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerThread")
+            .field("model", &std::any::type_name::<T>())
+            .field("error", &self.error.get())
+            .finish()
+    }
+}
+
 impl<T: Stats> PerThread<T> {
     /// Used by [`per_thread!`](crate::per_thread); call that instead.
     #[doc(hidden)]
@@ -179,6 +188,15 @@ pin_project_lite::pin_project! {
         busy: fn(&T) -> &Timer,
         first_poll: Option<Instant>,
         busy_time: Duration,
+    }
+}
+
+impl<F, T: Stats> std::fmt::Debug for Instrumented<F, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("model", &std::any::type_name::<T>())
+            .field("busy_time", &self.busy_time)
+            .finish_non_exhaustive()
     }
 }
 

@@ -13,17 +13,19 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::ReadError;
-use crate::format::{self, Kind, RawHeader, RawRecord, StrRef, Unit, WriterState};
+use crate::format::raw::{self, Header, Record, StrRef};
+use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::{HistogramSnapshot, Layout};
 use crate::sys::ReadMap;
 use crate::writer::DIR_ENV;
 
 /// How many times a text value is re-read while its writer is mid-update
 /// before the reader reports it [`Value::Unavailable`].
-pub const TEXT_RETRIES: usize = 1000;
+pub(crate) const TEXT_RETRIES: usize = 1000;
 
 /// Facts about one stats file and its writer.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct FileInfo {
     /// The file read.
     pub path: PathBuf,
@@ -80,6 +82,7 @@ pub enum Value {
 
 /// One field of a snapshot.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Field {
     /// Label, e.g. `web.status.2xx`.
     pub label: String,
@@ -99,6 +102,7 @@ pub struct Field {
 
 /// Everything read from one file at one moment.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// The file and its writer.
     pub info: FileInfo,
@@ -107,6 +111,22 @@ pub struct Snapshot {
     /// Fields of kinds this reader does not know (from a newer minor
     /// version), skipped.
     pub skipped: usize,
+}
+
+impl Field {
+    /// A field with no unit, help or static labels, for programs and tests
+    /// that build snapshots themselves; set the public fields for more.
+    pub fn new(label: impl Into<String>, kind: Kind, value: Value) -> Field {
+        Field {
+            label: label.into(),
+            kind,
+            unit: Unit::Other,
+            unit_text: String::new(),
+            help: String::new(),
+            static_labels: Vec::new(),
+            value,
+        }
+    }
 }
 
 impl Snapshot {
@@ -151,12 +171,12 @@ impl Reader {
             return Err(malformed(&path, "not a regular file".into()));
         }
         let len = meta.len();
-        if len < format::HEADER_LEN as u64 {
+        if len < raw::HEADER_LEN as u64 {
             return Err(malformed(
                 &path,
                 format!(
                     "file is {len} bytes, shorter than the {}-byte header",
-                    format::HEADER_LEN
+                    raw::HEADER_LEN
                 ),
             ));
         }
@@ -198,53 +218,57 @@ impl Reader {
 
     fn read(&self) -> Result<Snapshot, ReadError> {
         let bad = |reason: String| malformed(&self.path, reason);
-        let mut hb = Vec::with_capacity(format::HEADER_LEN);
-        self.map.copy(0, format::HEADER_LEN, &mut hb);
-        let h = RawHeader::decode(&hb);
+        let mut hb = Vec::with_capacity(raw::HEADER_LEN);
+        self.map.copy(0, raw::HEADER_LEN, &mut hb);
+        let h = Header::decode(&hb);
         if h.magic != format::MAGIC {
-            return Err(bad(format!("bad magic {:02x?}", h.magic)));
+            // The bytes are not printed: the file may be anything (a planted
+            // link to a secret), and a reader must not echo its contents.
+            return Err(bad("bad magic: not an mmstats file".into()));
         }
-        if h.bom != format::BYTE_ORDER_MARK {
+        if h.bom.get() != format::BYTE_ORDER_MARK {
             return Err(bad(format!(
                 "byte-order mark is {:#010x}, expected {:#010x} (not little-endian?)",
-                h.bom,
+                h.bom.get(),
                 format::BYTE_ORDER_MARK
             )));
         }
-        if h.major != format::VERSION_MAJOR {
+        if h.major.get() != format::VERSION_MAJOR {
             return Err(ReadError::UnsupportedVersion {
                 path: self.path.clone(),
-                major: h.major,
-                minor: h.minor,
+                major: h.major.get(),
+                minor: h.minor.get(),
             });
         }
         let regions = Regions::check(&h, self.map.len()).map_err(bad)?;
-        let count = self.map.load(format::H_FIELD_COUNT);
+        let count = self.map.load(raw::H_FIELD_COUNT);
         // Acquire fence after the relaxed load: pairs with the writer's
         // Release store when it appends a field, so every record and string
         // counted here is complete.
         fence(Ordering::Acquire);
-        if count > u64::from(h.field_capacity) {
+        if count > u64::from(h.field_capacity.get()) {
             return Err(bad(format!(
                 "field count {count} is over the table's capacity {}",
-                h.field_capacity
+                h.field_capacity.get()
             )));
         }
-        let state = WriterState::from_word(self.map.load(format::H_STATE));
+        let state = WriterState::from_word(self.map.load(raw::H_STATE));
         // Acquire fence: pairs with the writer's Release store of "exited",
         // so values read after this are final when the state says so.
         fence(Ordering::Acquire);
         // A well-formed file decodes each string and value byte once, so a
         // file whose records point at the same bytes over and over cannot
         // make a reader allocate or work more than this.
-        let mut budget = Budget { bytes: h.file_len };
+        let mut budget = Budget {
+            bytes: h.file_len.get(),
+        };
         let info = FileInfo {
             path: self.path.clone(),
-            version: (h.major, h.minor),
-            pid: h.pid,
-            tid: h.tid,
-            process_start: h.proc_start,
-            created: UNIX_EPOCH + Duration::from_nanos(h.created_ns),
+            version: (h.major.get(), h.minor.get()),
+            pid: h.pid.get(),
+            tid: h.tid.get(),
+            process_start: h.proc_start.get(),
+            created: UNIX_EPOCH + Duration::from_nanos(h.created_ns.get()),
             command: self
                 .string(&regions, h.command, &mut budget)
                 .map_err(|e| bad(format!("command: {e}")))?,
@@ -254,24 +278,24 @@ impl Reader {
             alive: is_locked(&self.file) == Some(true),
             state,
         };
-        let record_len = h.record_len as usize;
-        let table = h.field_table_off as usize;
+        let record_len = h.record_len.get() as usize;
+        let table = h.field_table_off.get() as usize;
         // Grown as fields are read: `count` comes from the file.
         let mut fields = Vec::new();
         let mut skipped = 0;
-        let mut rec_bytes = Vec::with_capacity(format::RECORD_LEN);
+        let mut rec_bytes = Vec::with_capacity(raw::RECORD_LEN);
         for i in 0..count as usize {
             rec_bytes.clear();
             self.map
-                .copy(table + i * record_len, format::RECORD_LEN, &mut rec_bytes);
-            let rec = RawRecord::decode(&rec_bytes);
+                .copy(table + i * record_len, raw::RECORD_LEN, &mut rec_bytes);
+            let rec = Record::decode(&rec_bytes);
             let mut text = |r: StrRef, what: &str| {
                 self.string(&regions, r, &mut budget)
                     .map_err(|e| format!("{what}: {e}"))
             };
             let label = text(rec.label, "label").map_err(|e| bad(format!("field {i}: {e}")))?;
             let at = |e: String| bad(format!("field {i} ({label}): {e}"));
-            let Some(kind) = Kind::from_code(rec.kind) else {
+            let Some(kind) = Kind::from_code(rec.kind.get()) else {
                 skipped += 1;
                 continue;
             };
@@ -279,10 +303,10 @@ impl Reader {
             let help = text(rec.help, "help").map_err(at)?;
             let static_labels = text(rec.static_labels, "static labels").map_err(at)?;
             let value_at = regions.value(&rec, kind).map_err(at)?;
-            budget.spend(rec.value_len.into()).map_err(at)?;
+            budget.spend(rec.value_len.get().into()).map_err(at)?;
             fields.push(Field {
                 kind,
-                unit: Unit::from_code(rec.unit),
+                unit: Unit::from_code(rec.unit.get()),
                 unit_text,
                 help,
                 static_labels: parse_static_labels(&static_labels),
@@ -299,53 +323,54 @@ impl Reader {
 
     /// Reads a string reference, checked against the string table.
     fn string(&self, regions: &Regions, r: StrRef, budget: &mut Budget) -> Result<String, String> {
-        if r.len == 0 {
+        let (off, len) = (r.off.get(), r.len.get());
+        if len == 0 {
             return Ok(String::new());
         }
-        let start = r.off as usize;
-        let end = start + r.len as usize;
+        let start = off as usize;
+        let end = start + len as usize;
         if start < regions.strings.start || end > regions.strings.end {
             return Err(format!(
                 "string at {start}..{end} is outside the string table {:?}",
                 regions.strings
             ));
         }
-        budget.spend(r.len.into())?;
+        budget.spend(len.into())?;
         // The table is 8-aligned, so the words around the string are in it.
         let first = start & !7;
-        let mut bytes = Vec::with_capacity(format::align8(end) - first);
-        self.map
-            .copy(first, format::align8(end) - first, &mut bytes);
+        let mut bytes = Vec::with_capacity(raw::align8(end) - first);
+        self.map.copy(first, raw::align8(end) - first, &mut bytes);
         bytes.drain(..start - first);
         bytes.truncate(end - start);
         String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 at {start}: {e}"))
     }
 
     /// Reads one value whose range was validated.
-    fn value(&self, kind: Kind, rec: &RawRecord, off: usize) -> Value {
+    fn value(&self, kind: Kind, rec: &Record, off: usize) -> Value {
         // Relaxed for the scalars: each is one aligned word written with
         // one store; no other value has to agree with it.
         match kind {
             Kind::Counter => Value::Counter(self.map.load(off)),
             Kind::Gauge => Value::Gauge(self.map.load(off) as i64),
             Kind::GaugeF64 => Value::GaugeF64(f64::from_bits(self.map.load(off))),
-            Kind::Text => match self.text(off, rec.param0 as usize) {
+            Kind::Text => match self.text(off, rec.param0.get() as usize) {
                 Ok(s) => Value::Text(s),
                 Err(e) => Value::Unavailable(e),
             },
-            Kind::Constant => match self.text(off, rec.param0 as usize) {
+            Kind::Constant => match self.text(off, rec.param0.get() as usize) {
                 Ok(s) => Value::Constant(s),
                 Err(e) => Value::Unavailable(e),
             },
             Kind::Histogram | Kind::Timer => {
-                let layout = Layout::from_params(rec.param0, rec.param1).expect("validated");
-                let sum = self.map.load(off + format::HIST_SUM);
+                let layout =
+                    Layout::from_params(rec.param0.get(), rec.param1.get()).expect("validated");
+                let sum = self.map.load(off + raw::HIST_SUM);
                 // Acquire fence after the sum: pairs with the writer's
                 // Release store of it, so the buckets read next include
                 // every value in this sum.
                 fence(Ordering::Acquire);
                 let counts = (0..layout.buckets())
-                    .map(|i| self.map.load(off + format::HIST_BUCKETS + 8 * i))
+                    .map(|i| self.map.load(off + raw::HIST_BUCKETS + 8 * i))
                     .collect();
                 Value::Histogram(
                     HistogramSnapshot::from_parts(layout, sum, counts).expect("bucket count"),
@@ -357,30 +382,27 @@ impl Reader {
     /// Reads a text value: the buffer of the last complete write, checked
     /// afterwards against the sequence word.
     fn text(&self, off: usize, capacity: usize) -> Result<String, String> {
-        let mut bytes = Vec::with_capacity(format::align8(capacity));
+        let mut bytes = Vec::with_capacity(raw::align8(capacity));
         for attempt in 0..TEXT_RETRIES {
-            let s1 = self.map.load(off + format::TEXT_SEQ);
+            let s1 = self.map.load(off + raw::TEXT_SEQ);
             // Acquire fence: pairs with the writer's Release store that
             // completed write `w`, so its buffer's data is visible below.
             fence(Ordering::Acquire);
             // Writes up to `w` are complete (write w + 1 may be under way
             // in the other buffer, whether `s1` is even or odd).
             let w = s1 / 2;
-            let buffer = off + format::text_buffer(capacity, (w % 2) as usize);
+            let buffer = off + raw::text_buffer(capacity, (w % 2) as usize);
             // Relaxed: checked as a whole by the sequence re-read below.
-            let len = self.map.load(buffer + format::TEXT_BUF_LEN);
+            let len = self.map.load(buffer + raw::TEXT_BUF_LEN);
             let n = (len as usize).min(capacity);
             bytes.clear();
-            self.map.copy(
-                buffer + format::TEXT_BUF_BYTES,
-                format::align8(n),
-                &mut bytes,
-            );
+            self.map
+                .copy(buffer + raw::TEXT_BUF_BYTES, raw::align8(n), &mut bytes);
             // Acquire fence: the loads above happen before the re-read of
             // the sequence word, so a write into this buffer that overlapped
             // them shows up in it.
             fence(Ordering::Acquire);
-            let s2 = self.map.load(off + format::TEXT_SEQ);
+            let s2 = self.map.load(off + raw::TEXT_SEQ);
             if !buffer_was_stable(s1, s2) {
                 backoff(attempt);
                 continue;
@@ -449,68 +471,62 @@ struct Regions {
 impl Regions {
     /// Checks the header's lengths and offsets against each other and the
     /// mapped length.
-    fn check(h: &RawHeader, mapped: usize) -> Result<Regions, String> {
-        let file_len = h.file_len;
+    fn check(h: &Header, mapped: usize) -> Result<Regions, String> {
+        let file_len = h.file_len.get();
         if file_len > mapped as u64 {
             return Err(format!(
                 "header says the file is {file_len} bytes but only {mapped} are there (truncated?)"
             ));
         }
-        if (h.header_len as usize) < format::HEADER_LEN || u64::from(h.header_len) > file_len {
-            return Err(format!("header length {} out of range", h.header_len));
+        if (h.header_len.get() as usize) < raw::HEADER_LEN
+            || u64::from(h.header_len.get()) > file_len
+        {
+            return Err(format!("header length {} out of range", h.header_len.get()));
         }
-        if (h.record_len as usize) < format::RECORD_LEN || !h.record_len.is_multiple_of(8) {
+        if (h.record_len.get() as usize) < raw::RECORD_LEN || !h.record_len.get().is_multiple_of(8)
+        {
             return Err(format!(
                 "record length {} is not a multiple of 8 of at least {}",
-                h.record_len,
-                format::RECORD_LEN
+                h.record_len.get(),
+                raw::RECORD_LEN
             ));
         }
         let range = |off: u32, len: u64, what: &str| -> Result<Range<usize>, String> {
             let end = u64::from(off) + len;
             if !off.is_multiple_of(8)
                 || !end.is_multiple_of(8)
-                || u64::from(off) < u64::from(h.header_len)
+                || u64::from(off) < u64::from(h.header_len.get())
                 || end > file_len
             {
                 return Err(format!(
                     "{what} at {off}..{end} is unaligned or outside the file (header {}, length {file_len})",
-                    h.header_len
+                    h.header_len.get()
                 ));
             }
             Ok(off as usize..end as usize)
         };
         range(
-            h.field_table_off,
-            u64::from(h.field_capacity) * u64::from(h.record_len),
+            h.field_table_off.get(),
+            u64::from(h.field_capacity.get()) * u64::from(h.record_len.get()),
             "field table",
         )?;
-        let strings = range(h.strings_off, h.strings_len.into(), "string table")?;
-        let values = range(h.values_off, h.values_len.into(), "value area")?;
+        let strings = range(
+            h.strings_off.get(),
+            h.strings_len.get().into(),
+            "string table",
+        )?;
+        let values = range(h.values_off.get(), h.values_len.get().into(), "value area")?;
         Ok(Regions { strings, values })
     }
 
     /// Checks a field's value range and kind parameters; returns its offset.
-    fn value(&self, rec: &RawRecord, kind: Kind) -> Result<usize, String> {
-        let need = match kind {
-            Kind::Counter | Kind::Gauge | Kind::GaugeF64 => 8,
-            Kind::Text | Kind::Constant => {
-                if rec.param0 > format::MAX_TEXT_CAPACITY {
-                    return Err(format!("text capacity {} over the limit", rec.param0));
-                }
-                format::text_value_len(rec.param0 as usize)
-            }
-            Kind::Histogram | Kind::Timer => {
-                let layout =
-                    Layout::from_params(rec.param0, rec.param1).map_err(|e| e.to_string())?;
-                format::HIST_BUCKETS + 8 * layout.buckets()
-            }
-        };
-        let start = rec.value_off as usize;
-        let end = start + rec.value_len as usize;
+    fn value(&self, rec: &Record, kind: Kind) -> Result<usize, String> {
+        let need = kind.value_len(rec.param0.get(), rec.param1.get())?;
+        let start = rec.value_off.get() as usize;
+        let end = start + rec.value_len.get() as usize;
         if !start.is_multiple_of(8)
             || !end.is_multiple_of(8)
-            || (rec.value_len as usize) < need
+            || (rec.value_len.get() as usize) < need
             || start < self.values.start
             || end > self.values.end
         {
@@ -586,6 +602,7 @@ pub fn default_dirs() -> Vec<PathBuf> {
 /// A problem met while discovering files: a path that does not exist, a
 /// directory that cannot be listed, a bad glob.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct DiscoverError {
     /// The path or pattern.
     pub path: String,

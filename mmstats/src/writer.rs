@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
-use crate::format::{self, Kind, RawHeader, RawRecord, StrRef, Unit, WriterState};
+use zerocopy::IntoBytes;
+
+use crate::format::raw::{self, Header, Record, StrRef};
+use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::Layout;
 use crate::sys::{self, Backing, Words};
 
@@ -198,24 +201,7 @@ impl FieldDef {
                 )));
             }
         }
-        match self.kind {
-            Kind::Counter | Kind::Gauge | Kind::GaugeF64 => Ok(8),
-            Kind::Text | Kind::Constant => {
-                if self.param0 > format::MAX_TEXT_CAPACITY {
-                    return Err(bad(format!(
-                        "text capacity {} is over the limit of {} bytes",
-                        self.param0,
-                        format::MAX_TEXT_CAPACITY
-                    )));
-                }
-                Ok(format::text_value_len(self.param0 as usize))
-            }
-            Kind::Histogram | Kind::Timer => {
-                let layout = Layout::from_params(self.param0, self.param1)
-                    .map_err(|e| bad(e.to_string()))?;
-                Ok(format::HIST_BUCKETS + 8 * layout.buckets())
-            }
-        }
+        self.kind.value_len(self.param0, self.param1).map_err(bad)
     }
 
     /// Bytes this field puts in the string table.
@@ -268,17 +254,26 @@ impl Schema {
     }
 }
 
-/// Where and how a stats file is made. Shared by [`Builder`] and
-/// [`StatsFile::create`].
-#[derive(Clone, Debug, Default)]
-pub struct Options {
+/// Where and how a stats file is made: directory, file name template,
+/// command name, label prefix and reserved room.
+///
+/// `Options` (with no model type) is what [`StatsFile::create`] takes.
+/// [`Builder<T>`], what [`Stats::builder`](crate::Stats::builder) returns, is
+/// the same type bound to the model `T`, which adds `open` and
+/// `open_or_private`: one set of setters serves both.
+pub struct Options<M = ()> {
     dir: Option<PathBuf>,
     template: Option<String>,
     command: Option<String>,
     prefix: String,
     reserve_fields: usize,
     reserve_bytes: usize,
+    _model: PhantomData<fn() -> M>,
 }
+
+/// Opens a stats model with options. Made by
+/// [`Stats::builder`](crate::Stats::builder); the setters are [`Options`]'.
+pub type Builder<T> = Options<T>;
 
 impl Options {
     /// Default options: the default directory and template, no prefix, no
@@ -286,10 +281,54 @@ impl Options {
     pub fn new() -> Options {
         Options::default()
     }
+}
 
+impl<M> Default for Options<M> {
+    fn default() -> Self {
+        Options {
+            dir: None,
+            template: None,
+            command: None,
+            prefix: String::new(),
+            reserve_fields: 0,
+            reserve_bytes: 0,
+            _model: PhantomData,
+        }
+    }
+}
+
+impl<M> Clone for Options<M> {
+    fn clone(&self) -> Self {
+        Options {
+            dir: self.dir.clone(),
+            template: self.template.clone(),
+            command: self.command.clone(),
+            prefix: self.prefix.clone(),
+            reserve_fields: self.reserve_fields,
+            reserve_bytes: self.reserve_bytes,
+            _model: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Options<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("model", &std::any::type_name::<M>())
+            .field("dir", &self.dir)
+            .field("template", &self.template)
+            .field("command", &self.command)
+            .field("prefix", &self.prefix)
+            .field("reserve_fields", &self.reserve_fields)
+            .field("reserve_bytes", &self.reserve_bytes)
+            .finish()
+    }
+}
+
+impl<M> Options<M> {
     /// The directory for the file (default: [`default_dir`]).
     #[must_use]
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Options {
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
         self
     }
@@ -297,7 +336,7 @@ impl Options {
     /// The file name template (default: [`DEFAULT_TEMPLATE`]). Placeholders:
     /// `{cmd}`, `{model}`, `{pid}`, `{tid}`. It must end in `.mmstats`.
     #[must_use]
-    pub fn template(mut self, template: &str) -> Options {
+    pub fn template(mut self, template: &str) -> Self {
         self.template = Some(template.to_owned());
         self
     }
@@ -306,14 +345,14 @@ impl Options {
     /// the base name of `argv[0]`). For workers whose `argv[0]` says little,
     /// such as pre-forked children or embedded interpreters.
     #[must_use]
-    pub fn command(mut self, command: &str) -> Options {
+    pub fn command(mut self, command: &str) -> Self {
         self.command = Some(command.to_owned());
         self
     }
 
     /// A prefix put before every label (before the model's own prefix).
     #[must_use]
-    pub fn prefix(mut self, prefix: &str) -> Options {
+    pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_owned();
         self
     }
@@ -321,7 +360,7 @@ impl Options {
     /// Room for `fields` more fields using up to `bytes` of strings and
     /// `bytes` of values, for [`StatsFile::add`] on the live file.
     #[must_use]
-    pub fn reserve(mut self, fields: usize, bytes: usize) -> Options {
+    pub fn reserve(mut self, fields: usize, bytes: usize) -> Self {
         self.reserve_fields = fields;
         self.reserve_bytes = bytes;
         self
@@ -336,66 +375,27 @@ impl Options {
     }
 }
 
-/// Opens a stats model with options. Made by [`Stats::builder`](crate::Stats::builder).
-#[must_use]
-pub struct Builder<T> {
-    options: Options,
-    _model: PhantomData<fn() -> T>,
-}
-
-impl<T: crate::Stats> Builder<T> {
-    /// A builder with default options.
-    pub fn new() -> Builder<T> {
-        Builder {
-            options: Options::new(),
-            _model: PhantomData,
-        }
-    }
-
-    /// See [`Options::dir`].
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Builder<T> {
-        self.options = self.options.dir(dir);
-        self
-    }
-
-    /// See [`Options::template`].
-    pub fn template(mut self, template: &str) -> Builder<T> {
-        self.options = self.options.template(template);
-        self
-    }
-
-    /// See [`Options::command`].
-    pub fn command(mut self, command: &str) -> Builder<T> {
-        self.options = self.options.command(command);
-        self
-    }
-
-    /// See [`Options::prefix`].
-    pub fn prefix(mut self, prefix: &str) -> Builder<T> {
-        self.options = self.options.prefix(prefix);
-        self
-    }
-
+impl<T: crate::Stats> Options<T> {
     /// Creates this thread's stats file and returns the model bound to it.
     /// A model needs at least one field: its handles are what keep the
     /// file open.
     pub fn open(self) -> Result<T, Error> {
-        let mut file = StatsFile::create(&model_schema::<T>()?, &self.options)?;
+        let mut file = StatsFile::create(&model_schema::<T>()?, &self)?;
         Ok(T::bind(&mut Slots(file.take_slots().into_iter())))
     }
 
-    /// Like [`open`](Builder::open), but never fails: if the file cannot
+    /// Like [`open`](Options::open), but never fails: if the file cannot
     /// be made, the model lives in process-private memory (the application
     /// runs the same, nobody can read its stats) and the reason is returned
     /// beside it. A definition error in the model itself still panics,
     /// since it is a bug in the program.
     pub fn open_or_private(self) -> (T, Option<Error>) {
         let schema = model_schema::<T>().unwrap_or_else(|e| panic!("invalid stats model: {e}"));
-        let (mut file, err) = match StatsFile::create(&schema, &self.options) {
+        let (mut file, err) = match StatsFile::create(&schema, &self) {
             Ok(file) => (file, None),
             Err(err @ Error::Field { .. }) => panic!("invalid stats model: {err}"),
             Err(err) => {
-                let file = StatsFile::private(&schema, &self.options)
+                let file = StatsFile::private(&schema, &self)
                     .unwrap_or_else(|e| panic!("invalid stats model: {e}"));
                 (file, Some(err))
             }
@@ -404,14 +404,9 @@ impl<T: crate::Stats> Builder<T> {
     }
 }
 
-impl<T: crate::Stats> Default for Builder<T> {
-    fn default() -> Self {
-        Builder::new()
-    }
-}
-
 /// The bound fields of a new file, handed to [`Stats::bind`](crate::Stats::bind)
 /// in schema order.
+#[derive(Debug)]
 pub struct Slots(std::vec::IntoIter<Slot>);
 
 impl Slots {
@@ -430,6 +425,15 @@ pub struct Slot {
     pub(crate) kind: Kind,
     param0: u64,
     param1: u64,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No pointers: the words are where the value lives, not what it is.
+        f.debug_struct("Slot")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Slot {
@@ -462,7 +466,7 @@ pub struct StatsFile {
     path: Option<PathBuf>,
     /// Copy of the header, field table and string table as written.
     image: Vec<u8>,
-    header: RawHeader,
+    header: Header,
     strings_used: usize,
     values_used: usize,
     prefix: String,
@@ -475,14 +479,14 @@ impl std::fmt::Debug for StatsFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatsFile")
             .field("path", &self.path)
-            .field("fields", &self.header.field_count)
+            .field("fields", &self.header.field_count.get())
             .finish_non_exhaustive()
     }
 }
 
 impl StatsFile {
     /// Creates, publishes and locks this thread's stats file for `schema`.
-    pub fn create(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
+    pub fn create<M>(schema: &Schema, options: &Options<M>) -> Result<StatsFile, Error> {
         StatsFile::layout(schema, options, |image| {
             let dir = options.resolved_dir();
             ensure_private_dir(&dir)?;
@@ -495,9 +499,9 @@ impl StatsFile {
 
     /// Lays `schema` out in process-private memory: the same handles, no
     /// file. Only definition errors are possible.
-    pub fn private(schema: &Schema, options: &Options) -> Result<StatsFile, Error> {
+    pub fn private<M>(schema: &Schema, options: &Options<M>) -> Result<StatsFile, Error> {
         StatsFile::layout(schema, options, |image| {
-            let backing = Backing::private(image, format::H_STATE, WriterState::EXITED);
+            let backing = Backing::private(image, raw::H_STATE, WriterState::EXITED);
             Ok((backing, None))
         })
     }
@@ -544,28 +548,30 @@ impl StatsFile {
             });
         }
         let h = &self.header;
-        if self.header.field_count >= h.field_capacity.into() {
+        let capacity = h.field_capacity.get();
+        if self.header.field_count.get() >= capacity.into() {
             return Err(Error::NoRoom {
                 label: def.label,
-                detail: format!("all {} field records are used", h.field_capacity),
+                detail: format!("all {capacity} field records are used"),
             });
         }
         let value_len = def.validate()?;
         let string_bytes = def.string_bytes();
-        if self.strings_used + string_bytes > h.strings_len as usize
-            || self.values_used + value_len > h.values_len as usize
+        let (strings_len, values_len) = (h.strings_len.get() as usize, h.values_len.get() as usize);
+        if self.strings_used + string_bytes > strings_len
+            || self.values_used + value_len > values_len
         {
             return Err(Error::NoRoom {
                 detail: format!(
                     "it needs {string_bytes} string and {value_len} value bytes; {} and {} are left",
-                    h.strings_len as usize - self.strings_used,
-                    h.values_len as usize - self.values_used
+                    strings_len - self.strings_used,
+                    values_len - self.values_used
                 ),
                 label: def.label,
             });
         }
         let first_string = self.strings_used;
-        let index = self.header.field_count as usize;
+        let index = self.header.field_count.get() as usize;
         let mut plan = self.plan();
         let value_off = plan.write_field(index, &def, value_len);
         let (strings_used, values_used) = (plan.strings_used, plan.values_used);
@@ -573,17 +579,18 @@ impl StatsFile {
         self.values_used = values_used;
         // The values are zero already; the strings and record words are
         // stored before the count that makes them visible.
-        let strings_start = self.header.strings_off as usize + first_string;
+        let strings_start = self.header.strings_off.get() as usize + first_string;
         self.store_image(strings_start, self.strings_used - first_string);
-        let rec = self.header.field_table_off as usize + index * format::RECORD_LEN;
-        self.store_image(rec, format::RECORD_LEN);
-        self.header.field_count += 1;
+        let rec = self.header.field_table_off.get() as usize + index * raw::RECORD_LEN;
+        self.store_image(rec, raw::RECORD_LEN);
+        let count = self.header.field_count.get() + 1;
+        self.header.field_count = count.into();
         self.labels.insert(def.label.clone());
         // Release: a reader that acquires the new count sees the record and
         // strings stored above.
         self.backing
-            .word(format::H_FIELD_COUNT)
-            .store(self.header.field_count, Ordering::Release);
+            .word(raw::H_FIELD_COUNT)
+            .store(count, Ordering::Release);
         Ok(F::bind(Slot::new(
             self.backing.words(value_off, value_len / 8),
             &def,
@@ -597,9 +604,9 @@ impl StatsFile {
             return;
         }
         let start = off & !7;
-        let end = format::align8(off + len);
+        let end = raw::align8(off + len);
         for o in (start..end).step_by(8) {
-            let v = format::get_u64(&self.image, o);
+            let v = u64::from_le_bytes(self.image[o..o + 8].try_into().expect("8 bytes"));
             // Relaxed: these words are not yet reachable by readers; the
             // Release store of the field count publishes them.
             self.backing.word(o).store(v, Ordering::Relaxed);
@@ -609,9 +616,9 @@ impl StatsFile {
     /// Lays the file out (header, field table, string table, zero values)
     /// and hands the finished image to `make_backing`, which publishes it or
     /// copies it into private memory.
-    fn layout(
+    fn layout<M>(
         schema: &Schema,
-        options: &Options,
+        options: &Options<M>,
         make_backing: impl FnOnce(&[u8]) -> Result<(Backing, Option<PathBuf>), Error>,
     ) -> Result<StatsFile, Error> {
         let fields: Vec<FieldDef> = schema
@@ -634,9 +641,8 @@ impl StatsFile {
         // Sizes in u64 with saturation: `reserve` takes any usize, and an
         // absurd one must become the error below, not an overflow.
         let capacity = (fields.len() as u64).saturating_add(options.reserve_fields as u64);
-        let table_off = format::HEADER_LEN as u64;
-        let strings_off =
-            table_off.saturating_add(capacity.saturating_mul(format::RECORD_LEN as u64));
+        let table_off = raw::HEADER_LEN as u64;
+        let strings_off = table_off.saturating_add(capacity.saturating_mul(raw::RECORD_LEN as u64));
         let mut string_bytes = (command.len() + schema.model.len()) as u64;
         string_bytes = string_bytes.saturating_add(options.reserve_bytes as u64);
         for f in &fields {
@@ -668,30 +674,32 @@ impl StatsFile {
             file_len as usize,
         );
         // Every offset fits in u32: the file is under 1 GiB, checked above.
-        let header = RawHeader {
+        let header = Header {
             magic: format::MAGIC,
-            major: format::VERSION_MAJOR,
-            minor: format::VERSION_MINOR,
-            bom: format::BYTE_ORDER_MARK,
-            header_len: format::HEADER_LEN as u32,
-            record_len: format::RECORD_LEN as u32,
-            file_len: file_len as u64,
-            state: WriterState::ACTIVE,
-            field_count: 0,
-            field_capacity: capacity as u32,
-            field_table_off: table_off as u32,
-            strings_off: strings_off as u32,
-            strings_len: strings_len as u32,
-            values_off: values_off as u32,
-            values_len: values_len as u32,
-            pid: std::process::id(),
-            tid: sys::gettid(),
-            proc_start: process_start_ticks(),
+            major: format::VERSION_MAJOR.into(),
+            minor: format::VERSION_MINOR.into(),
+            bom: format::BYTE_ORDER_MARK.into(),
+            header_len: (raw::HEADER_LEN as u32).into(),
+            record_len: (raw::RECORD_LEN as u32).into(),
+            file_len: (file_len as u64).into(),
+            state: WriterState::ACTIVE.into(),
+            field_count: 0.into(),
+            field_capacity: (capacity as u32).into(),
+            field_table_off: (table_off as u32).into(),
+            strings_off: (strings_off as u32).into(),
+            strings_len: (strings_len as u32).into(),
+            values_off: (values_off as u32).into(),
+            values_len: (values_len as u32).into(),
+            pid: std::process::id().into(),
+            tid: sys::gettid().into(),
+            proc_start: process_start_ticks().into(),
             created_ns: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
+                .map_or(0, |d| d.as_nanos() as u64)
+                .into(),
             command: StrRef::default(),
             model: StrRef::default(),
+            reserved: [0; 16],
         };
         let mut image = vec![0u8; file_len];
         let mut plan = Plan {
@@ -706,14 +714,14 @@ impl StatsFile {
         for (i, (f, &len)) in fields.iter().zip(&value_lens).enumerate() {
             offsets.push(plan.write_field(i, f, len));
         }
-        plan.header.field_count = fields.len() as u64;
+        plan.header.field_count = (fields.len() as u64).into();
         let Plan {
             header,
             strings_used,
             values_used,
             ..
         } = plan;
-        header.encode(&mut image);
+        image[..raw::HEADER_LEN].copy_from_slice(header.as_bytes());
         let (backing, path) = make_backing(&image)?;
         // Only the metadata is kept, for appending fields later.
         image.truncate(values_off);
@@ -762,40 +770,37 @@ struct SlotPlan {
 /// Writes metadata into a file image and keeps the fill levels.
 struct Plan<'a> {
     image: &'a mut Vec<u8>,
-    header: RawHeader,
+    header: Header,
     strings_used: usize,
     values_used: usize,
 }
 
 impl Plan<'_> {
     fn push_string(&mut self, s: &str) -> StrRef {
-        let off = self.header.strings_off as usize + self.strings_used;
+        let off = self.header.strings_off.get() as usize + self.strings_used;
         self.image[off..off + s.len()].copy_from_slice(s.as_bytes());
         self.strings_used += s.len();
-        StrRef {
-            off: off as u32,
-            len: s.len() as u32,
-        }
+        StrRef::new(off as u32, s.len() as u32)
     }
 
     /// Writes record `index` for `f` and its strings; returns the value offset.
     fn write_field(&mut self, index: usize, f: &FieldDef, value_len: usize) -> usize {
-        let value_off = self.header.values_off as usize + self.values_used;
-        let rec = RawRecord {
+        let value_off = self.header.values_off.get() as usize + self.values_used;
+        let rec = Record {
             label: self.push_string(&f.label),
             help: self.push_string(&f.help),
             unit_text: self.push_string(&f.unit_text),
             static_labels: self.push_string(&f.encode_static_labels()),
-            kind: f.kind.code(),
-            unit: f.unit.code(),
-            flags: 0,
-            value_off: value_off as u32,
-            value_len: value_len as u32,
-            param0: f.param0,
-            param1: f.param1,
+            kind: f.kind.code().into(),
+            unit: f.unit.code().into(),
+            flags: 0.into(),
+            value_off: (value_off as u32).into(),
+            value_len: (value_len as u32).into(),
+            param0: f.param0.into(),
+            param1: f.param1.into(),
         };
-        let at = self.header.field_table_off as usize + index * format::RECORD_LEN;
-        rec.encode(&mut self.image[at..at + format::RECORD_LEN]);
+        let at = self.header.field_table_off.get() as usize + index * raw::RECORD_LEN;
+        self.image[at..at + raw::RECORD_LEN].copy_from_slice(rec.as_bytes());
         self.values_used += value_len;
         value_off
     }
@@ -972,7 +977,7 @@ fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, PathBuf), E
         file.write_all(image)?;
         // Readers of other users need 0644 (whatever the umask made of it).
         file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        Backing::map_file(file, image.len(), format::H_STATE, WriterState::EXITED)
+        Backing::map_file(file, image.len(), raw::H_STATE, WriterState::EXITED)
     })();
     let backing = match result {
         Ok(b) => b,

@@ -6,6 +6,7 @@
 //! and the others are still printed. Exit status: 0 if everything was read,
 //! 1 if a path or file failed, 2 for a usage error. A closed stdout (as in
 //! `slurpstats | head -1`) ends the program quietly with status 0.
+#![forbid(unsafe_code)]
 
 mod human;
 mod json;
@@ -85,9 +86,9 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(io::stderr(), "slurpstats: {e:#}");
+            let _ = writeln!(io::stderr(), "slurpstats: writing the output: {e}");
             ExitCode::from(1)
         }
     }
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
 
 /// Prints every file; `Ok(false)` if some path or file failed. An `Err` is
 /// a failure to write the output.
-fn run(args: &Args) -> anyhow::Result<bool> {
+fn run(args: &Args) -> io::Result<bool> {
     let (files, problems) = mmstats::discover(&args.paths);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut all_read = problems.is_empty();
@@ -123,7 +124,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         };
         if args.json {
             out.write_all(if first { b"\n" } else { b",\n" })?;
-            serde_json::to_writer(&mut out, &json::file(&snap)).map_err(io::Error::from)?;
+            json::write_file(&mut out, &snap)?;
         } else {
             text::write_file(&mut out, &snap, first)?;
         }
@@ -142,11 +143,4 @@ fn warn(out: &mut impl Write, msg: impl Display) -> io::Result<()> {
     // Nowhere left to report a failure to write to stderr.
     let _ = writeln!(io::stderr().lock(), "slurpstats: {msg}");
     Ok(())
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
 }

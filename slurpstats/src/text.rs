@@ -59,6 +59,7 @@ pub fn liveness(info: &FileInfo) -> String {
         (false, WriterState::Exited) => "dead (exited)".into(),
         (false, WriterState::Active) => "dead (crashed)".into(),
         (false, WriterState::Unknown(w)) => format!("dead (state word {w})"),
+        (alive, other) => format!("{} ({other:?})", if alive { "alive" } else { "dead" }),
     }
 }
 
@@ -148,15 +149,10 @@ mod tests {
     use mmstats::{Layout, Unit};
 
     fn field(kind: Kind, unit_text: &str, value: Value) -> Field {
-        Field {
-            label: "x".into(),
-            kind,
-            unit: Unit::from_text(unit_text),
-            unit_text: unit_text.into(),
-            help: String::new(),
-            static_labels: Vec::new(),
-            value,
-        }
+        let mut f = Field::new("x", kind, value);
+        f.unit = Unit::from_text(unit_text);
+        f.unit_text = unit_text.into();
+        f
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `#[derive(Stats)]` for mmstats. Use it through `mmstats::Stats`; the
 //! attributes are documented there.
+#![forbid(unsafe_code)]
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -43,6 +44,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
 
     let mut prefix = String::new();
     let mut model = name.to_string();
+    // `#[stats(crate = "path")]` for a crate that re-exports mmstats, as
+    // serde's `#[serde(crate = "...")]`.
+    let mut krate: syn::Path = syn::parse_quote!(::mmstats);
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("stats")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("prefix") {
@@ -52,8 +56,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 if model.is_empty() {
                     return Err(meta.error("model name must not be empty"));
                 }
+            } else if meta.path.is_ident("crate") {
+                krate = meta.value()?.parse::<LitStr>()?.parse()?;
             } else {
-                return Err(meta.error("unknown #[stats] option; expected `prefix` or `model`"));
+                return Err(
+                    meta.error("unknown #[stats] option; expected `prefix`, `model` or `crate`")
+                );
             }
             Ok(())
         })?;
@@ -103,7 +111,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         labels.push((full.clone(), label_span));
         let help = doc_text(&field.attrs);
         let mut def = quote! {
-            <#ty as ::mmstats::StatField>::def(#full).help(#help)
+            <#ty as #krate::StatField>::def(#full).help(#help)
         };
         if let Some(unit) = unit {
             def = quote! { #def.unit(#unit) };
@@ -111,29 +119,29 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         match (precision, max_bits) {
             (None, None) => {}
             (p, m) => {
-                let p = p.map_or(quote!(::mmstats::hist::DEFAULT_PRECISION), |p| quote!(#p));
+                let p = p.map_or(quote!(#krate::hist::DEFAULT_PRECISION), |p| quote!(#p));
                 let m = match m {
                     Some(m) => quote!(#m),
-                    None => quote!(<#ty as ::mmstats::StatField>::def("").default_max_bits()),
+                    None => quote!(<#ty as #krate::StatField>::def("").default_max_bits()),
                 };
                 def = quote! { #def.layout(#p, #m) };
             }
         }
         defs.push(quote! { schema.push(#def); });
         binds.push(quote! {
-            #ident: <#ty as ::mmstats::StatField>::bind(slots.next_slot()),
+            #ident: <#ty as #krate::StatField>::bind(slots.next_slot()),
         });
     }
 
     Ok(quote! {
-        impl ::mmstats::Stats for #name {
-            fn schema() -> ::mmstats::Schema {
-                let mut schema = ::mmstats::Schema::new(#model);
+        impl #krate::Stats for #name {
+            fn schema() -> #krate::Schema {
+                let mut schema = #krate::Schema::new(#model);
                 #(#defs)*
                 schema
             }
 
-            fn bind(slots: &mut ::mmstats::Slots) -> Self {
+            fn bind(slots: &mut #krate::__private::Slots) -> Self {
                 #name {
                     #(#binds)*
                 }
