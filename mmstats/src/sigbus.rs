@@ -594,8 +594,17 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// Held by tests that map files, so `a_full_registry_refuses_more`
+    /// does not starve them.
+    static MAPPING: Mutex<()> = Mutex::new(());
+
+    fn mapping() -> std::sync::MutexGuard<'static, ()> {
+        MAPPING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn shrinking_file_reads_zero_and_reports_fault() {
+        let _m = mapping();
         install_sigbus_guard().unwrap();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[0xAB; 3 * 4096]).unwrap();
@@ -610,14 +619,35 @@ mod tests {
 
     #[test]
     fn slots_are_reused() {
+        let _m = mapping();
         install_sigbus_guard().unwrap();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[1; 8]).unwrap();
+        let used = || ALLOC.lock().unwrap().used;
+        let before = used();
         for _ in 0..3 * CHUNK_SLOTS {
             let map = ReadMap::new(&f, 8).unwrap();
             assert_eq!(map.load(0), 0x0101_0101_0101_0101);
-            assert!(map.index < 64, "slot {} not reused", map.index);
         }
+        assert!(used() <= before + 1, "{before} slots used, then {}", used());
+    }
+
+    #[test]
+    fn a_full_registry_refuses_more() {
+        let _m = mapping();
+        install_sigbus_guard().unwrap();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[1; 8]).unwrap();
+        let taken: Vec<usize> = std::iter::from_fn(claim).collect();
+        let held = ALLOC.lock().unwrap().used;
+        assert_eq!(held, MAX_MAPPINGS);
+        assert!(matches!(ReadMap::new(&f, 8), Err(MapError::Full)));
+        let e = MapError::Full.into_read_error(Path::new("x.mmstats"));
+        assert!(e.to_string().contains("65536 files mapped"), "{e}");
+        for i in taken {
+            release(i);
+        }
+        assert!(ReadMap::new(&f, 8).is_ok());
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn main() -> ExitCode {
 /// Prints every file; `Ok(false)` if some path or file failed. An `Err` is
 /// a failure to write the output.
 fn run(args: &Args) -> anyhow::Result<bool> {
+    mmstats::install_sigbus_guard()?;
     let (files, problems) = mmstats::discover(&args.paths);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut all_read = problems.is_empty();
