@@ -22,8 +22,9 @@
 //!   `.await` points, and a future adapter that records wall and busy time.
 //! - Reading: [`install_sigbus_guard`], called once at program start,
 //!   lets readers survive files truncated under them; [`discover`] finds
-//!   files, [`Reader`] maps one read-only and takes [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files
-//!   and subtracts snapshots to get a window.
+//!   files, [`Reader`] maps one read-only and takes [`Snapshot`]s;
+//!   [`HistogramSnapshot`] gives quantiles, merges files and subtracts
+//!   snapshots to get a window.
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
 //!

@@ -531,8 +531,10 @@ fn forward(
         }
         return;
     }
-    let prev = prev.expect("a handler function implies a saved action");
-    call_previous(prev, sig, info, ctx);
+    // A handler function implies a saved action (no panic in a handler).
+    if let Some(prev) = prev {
+        call_previous(prev, sig, info, ctx);
+    }
 }
 
 /// Installs `action`, or SIG_DFL if `None`, for SIGBUS.

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
 }
 
 /// Prints every file; `Ok(false)` if some path or file failed. An `Err` is
-/// a failure to write the output.
+/// a failure to install the SIGBUS guard or to write the output.
 fn run(args: &Args) -> anyhow::Result<bool> {
     mmstats::install_sigbus_guard()?;
     let (files, problems) = mmstats::discover(&args.paths);
