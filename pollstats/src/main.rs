@@ -82,7 +82,7 @@ struct Args {
     args: Vec<OsString>,
 
     /// Time between rows: 1s, 500ms, 2 (seconds), 1.5s, 250us
-    #[arg(short, long, default_value = "1s", value_parser = parse_interval)]
+    #[arg(short, long, default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     interval: Duration,
 
     /// Stop after this many rows (the first included)

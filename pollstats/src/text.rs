@@ -140,20 +140,16 @@ impl Table {
             let _ = writeln!(
                 io::stderr(),
                 "pollstats: {} series need {} columns, the terminal has {cols}: \
-                 showing one line per series (name labels or prefixes to narrow the selection, \
-                 e.g. pollstats {}...)",
+                 showing one line per series (name fewer labels to narrow the selection, \
+                 e.g. pollstats {})",
                 self.keys.len(),
                 self.width(),
-                if self.prefix.is_empty() {
-                    "LABEL".to_string()
-                } else {
-                    self.prefix.clone()
-                }
+                self.keys.first().map_or("LABEL", |k| k.label.as_str()),
             );
         }
         self.long = !fits;
         if self.long {
-            return self.write_long(out, delta);
+            return self.write_long(out, delta, screen.map(|(c, _)| c));
         }
         let page = screen.map_or(usize::MAX, |(_, rows)| rows.saturating_sub(2).max(1));
         if changed || self.rows_since_header >= page {
@@ -248,18 +244,19 @@ impl Table {
 
     /// One line per series: `label  value`, after a line with the time and
     /// files.
-    fn write_long(&self, out: &mut impl Write, delta: &Delta) -> io::Result<()> {
+    fn write_long(
+        &self,
+        out: &mut impl Write,
+        delta: &Delta,
+        cols: Option<usize>,
+    ) -> io::Result<()> {
         writeln!(
             out,
-            "{}  files {} alive, {} dead{}",
+            "{}  {} live, {} dead{}",
             clock(delta),
             delta.alive,
             delta.dead,
-            if delta.first {
-                "  (since each file started)"
-            } else {
-                ""
-            }
+            if delta.first { ", since start" } else { "" }
         )?;
         let width = self
             .keys
@@ -267,8 +264,8 @@ impl Table {
             .map(|k| k.to_string().chars().count())
             .max()
             .unwrap_or(0);
+        let mut lines = Vec::with_capacity(self.keys.len());
         for key in &self.keys {
-            let name = printable(&key.to_string());
             let value = match delta.series.get(key) {
                 None => "-".to_string(),
                 Some(s) => {
@@ -283,7 +280,17 @@ impl Table {
                     }
                 }
             };
-            writeln!(out, "  {name:<width$}  {value}")?;
+            lines.push((printable(&key.to_string()), value));
+        }
+        // Names give way to values when the terminal is narrow.
+        let w = lines
+            .iter()
+            .filter_map(|(_, v)| cols.map(|c| c.saturating_sub(v.chars().count() + 4)))
+            .fold(width, usize::min)
+            .max(1);
+        for (name, value) in lines {
+            let name = cut_left(&name, w);
+            writeln!(out, "  {name:<w$}  {value}")?;
         }
         Ok(())
     }
