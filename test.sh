@@ -18,3 +18,4 @@ cargo test --workspace
 
 echo "== benches, one pass each"
 cargo bench --bench hot_path -- --test
+cargo bench --bench aggregate -- --test
