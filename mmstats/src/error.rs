@@ -143,13 +143,38 @@ pub enum ReadError {
         /// The file's minor version.
         minor: u16,
     },
-    /// The file shrank while it was being read (something truncated it).
-    /// What was read is discarded; this `Reader` stays broken, so open the
-    /// file again. (A file *replaced* by rename is not an error: a reader
-    /// keeps reading the inode it opened.)
+    /// The file is shorter than its header's `file_len`: it was cut short
+    /// before it was opened, or it shrank while it was being read. What was
+    /// read is discarded; a `Reader` whose mapping faulted stays broken, so
+    /// open the file again. (A file *replaced* by rename is not an error: a
+    /// reader keeps reading the inode it opened.)
     Truncated {
         /// The file.
         path: PathBuf,
+    },
+    /// The file is over one of the reader's limits
+    /// ([`ReadLimits`](crate::ReadLimits)): it may be a valid stats file,
+    /// but reading it would cost more than this reader allows. Fix: raise
+    /// the limit named (in `slurpstats`, with its `--max-...` flag).
+    Limit {
+        /// The file.
+        path: PathBuf,
+        /// The limit's name, a field of `ReadLimits` (`max_fields`, ...).
+        limit: &'static str,
+        /// The limit's value.
+        value: u64,
+    },
+    /// In a default scan, the file is not owned by the owner of its
+    /// directory, who therefore cannot have written it (a planted hard
+    /// link, say); it is not read. Fix: none needed; name the file
+    /// explicitly to read it anyway.
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// The directory's owner.
+        dir_owner: u32,
     },
 }
 
@@ -160,7 +185,9 @@ impl ReadError {
             ReadError::Io { path, .. }
             | ReadError::Malformed { path, .. }
             | ReadError::UnsupportedVersion { path, .. }
-            | ReadError::Truncated { path } => path,
+            | ReadError::Truncated { path }
+            | ReadError::Limit { path, .. }
+            | ReadError::NotOwned { path, .. } => path,
         }
     }
 }
@@ -178,9 +205,25 @@ impl fmt::Display for ReadError {
                 path.display(),
                 crate::format::VERSION_MAJOR
             ),
-            ReadError::Truncated { path } => {
-                write!(f, "{}: file shrank while being read", path.display())
-            }
+            ReadError::Truncated { path } => write!(
+                f,
+                "{}: file is shorter than its header says: truncated, or it shrank while being read",
+                path.display()
+            ),
+            ReadError::Limit { path, limit, value } => write!(
+                f,
+                "{}: over this reader's limit {limit} = {value}; raise the limit to read it",
+                path.display()
+            ),
+            ReadError::NotOwned {
+                path,
+                owner,
+                dir_owner,
+            } => write!(
+                f,
+                "{}: owned by uid {owner}, not by its directory's owner (uid {dir_owner}); not read in a default scan",
+                path.display()
+            ),
         }
     }
 }

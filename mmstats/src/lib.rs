@@ -20,9 +20,31 @@
 //! - Per-thread access from anywhere: [`per_thread!`] declares a
 //!   [`PerThread`] static; it also gives timer guards that may cross
 //!   `.await` points, and a future adapter that records wall and busy time.
-//! - Reading: [`discover`] finds files, [`Reader`] maps one read-only and
-//!   takes [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files
-//!   and subtracts snapshots to get a window.
+//! - Reading: [`discover`] (or [`scan`]) finds files, [`Reader`] maps one
+//!   read-only and takes [`Snapshot`]s; [`HistogramSnapshot`] gives
+//!   quantiles, merges files and subtracts snapshots to get a window.
+//!
+//! # Reading files other users own
+//!
+//! Readers may run as root over `/dev/shm/mmstats-*` directories that any
+//! user can create and fill, so every file is treated as hostile:
+//!
+//! - Entries are examined with `lstat` and opened with `O_NOFOLLOW |
+//!   O_NONBLOCK | O_NOCTTY`: a symbolic link, device, FIFO or socket under
+//!   a stats name is skipped, never opened, and the type is checked again
+//!   with `fstat` before the file is mapped. Error messages never quote a
+//!   file's bytes, nor the size of a file not known to be a stats file.
+//! - A *default scan* ([`scan`] with no paths) reads a directory only if it
+//!   is not a symbolic link and not writable by group or others, and only
+//!   the files in it owned by the directory's owner ([`Found::open`] checks
+//!   that again on the opened file). Problems in other users' directories
+//!   are marked [`DiscoverError::foreign`] (and [`Found::foreign`]), for a
+//!   tool to count rather than report one by one.
+//! - `**` in a pattern never follows a symbolic link and never visits a
+//!   directory twice.
+//! - [`ReadLimits`] bound what one file can cost (mapped length, text
+//!   capacity read, field count, bytes decoded per snapshot); pass them to
+//!   [`Reader::open_with`] or [`Found::open`].
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
 //!
@@ -80,6 +102,8 @@
 #[cfg(not(all(target_pointer_width = "64", target_has_atomic = "64")))]
 compile_error!("mmstats needs a 64-bit target with 64-bit atomics");
 
+mod dirs;
+mod discover;
 mod error;
 pub mod format;
 pub mod hist;
@@ -90,18 +114,15 @@ mod reader;
 mod sys;
 mod writer;
 
+pub use dirs::{default_dir, default_dirs, DIR_ENV};
+pub use discover::{discover, scan, DiscoverError, Found};
 pub use error::{Error, ReadError};
 pub use format::{Kind, Unit, WriterState};
 pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
-pub use reader::{
-    default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
-    Snapshot, Value,
-};
-pub use writer::{
-    default_dir, Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE, DIR_ENV,
-};
+pub use reader::{probe_alive, read_file, Field, FileInfo, ReadLimits, Reader, Snapshot, Value};
+pub use writer::{Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE};
 
 /// What generated code needs and users do not: the bound slots a model is
 /// made from. Not part of the public API.
