@@ -440,7 +440,7 @@ fn bad_files_warn_and_the_rest_is_printed() {
     );
     assert!(
         warnings[1].starts_with(&format!(
-            "slurpstats: {empty}: not a valid stats file: file is 0 bytes"
+            "slurpstats: {empty}: not a valid stats file: file is shorter than the"
         )),
         "{err}"
     );
