@@ -1082,7 +1082,9 @@ fn hostile_files_never_panic_hang_or_kill_the_reader() {
 /// Reads `path` and expects `Truncated`, with a message naming the file.
 fn expect_truncated(path: &Path) {
     match mmstats::read_file(path) {
-        Err(e @ ReadError::Truncated { .. }) => check_message(&e, path, &["truncated"]),
+        Err(e @ ReadError::Truncated { .. }) => {
+            check_message(&e, path, &["truncated"]);
+        }
         other => panic!("{}: expected Truncated, got {other:?}", path.display()),
     }
 }

@@ -893,6 +893,8 @@ fn a_recursive_pattern_over_a_symlink_loop_ends_without_duplicates() {
 }
 
 /// Runs slurpstats on `args`; returns (status, output bytes, max RSS in KiB).
+/// The child is reaped by `wait4`, which std cannot see.
+#[allow(clippy::zombie_processes)]
 fn measured(args: &[&OsStr]) -> (i32, usize, i64) {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(BIN);
