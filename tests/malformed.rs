@@ -254,11 +254,14 @@ fn the_base_file_reads_back() {
 fn files_shorter_than_a_header_are_refused() {
     let base = Base::new();
     let empty = base.write("empty", &[]);
-    expect_malformed(&empty, &["0 bytes", "128-byte header"]);
+    // The size of a file not known to be a stats file is never given.
+    expect_malformed(&empty, &["shorter than the 128-byte header"]);
     let short = base.write("short", &base.bytes[..100]);
-    expect_malformed(&short, &["100 bytes", "128-byte header"]);
+    let err = expect_malformed(&short, &["shorter than the 128-byte header"]);
+    assert!(!err.contains("100"), "{err}");
     let almost = base.write("almost", &base.bytes[..HEADER_LEN - 1]);
-    expect_malformed(&almost, &["127 bytes"]);
+    let err = expect_malformed(&almost, &["shorter than the 128-byte header"]);
+    assert!(!err.contains("127"), "{err}");
 }
 
 #[test]
@@ -270,7 +273,7 @@ fn random_garbage_is_refused() {
         rng.fill(&mut bytes[..]);
         let path = base.write(&format!("garbage-{len}"), &bytes);
         if len < HEADER_LEN {
-            expect_malformed(&path, &[&format!("file is {len} bytes")]);
+            expect_malformed(&path, &["shorter than the 128-byte header"]);
         } else {
             expect_malformed(&path, &["bad magic"]);
         }
@@ -313,9 +316,11 @@ fn wrong_byte_order_is_refused() {
     let path = base.patched("big-endian", |b| {
         put_u32(b, H_BOM, format::BYTE_ORDER_MARK.swap_bytes())
     });
-    expect_malformed(&path, &["byte-order mark", "0x0d0c0b0a", "0x0a0b0c0d"]);
+    // The mark found is not quoted: the file is not known to be ours.
+    let err = expect_malformed(&path, &["bad byte-order mark"]);
+    assert!(!err.contains("0d0c0b0a"), "{err}");
     let path = base.patched("bom-zero", |b| put_u32(b, H_BOM, 0));
-    expect_malformed(&path, &["byte-order mark", "0x00000000"]);
+    expect_malformed(&path, &["bad byte-order mark"]);
 }
 
 #[test]
@@ -438,13 +443,13 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
     // Cut short on disk.
     let cut = 1000;
     let path = base.write("cut", &base.bytes[..cut]);
-    expect_malformed(&path, &["truncated", &len.to_string(), &cut.to_string()]);
+    expect_truncated(&path);
     // Or a header that claims more than is there.
     let claimed = len + 8;
     let path = base.patched("claims-more", |b| put_u64(b, H_FILE_LEN, claimed));
-    expect_malformed(&path, &["truncated", &claimed.to_string()]);
+    expect_truncated(&path);
     let path = base.patched("claims-max", |b| put_u64(b, H_FILE_LEN, u64::MAX));
-    expect_malformed(&path, &["truncated", &u64::MAX.to_string()]);
+    expect_truncated(&path);
 }
 
 #[test]
