@@ -256,11 +256,14 @@ fn the_base_file_reads_back() {
 fn files_shorter_than_a_header_are_refused() {
     let base = Base::new();
     let empty = base.write("empty", &[]);
-    expect_malformed(&empty, &["0 bytes", "128-byte header"]);
+    // The size of a file not known to be a stats file is never given.
+    expect_malformed(&empty, &["shorter than the 128-byte header"]);
     let short = base.write("short", &base.bytes[..100]);
-    expect_malformed(&short, &["100 bytes", "128-byte header"]);
+    let err = expect_malformed(&short, &["shorter than the 128-byte header"]);
+    assert!(!err.contains("100"), "{err}");
     let almost = base.write("almost", &base.bytes[..HEADER_LEN - 1]);
-    expect_malformed(&almost, &["127 bytes"]);
+    let err = expect_malformed(&almost, &["shorter than the 128-byte header"]);
+    assert!(!err.contains("127"), "{err}");
 }
 
 #[test]
@@ -272,7 +275,7 @@ fn random_garbage_is_refused() {
         rng.fill(&mut bytes[..]);
         let path = base.write(&format!("garbage-{len}"), &bytes);
         if len < HEADER_LEN {
-            expect_malformed(&path, &[&format!("file is {len} bytes")]);
+            expect_malformed(&path, &["shorter than the 128-byte header"]);
         } else {
             expect_malformed(&path, &["bad magic"]);
         }
@@ -291,7 +294,9 @@ fn files_over_one_gib_are_refused() {
         .unwrap()
         .set_len(len)
         .unwrap();
-    expect_malformed(&path, &[&len.to_string(), "over the limit"]);
+    // The size of a file not known to be a stats file is never given.
+    let err = expect_malformed(&path, &["over the limit"]);
+    assert!(!err.contains(&len.to_string()), "{err}");
 }
 
 #[test]
@@ -313,9 +318,11 @@ fn wrong_byte_order_is_refused() {
     let path = base.patched("big-endian", |b| {
         put_u32(b, H_BOM, format::BYTE_ORDER_MARK.swap_bytes())
     });
-    expect_malformed(&path, &["byte-order mark", "0x0d0c0b0a", "0x0a0b0c0d"]);
+    // The mark found is not quoted: the file is not known to be ours.
+    let err = expect_malformed(&path, &["bad byte-order mark"]);
+    assert!(!err.contains("0d0c0b0a"), "{err}");
     let path = base.patched("bom-zero", |b| put_u32(b, H_BOM, 0));
-    expect_malformed(&path, &["byte-order mark", "0x00000000"]);
+    expect_malformed(&path, &["bad byte-order mark"]);
 }
 
 #[test]
@@ -439,13 +446,13 @@ fn a_file_shorter_than_its_header_says_is_truncated() {
     // Cut short on disk.
     let cut = 1000;
     let path = base.write("cut", &base.bytes[..cut]);
-    expect_malformed(&path, &["truncated", &len.to_string(), &cut.to_string()]);
+    expect_truncated(&path);
     // Or a header that claims more than is there.
     let claimed = len + 8;
     let path = base.patched("claims-more", |b| put_u64(b, H_FILE_LEN, claimed));
-    expect_malformed(&path, &["truncated", &claimed.to_string()]);
+    expect_truncated(&path);
     let path = base.patched("claims-max", |b| put_u64(b, H_FILE_LEN, u64::MAX));
-    expect_malformed(&path, &["truncated", &u64::MAX.to_string()]);
+    expect_truncated(&path);
 }
 
 #[test]
@@ -1081,6 +1088,16 @@ fn hostile_files_never_panic_hang_or_kill_the_reader() {
 
 // ------------------------------------------------- files that change under --
 
+/// Reads `path` and expects `Truncated`, with a message naming the file.
+fn expect_truncated(path: &Path) {
+    match mmstats::read_file(path) {
+        Err(e @ ReadError::Truncated { .. }) => {
+            check_message(&e, path, &["truncated"]);
+        }
+        other => panic!("{}: expected Truncated, got {other:?}", path.display()),
+    }
+}
+
 /// Shrinks the file at `path` to `len` bytes, as a careless tool might.
 fn shrink(path: &Path, len: u64) {
     fs::OpenOptions::new()
@@ -1110,7 +1127,7 @@ fn a_file_truncated_to_zero_under_an_open_reader_reads_as_truncated() {
         }
     }
     drop(reader);
-    expect_malformed(&path, &["0 bytes"]);
+    expect_malformed(&path, &["shorter than the"]);
 }
 
 #[test]
@@ -1133,10 +1150,8 @@ fn a_file_truncated_inside_its_first_page_under_an_open_reader_is_an_error() {
         ),
     }
     drop(reader);
-    expect_malformed(
-        &path,
-        &["truncated", &base.file_len().to_string(), "only 200"],
-    );
+    // Shorter than its header's file_len at open: truncated, not malformed.
+    expect_truncated(&path);
 }
 
 #[test]
@@ -1155,7 +1170,7 @@ fn a_file_truncated_mid_table_under_an_open_reader_is_an_error() {
         other => panic!("expected an error, got {other:#?}"),
     }
     drop(reader);
-    expect_malformed(&path, &["truncated"]);
+    expect_truncated(&path);
 }
 
 #[test]

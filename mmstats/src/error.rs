@@ -143,10 +143,11 @@ pub enum ReadError {
         /// The file's minor version.
         minor: u16,
     },
-    /// The file shrank while it was being read (something truncated it).
-    /// What was read is discarded; this `Reader` stays broken, so open the
-    /// file again. (A file *replaced* by rename is not an error: a reader
-    /// keeps reading the inode it opened.)
+    /// The file is shorter than its header's `file_len`: it was cut short
+    /// before it was opened, or it shrank while it was being read. What was
+    /// read is discarded; a `Reader` whose mapping faulted stays broken, so
+    /// open the file again. (A file *replaced* by rename is not an error: a
+    /// reader keeps reading the inode it opened.)
     Truncated {
         /// The file.
         path: PathBuf,
@@ -168,6 +169,30 @@ pub enum ReadError {
         /// The limit.
         limit: usize,
     },
+    /// The file is over one of the reader's limits
+    /// ([`ReadLimits`](crate::ReadLimits)): it may be a valid stats file,
+    /// but reading it would cost more than this reader allows. Fix: raise
+    /// the limit named (in `slurpstats`, with its `--max-...` flag).
+    Limit {
+        /// The file.
+        path: PathBuf,
+        /// The limit's name, a field of `ReadLimits` (`max_fields`, ...).
+        limit: &'static str,
+        /// The limit's value.
+        value: u64,
+    },
+    /// In a default scan, the file is not owned by the owner of its
+    /// directory, who therefore cannot have written it (a planted hard
+    /// link, say); it is not read. Fix: none needed; name the file
+    /// explicitly to read it anyway.
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// The directory's owner.
+        dir_owner: u32,
+    },
 }
 
 impl ReadError {
@@ -179,7 +204,9 @@ impl ReadError {
             | ReadError::UnsupportedVersion { path, .. }
             | ReadError::Truncated { path }
             | ReadError::NoSigbusGuard { path }
-            | ReadError::TooManyMappings { path, .. } => path,
+            | ReadError::TooManyMappings { path, .. }
+            | ReadError::Limit { path, .. }
+            | ReadError::NotOwned { path, .. } => path,
         }
     }
 }
@@ -197,9 +224,11 @@ impl fmt::Display for ReadError {
                 path.display(),
                 crate::format::VERSION_MAJOR
             ),
-            ReadError::Truncated { path } => {
-                write!(f, "{}: file shrank while being read", path.display())
-            }
+            ReadError::Truncated { path } => write!(
+                f,
+                "{}: file is shorter than its header says: truncated, or it shrank while being read",
+                path.display()
+            ),
             ReadError::NoSigbusGuard { path } => write!(
                 f,
                 "{}: cannot open a reader: the SIGBUS guard is not installed; call mmstats::install_sigbus_guard() at program start",
@@ -208,6 +237,20 @@ impl fmt::Display for ReadError {
             ReadError::TooManyMappings { path, limit } => write!(
                 f,
                 "{}: cannot open a reader: this process already has {limit} files mapped, the most the SIGBUS guard can track; drop readers no longer needed",
+                path.display()
+            ),
+            ReadError::Limit { path, limit, value } => write!(
+                f,
+                "{}: over this reader's limit {limit} = {value}; raise the limit to read it",
+                path.display()
+            ),
+            ReadError::NotOwned {
+                path,
+                owner,
+                dir_owner,
+            } => write!(
+                f,
+                "{}: owned by uid {owner}, not by its directory's owner (uid {dir_owner}); not read in a default scan",
                 path.display()
             ),
         }

@@ -21,13 +21,35 @@
 //!   [`PerThread`] static; it also gives timer guards that may cross
 //!   `.await` points, and a future adapter that records wall and busy time.
 //! - Reading: [`install_sigbus_guard`], called once at program start,
-//!   lets readers survive files truncated under them; [`discover`] finds
-//!   files, [`Reader`] maps one read-only and takes [`Snapshot`]s;
-//!   [`HistogramSnapshot`] gives quantiles, merges files and subtracts
-//!   snapshots to get a window.
+//!   lets readers survive files truncated under them; [`discover`] (or
+//!   [`scan`]) finds files, [`Reader`] maps one read-only and takes
+//!   [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files and
+//!   subtracts snapshots to get a window.
 //! - Many files, one view: [`aggregate`] keeps readers open over a
 //!   watched set of files and turns two samples into per-series rates,
 //!   gauges and latency windows (what `pollstats` shows).
+//!
+//! # Reading files other users own
+//!
+//! Readers may run as root over `/dev/shm/mmstats-*` directories that any
+//! user can create and fill, so every file is treated as hostile:
+//!
+//! - Entries are examined with `lstat` and opened with `O_NOFOLLOW |
+//!   O_NONBLOCK | O_NOCTTY`: a symbolic link, device, FIFO or socket under
+//!   a stats name is skipped, never opened, and the type is checked again
+//!   with `fstat` before the file is mapped. Error messages never quote a
+//!   file's bytes, nor the size of a file not known to be a stats file.
+//! - A *default scan* ([`scan`] with no paths) reads a directory only if it
+//!   is not a symbolic link and not writable by group or others, and only
+//!   the files in it owned by the directory's owner ([`Found::open`] checks
+//!   that again on the opened file). Problems in other users' directories
+//!   are marked [`DiscoverError::foreign`] (and [`Found::foreign`]), for a
+//!   tool to count rather than report one by one.
+//! - `**` in a pattern never follows a symbolic link and never visits a
+//!   directory twice.
+//! - [`ReadLimits`] bound what one file can cost (mapped length, text
+//!   capacity read, field count, bytes decoded per snapshot); pass them to
+//!   [`Reader::open_with`] or [`Found::open`].
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
 //!
@@ -89,6 +111,8 @@
 compile_error!("mmstats needs a 64-bit target with 64-bit atomics");
 
 pub mod aggregate;
+mod dirs;
+mod discover;
 mod error;
 pub mod format;
 pub mod hist;
@@ -102,19 +126,16 @@ mod sigbus;
 mod sys;
 mod writer;
 
+pub use dirs::{default_dir, default_dirs, DIR_ENV};
+pub use discover::{discover, scan, DiscoverError, Found};
 pub use error::{Error, ReadError};
 pub use format::{Kind, Unit, WriterState};
 pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
-pub use reader::{
-    default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
-    Snapshot, Value,
-};
+pub use reader::{probe_alive, read_file, Field, FileInfo, ReadLimits, Reader, Snapshot, Value};
 pub use sigbus::{install_sigbus_guard, MAX_MAPPINGS};
-pub use writer::{
-    default_dir, Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE, DIR_ENV,
-};
+pub use writer::{Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE};
 
 /// What generated code needs and users do not: the bound slots a model is
 /// made from. Not part of the public API.

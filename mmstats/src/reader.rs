@@ -1,13 +1,17 @@
-//! The reader side: find stats files, map them read-only, validate every
-//! length and offset, and copy out consistent snapshots.
+//! The reader side: map stats files read-only, validate every length and
+//! offset, and copy out consistent snapshots. (Finding the files is in
+//! `discover.rs`.)
 //!
 //! A reader treats every file as hostile. Whatever is on disk, it returns a
-//! [`ReadError`] naming the file rather than panicking, and a file that
-//! shrinks while mapped reads as [`ReadError::Truncated`], not SIGBUS.
+//! [`ReadError`] naming the file rather than panicking, a file that shrinks
+//! while mapped reads as [`ReadError::Truncated`], not SIGBUS, and what one
+//! file can cost is bounded by [`ReadLimits`].
 
-use std::ffi::OsStr;
+use std::collections::HashSet;
 use std::fs::{self, File};
+use std::io;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +21,6 @@ use crate::format::raw::{self, Header, Record, StrRef};
 use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::{HistogramSnapshot, Layout};
 use crate::sigbus::{self, ReadMap};
-use crate::writer::DIR_ENV;
 
 /// How many times a text value is re-read while its writer is mid-update
 /// before the reader reports it [`Value::Unavailable`].
@@ -111,6 +114,10 @@ pub struct Snapshot {
     /// Fields of kinds this reader does not know (from a newer minor
     /// version), skipped.
     pub skipped: usize,
+    /// Labels of the fields ignored because an earlier field had the same
+    /// label (the first one wins), one entry per ignored field. Writers
+    /// never make such files; a reader should warn about them.
+    pub duplicates: Vec<String>,
 }
 
 impl Field {
@@ -136,6 +143,47 @@ impl Snapshot {
     }
 }
 
+/// What one stats file may cost a reader (format-spec.md §7.4, "Reader
+/// limits"). A local user can plant a valid but huge sparse file that costs
+/// its owner nothing; these bound what reading it costs. The format's own
+/// limits apply whatever these are set to.
+///
+/// ```
+/// let mut limits = mmstats::ReadLimits::default();
+/// limits.max_text_capacity = 1 << 20; // read texts of up to 1 MiB
+/// # let _ = limits;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadLimits {
+    /// Largest file mapped, in bytes; a larger one is an error for the file
+    /// ([`ReadError::Limit`]). Default and maximum: 2^30 (1 GiB), the
+    /// format's own limit.
+    pub max_file_len: u64,
+    /// Largest capacity of a text or constant value that is read, in bytes;
+    /// a larger one reads as [`Value::Unavailable`], and the rest of the
+    /// file is read. Default: 64 KiB (2^16). (The format allows 2^20.)
+    pub max_text_capacity: u64,
+    /// Most fields (`field_count`) in one file; more is an error for the
+    /// file. Default: 100 000.
+    pub max_fields: u64,
+    /// Most bytes of strings and values decoded per snapshot; more is an
+    /// error for the file. Default: 64 MiB (2^26). A file's own length
+    /// bounds this too.
+    pub max_decoded: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> ReadLimits {
+        ReadLimits {
+            max_file_len: format::MAX_FILE_LEN,
+            max_text_capacity: 1 << 16,
+            max_fields: 100_000,
+            max_decoded: 1 << 26,
+        }
+    }
+}
+
 /// An open, read-only, mapped stats file. Take as many snapshots as you
 /// like; each re-reads the live values and any appended fields.
 ///
@@ -149,6 +197,10 @@ pub struct Reader {
     path: PathBuf,
     file: File,
     map: ReadMap,
+    /// The size `fstat` gave at open; the header's `file_len` must not
+    /// exceed it (H4).
+    size: u64,
+    limits: ReadLimits,
 }
 
 impl std::fmt::Debug for Reader {
@@ -158,40 +210,93 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
-    /// Opens and maps `path` read-only.
+    /// Opens and maps `path` read-only, with the default [`ReadLimits`].
+    ///
+    /// The last component of `path` is never followed: a symbolic link
+    /// there is an error ([`ReadError::Io`]). Anything but a regular file is
+    /// refused before it is opened, and again on the opened descriptor, so
+    /// a device or FIFO planted under a stats name is never read.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader, ReadError> {
-        let path = path.as_ref().to_owned();
+        Reader::open_with(path, &ReadLimits::default())
+    }
+
+    /// Opens and maps `path` read-only, with the given limits.
+    pub fn open_with(path: impl AsRef<Path>, limits: &ReadLimits) -> Result<Reader, ReadError> {
+        Reader::open_owned(path.as_ref(), limits, None)
+    }
+
+    /// Opens `path`; with `owner`, refuses a file that uid does not own
+    /// (checked before the open and again on the descriptor).
+    pub(crate) fn open_owned(
+        path: &Path,
+        limits: &ReadLimits,
+        owner: Option<u32>,
+    ) -> Result<Reader, ReadError> {
+        let path = path.to_owned();
         sigbus::check_guard(&path)?;
         let io = |source| ReadError::Io {
             path: path.clone(),
             source,
         };
+        let not_owned = |uid: u32, dir_owner: u32| ReadError::NotOwned {
+            path: path.clone(),
+            owner: uid,
+            dir_owner,
+        };
+        // Look before opening: opening a device can have side effects.
+        let before = fs::symlink_metadata(&path).map_err(io)?;
+        if before.file_type().is_symlink() {
+            return Err(io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symbolic link, which readers do not follow (give its target instead)",
+            )));
+        }
+        if !before.is_file() {
+            return Err(malformed(&path, "not a regular file".into()));
+        }
+        if let Some(dir_owner) = owner.filter(|&o| o != before.uid()) {
+            return Err(not_owned(before.uid(), dir_owner));
+        }
         let file = open_read_only(&path).map_err(io)?;
+        // Again on the descriptor: the entry may have been replaced since.
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(malformed(&path, "not a regular file".into()));
         }
-        let len = meta.len();
-        if len < raw::HEADER_LEN as u64 {
+        if let Some(dir_owner) = owner.filter(|&o| o != meta.uid()) {
+            return Err(not_owned(meta.uid(), dir_owner));
+        }
+        // The file may be anything (a planted link to a secret): its size
+        // is not given until it is known to be a stats file.
+        let size = meta.len();
+        if size < raw::HEADER_LEN as u64 {
             return Err(malformed(
                 &path,
-                format!(
-                    "file is {len} bytes, shorter than the {}-byte header",
-                    raw::HEADER_LEN
-                ),
+                format!("file is shorter than the {}-byte header", raw::HEADER_LEN),
             ));
         }
-        if len > format::MAX_FILE_LEN {
+        if size > format::MAX_FILE_LEN {
             return Err(malformed(
                 &path,
-                format!(
-                    "file is {len} bytes, over the limit of {}",
-                    format::MAX_FILE_LEN
-                ),
+                format!("file is over the limit of {} bytes", format::MAX_FILE_LEN),
             ));
         }
-        let map = ReadMap::new(&file, (len & !7) as usize).map_err(|e| e.into_read_error(&path))?;
-        Ok(Reader { path, file, map })
+        if size > limits.max_file_len {
+            return Err(ReadError::Limit {
+                path,
+                limit: "max_file_len",
+                value: limits.max_file_len,
+            });
+        }
+        let map =
+            ReadMap::new(&file, (size & !7) as usize).map_err(|e| e.into_read_error(&path))?;
+        Ok(Reader {
+            path,
+            file,
+            map,
+            size,
+            limits: limits.clone(),
+        })
     }
 
     /// The file's path.
@@ -201,38 +306,53 @@ impl Reader {
 
     /// Reads the file: header, fields and values.
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
-        let snap = self.read();
+        let mut budget = Budget {
+            bytes: 0,
+            reader_limit: false,
+            exceeded: false,
+        };
+        let mut file_len = None;
+        let snap = self.read(&mut budget, &mut file_len);
         // A shrink past a page boundary faults (and reads zero); one inside
-        // the last page reads zeros silently, so the size is checked too.
-        // Either way, what was read may mix old values with zeros.
-        let shrunk = self
-            .file
-            .metadata()
-            .map_or(true, |m| m.len() < self.map.len() as u64);
+        // the last page reads zeros silently, so the size is checked too,
+        // against the length the snapshot relied on. Either way, what was
+        // read may mix old values with zeros.
+        let shrunk =
+            file_len.is_some_and(|len| self.file.metadata().map_or(true, |m| m.len() < len));
         if self.map.faulted() || shrunk {
             return Err(ReadError::Truncated {
                 path: self.path.clone(),
             });
         }
-        snap
+        match snap {
+            // The budget ran out, and it was this reader's limit, not the
+            // file's length, that set it.
+            Err(ReadError::Malformed { .. }) if budget.reader_limit && budget.exceeded => {
+                Err(ReadError::Limit {
+                    path: self.path.clone(),
+                    limit: "max_decoded",
+                    value: self.limits.max_decoded,
+                })
+            }
+            other => other,
+        }
     }
 
-    fn read(&self) -> Result<Snapshot, ReadError> {
+    fn read(&self, budget: &mut Budget, file_len: &mut Option<u64>) -> Result<Snapshot, ReadError> {
         let bad = |reason: String| malformed(&self.path, reason);
         let mut hb = Vec::with_capacity(raw::HEADER_LEN);
         self.map.copy(0, raw::HEADER_LEN, &mut hb);
         let h = Header::decode(&hb);
+        // Neither the bytes nor the size are printed until the file is known
+        // to be a stats file: it may be a planted link to a secret.
         if h.magic != format::MAGIC {
-            // The bytes are not printed: the file may be anything (a planted
-            // link to a secret), and a reader must not echo its contents.
             return Err(bad("bad magic: not an mmstats file".into()));
         }
         if h.bom.get() != format::BYTE_ORDER_MARK {
-            return Err(bad(format!(
-                "byte-order mark is {:#010x}, expected {:#010x} (not little-endian?)",
-                h.bom.get(),
-                format::BYTE_ORDER_MARK
-            )));
+            return Err(bad(
+                "bad byte-order mark (written on a big-endian machine, or not an mmstats file)"
+                    .into(),
+            ));
         }
         if h.major.get() != format::VERSION_MAJOR {
             return Err(ReadError::UnsupportedVersion {
@@ -241,7 +361,15 @@ impl Reader {
                 minor: h.minor.get(),
             });
         }
-        let regions = Regions::check(&h, self.map.len()).map_err(bad)?;
+        // H4: a header that claims more than the file held at open (and so
+        // more than was mapped).
+        if h.file_len.get() > self.size || h.file_len.get() & !7 > self.map.len() as u64 {
+            return Err(ReadError::Truncated {
+                path: self.path.clone(),
+            });
+        }
+        *file_len = Some(h.file_len.get());
+        let regions = Regions::check(&h).map_err(bad)?;
         let count = self.map.load(raw::H_FIELD_COUNT);
         // Acquire fence after the relaxed load: pairs with the writer's
         // Release store when it appends a field, so every record and string
@@ -253,16 +381,22 @@ impl Reader {
                 h.field_capacity.get()
             )));
         }
+        if count > self.limits.max_fields {
+            return Err(ReadError::Limit {
+                path: self.path.clone(),
+                limit: "max_fields",
+                value: self.limits.max_fields,
+            });
+        }
         let state = WriterState::from_word(self.map.load(raw::H_STATE));
         // Acquire fence: pairs with the writer's Release store of "exited",
         // so values read after this are final when the state says so.
         fence(Ordering::Acquire);
         // A well-formed file decodes each string and value byte once, so a
         // file whose records point at the same bytes over and over cannot
-        // make a reader allocate or work more than this.
-        let mut budget = Budget {
-            bytes: h.file_len.get(),
-        };
+        // make a reader allocate or work more than this (L1).
+        budget.reader_limit = self.limits.max_decoded < h.file_len.get();
+        budget.bytes = h.file_len.get().min(self.limits.max_decoded);
         let info = FileInfo {
             path: self.path.clone(),
             version: (h.major.get(), h.minor.get()),
@@ -271,10 +405,10 @@ impl Reader {
             process_start: h.proc_start.get(),
             created: UNIX_EPOCH + Duration::from_nanos(h.created_ns.get()),
             command: self
-                .string(&regions, h.command, &mut budget)
+                .string(&regions, h.command, budget)
                 .map_err(|e| bad(format!("command: {e}")))?,
             model: self
-                .string(&regions, h.model, &mut budget)
+                .string(&regions, h.model, budget)
                 .map_err(|e| bad(format!("model: {e}")))?,
             alive: is_locked(&self.file) == Some(true),
             state,
@@ -283,6 +417,8 @@ impl Reader {
         let table = h.field_table_off.get() as usize;
         // Grown as fields are read: `count` comes from the file.
         let mut fields = Vec::new();
+        let mut labels = HashSet::new();
+        let mut duplicates = Vec::new();
         let mut skipped = 0;
         let mut rec_bytes = Vec::with_capacity(raw::RECORD_LEN);
         for i in 0..count as usize {
@@ -291,7 +427,7 @@ impl Reader {
                 .copy(table + i * record_len, raw::RECORD_LEN, &mut rec_bytes);
             let rec = Record::decode(&rec_bytes);
             let mut text = |r: StrRef, what: &str| {
-                self.string(&regions, r, &mut budget)
+                self.string(&regions, r, budget)
                     .map_err(|e| format!("{what}: {e}"))
             };
             let label = text(rec.label, "label").map_err(|e| bad(format!("field {i}: {e}")))?;
@@ -305,6 +441,13 @@ impl Reader {
             let static_labels = text(rec.static_labels, "static labels").map_err(at)?;
             let value_at = regions.value(&rec, kind).map_err(at)?;
             budget.spend(rec.value_len.get().into()).map_err(at)?;
+            // The first field with a label wins; later ones are checked
+            // like any record, then ignored.
+            if labels.contains(&label) {
+                duplicates.push(label);
+                continue;
+            }
+            labels.insert(label.clone());
             fields.push(Field {
                 kind,
                 unit: Unit::from_code(rec.unit.get()),
@@ -319,6 +462,7 @@ impl Reader {
             info,
             fields,
             skipped,
+            duplicates,
         })
     }
 
@@ -354,11 +498,11 @@ impl Reader {
             Kind::Counter => Value::Counter(self.map.load(off)),
             Kind::Gauge => Value::Gauge(self.map.load(off) as i64),
             Kind::GaugeF64 => Value::GaugeF64(f64::from_bits(self.map.load(off))),
-            Kind::Text => match self.text(off, rec.param0.get() as usize) {
+            Kind::Text => match self.limited_text(off, rec.param0.get()) {
                 Ok(s) => Value::Text(s),
                 Err(e) => Value::Unavailable(e),
             },
-            Kind::Constant => match self.text(off, rec.param0.get() as usize) {
+            Kind::Constant => match self.limited_text(off, rec.param0.get()) {
                 Ok(s) => Value::Constant(s),
                 Err(e) => Value::Unavailable(e),
             },
@@ -378,6 +522,18 @@ impl Reader {
                 )
             }
         }
+    }
+
+    /// Reads a text value unless its capacity is over the reader's limit
+    /// (V4); the capacity was checked against the format's limit (R3).
+    fn limited_text(&self, off: usize, capacity: u64) -> Result<String, String> {
+        if capacity > self.limits.max_text_capacity {
+            return Err(format!(
+                "capacity {capacity} is over this reader's limit max_text_capacity = {}",
+                self.limits.max_text_capacity
+            ));
+        }
+        self.text(off, capacity as usize)
     }
 
     /// Reads a text value: the buffer of the last complete write, checked
@@ -428,19 +584,35 @@ fn buffer_was_stable(s1: u64, s2: u64) -> bool {
     s1 <= s2 && s2 < (s1 | 1).saturating_add(2)
 }
 
-/// What one snapshot may still spend on a file's contents.
+/// What one snapshot may still spend on a file's contents (L1).
 struct Budget {
     /// String and value bytes left to decode.
     bytes: u64,
+    /// Whether the reader's `max_decoded`, not the file's length, set it.
+    reader_limit: bool,
+    /// Whether a charge went over it (the snapshot then fails).
+    exceeded: bool,
 }
 
 impl Budget {
     fn spend(&mut self, bytes: u64) -> Result<(), String> {
-        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
-            "strings and values add up to more than the file holds (records share bytes?)"
-                .to_string()
-        })?;
-        Ok(())
+        match self.bytes.checked_sub(bytes) {
+            Some(left) => {
+                self.bytes = left;
+                Ok(())
+            }
+            None => {
+                // `snapshot` tells a reader limit from a malformed file by
+                // this and `reader_limit`.
+                self.exceeded = true;
+                Err(if self.reader_limit {
+                    "strings and values reach this reader's limit max_decoded".to_string()
+                } else {
+                    "strings and values add up to more than the file holds (records share bytes?)"
+                        .to_string()
+                })
+            }
+        }
     }
 }
 
@@ -470,15 +642,12 @@ struct Regions {
 }
 
 impl Regions {
-    /// Checks the header's lengths and offsets against each other and the
-    /// mapped length.
-    fn check(h: &Header, mapped: usize) -> Result<Regions, String> {
+    /// Checks the header's lengths and offsets against each other and
+    /// `file_len`, which the caller checked against the size at open (H4).
+    /// Every region ends at a multiple of 8 at most `file_len`, so inside
+    /// the mapping of `size & !7` bytes.
+    fn check(h: &Header) -> Result<Regions, String> {
         let file_len = h.file_len.get();
-        if file_len > mapped as u64 {
-            return Err(format!(
-                "header says the file is {file_len} bytes but only {mapped} are there (truncated?)"
-            ));
-        }
         if (h.header_len.get() as usize) < raw::HEADER_LEN
             || u64::from(h.header_len.get()) > file_len
         {
@@ -540,14 +709,16 @@ impl Regions {
     }
 }
 
-/// Splits `key=value` lines.
+/// Splits `key=value` lines (format-spec.md §3.2): lines end at `\n` only
+/// (a `\r` is data), empty lines are skipped, each line splits at its
+/// first `=`, and the first of duplicate keys wins.
 fn parse_static_labels(s: &str) -> Vec<(String, String)> {
-    s.lines()
+    let mut seen = HashSet::new();
+    s.split('\n')
         .filter(|l| !l.is_empty())
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (l.to_owned(), String::new()),
-        })
+        .map(|l| l.split_once('=').unwrap_or((l, "")))
+        .filter(|(k, _)| seen.insert(*k))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
 
@@ -565,150 +736,31 @@ fn is_locked(file: &File) -> Option<bool> {
 }
 
 /// Whether a live writer holds the file at `path`: `None` if it cannot be
-/// opened or probed.
+/// opened or probed, or is not a regular file (a symbolic link there is
+/// not followed).
 pub fn probe_alive(path: &Path) -> Option<bool> {
-    open_read_only(path).ok().and_then(|f| is_locked(&f))
+    if !fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = open_read_only(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    is_locked(&file)
 }
 
-/// Opens `path` for reading without blocking: a FIFO or device planted
-/// under a stats name must not hang the reader (the caller then refuses
-/// anything that is not a regular file).
-fn open_read_only(path: &Path) -> std::io::Result<File> {
+/// Opens `path` for reading (format-spec.md §7.1): without blocking, so a
+/// FIFO planted under a stats name cannot hang the reader; without
+/// following a symbolic link in the last component, so a planted link
+/// cannot send a reader running as root to another file; and without
+/// taking a terminal. The caller then refuses anything that is not a
+/// regular file, by `fstat` on the descriptor.
+fn open_read_only(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-}
-
-/// The directories searched when a reader is given no paths: `$MMSTATS_DIR`
-/// if set, else every `/dev/shm/mmstats-*` directory (one per user).
-pub fn default_dirs() -> Vec<PathBuf> {
-    if let Some(dir) = std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()) {
-        return vec![PathBuf::from(dir)];
-    }
-    let mut dirs: Vec<PathBuf> = fs::read_dir("/dev/shm")
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("mmstats-"))
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
-
-/// A problem met while discovering files: a path that does not exist, a
-/// directory that cannot be listed, a bad glob.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct DiscoverError {
-    /// The path or pattern.
-    pub path: String,
-    /// What went wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for DiscoverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.reason)
-    }
-}
-
-impl std::error::Error for DiscoverError {}
-
-/// Finds stats files. Each argument may be a file (taken as given), a
-/// directory (its `*.mmstats` files, not hidden ones, not recursing) or a
-/// glob pattern. With no arguments, searches [`default_dirs`]. Returns the
-/// files sorted and without duplicates, and the problems met.
-pub fn discover<S: AsRef<OsStr>>(args: &[S]) -> (Vec<PathBuf>, Vec<DiscoverError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    if args.is_empty() {
-        for dir in default_dirs() {
-            list_dir(&dir, &mut files, &mut errors);
-        }
-    }
-    for arg in args {
-        let arg = arg.as_ref();
-        let path = Path::new(arg);
-        match fs::metadata(path) {
-            Ok(m) if m.is_dir() => list_dir(path, &mut files, &mut errors),
-            Ok(m) if m.is_file() => files.push(path.to_owned()),
-            Ok(_) => errors.push(DiscoverError {
-                path: path.display().to_string(),
-                reason: "not a file or directory".into(),
-            }),
-            Err(e) => {
-                let s = arg.to_string_lossy();
-                if !s.contains(['*', '?', '[']) {
-                    errors.push(DiscoverError {
-                        path: s.into_owned(),
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-                match glob::glob(&s) {
-                    Ok(paths) => {
-                        let before = files.len();
-                        for p in paths {
-                            match p {
-                                Ok(p) if p.is_dir() => list_dir(&p, &mut files, &mut errors),
-                                // A pattern picks stats files, as a directory does.
-                                Ok(p) if is_stats_name(&p) => files.push(p),
-                                Ok(_) => {}
-                                Err(e) => errors.push(DiscoverError {
-                                    path: e.path().display().to_string(),
-                                    reason: e.error().to_string(),
-                                }),
-                            }
-                        }
-                        if files.len() == before {
-                            errors.push(DiscoverError {
-                                path: s.into_owned(),
-                                reason: "pattern matches no file".into(),
-                            });
-                        }
-                    }
-                    Err(e) => errors.push(DiscoverError {
-                        path: s.into_owned(),
-                        reason: format!("bad pattern: {e}"),
-                    }),
-                }
-            }
-        }
-    }
-    files.sort();
-    files.dedup();
-    (files, errors)
-}
-
-/// A stats file's name: ends in `.mmstats` and is not hidden (writers'
-/// temporary files start with a dot).
-fn is_stats_name(path: &Path) -> bool {
-    path.file_name()
-        .map(|n| n.to_string_lossy())
-        .is_some_and(|n| !n.starts_with('.') && n.ends_with(".mmstats"))
-}
-
-fn list_dir(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<DiscoverError>) {
-    match fs::read_dir(dir) {
-        Ok(rd) => {
-            for entry in rd.filter_map(Result::ok) {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if is_stats_name(Path::new(&*name)) {
-                    files.push(entry.path());
-                }
-            }
-        }
-        Err(e) => errors.push(DiscoverError {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        }),
-    }
 }
 
 /// Opens and snapshots one file.
@@ -747,5 +799,10 @@ mod tests {
             ]
         );
         assert!(parse_static_labels("").is_empty());
+        // `\n` only ends a line; the first of a repeated key wins.
+        assert_eq!(
+            parse_static_labels("a=b\r\nc=d\n\na=again"),
+            vec![("a".into(), "b\r".into()), ("c".into(), "d".into())]
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::dirs::default_dir;
 use crate::error::Error;
 use zerocopy::IntoBytes;
 
@@ -19,21 +20,8 @@ use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::Layout;
 use crate::sys::{self, Backing, Words};
 
-/// The environment variable that overrides the default stats directory,
-/// for writers and readers alike.
-pub const DIR_ENV: &str = "MMSTATS_DIR";
-
 /// The default file name template.
 pub const DEFAULT_TEMPLATE: &str = "{cmd}.{model}.{pid}.{tid}.mmstats";
-
-/// The directory writers use and readers search: `$MMSTATS_DIR` if set,
-/// else `/dev/shm/mmstats-EUID` (on tmpfs, so stores never wait on disk).
-pub fn default_dir() -> PathBuf {
-    match std::env::var_os(DIR_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(format!("/dev/shm/mmstats-{}", sys::geteuid())),
-    }
-}
 
 /// One field of a schema: label, help, kind, unit and layout.
 ///

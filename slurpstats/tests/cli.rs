@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -440,7 +441,7 @@ fn bad_files_warn_and_the_rest_is_printed() {
     );
     assert!(
         warnings[1].starts_with(&format!(
-            "slurpstats: {empty}: not a valid stats file: file is 0 bytes"
+            "slurpstats: {empty}: not a valid stats file: file is shorter than the"
         )),
         "{err}"
     );
@@ -619,4 +620,393 @@ fn usage_error_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--no-such-flag"));
     assert!(out.stdout.is_empty());
+}
+
+// ------------------------------------------- files other users planted --
+//
+// These run slurpstats as root over directories another (real) user owns,
+// as a monitoring daemon would. They must run as root, and fail otherwise.
+
+const USER: &str = "mmstats-test-hostile";
+const SECRET: &[u8] = b"TOPSECRET-do-not-print-me";
+
+fn test_user() -> (u32, u32) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests must run as root: they make a user with useradd and run slurpstats as root over that user's files (CI and ./test.sh run as root)"
+    );
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, USER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .unwrap()
+            })
+    };
+    if id("-u").is_none() {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .output()
+            .expect("run useradd (package passwd)");
+        assert!(
+            out.status.success() || id("-u").is_some(),
+            "useradd {USER}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+fn as_user(user: (u32, u32), script: &str) {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={}", user.0))
+        .arg(format!("--regid={}", user.1))
+        .args(["--clear-groups", "sh", "-c", script])
+        .output()
+        .expect("run setpriv (package util-linux)");
+    assert!(out.status.success(), "{script}: {}", stderr(&out));
+}
+
+fn quoted(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+/// A scan root (what /dev/shm is to a default scan) with our own
+/// directory and one of the test user's, which holds a good stats file of
+/// theirs and the junk they planted: links to root-only secrets of 113 and
+/// 1237 bytes, a link to /dev/zero, a FIFO, garbage, and a stats file they
+/// do not own. Returns (root, their directory, secrets' directory).
+fn planted(user: (u32, u32)) -> (TempDir, PathBuf, TempDir) {
+    let root = stats_dir();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secrets = stats_dir();
+    fs::set_permissions(secrets.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for len in [113, 1237] {
+        let mut bytes = SECRET.to_vec();
+        bytes.resize(len, b'#');
+        let path = secrets.path().join(format!("s{len}"));
+        fs::write(&path, bytes).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let own = root.path().join("mmstats-0");
+    fs::create_dir(&own).unwrap();
+    let theirs = root.path().join(format!("mmstats-{}", user.0));
+    fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(user.0), Some(user.1)).unwrap();
+    let stage = stats_dir();
+    fs::set_permissions(stage.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let m = mixed(stage.path(), "good");
+    let rootowned = theirs.join("rootowned.mmstats");
+    fs::copy(stage.path().join("good.mmstats"), &rootowned).unwrap();
+    fs::set_permissions(&rootowned, fs::Permissions::from_mode(0o644)).unwrap();
+    as_user(
+        user,
+        &format!(
+            "cd {} && cp {} good.mmstats && ln -s {}/s113 short.mmstats && ln -s {}/s1237 long.mmstats \
+             && ln -s /dev/zero zero.mmstats && mkfifo pipe.mmstats && echo garbage > junk.mmstats",
+            quoted(&theirs),
+            quoted(&stage.path().join("good.mmstats")),
+            quoted(secrets.path()),
+            quoted(secrets.path()),
+        ),
+    );
+    drop(m);
+    (root, theirs, secrets)
+}
+
+fn assert_no_leak(o: &Output) {
+    let all = format!("{}{}", stdout(o), stderr(o));
+    for needle in [
+        "TOPSECRET",
+        "do-not-print",
+        "544f50",
+        "54, 4f",
+        "84, 79",
+        "113",
+        "1237",
+    ] {
+        assert!(!all.contains(needle), "output leaks {needle:?}:\n{all}");
+    }
+}
+
+fn default_scan(root: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MMSTATS_DIR")
+        .env("MMSTATS_SCAN_ROOT", root)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn default_scan_as_root_summarises_other_users_junk_and_leaks_nothing() {
+    let user = test_user();
+    let (root, theirs, _secrets) = planted(user);
+    let out = default_scan(root.path(), &["--json"]);
+    assert_no_leak(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Six planted entries: two secret links, /dev/zero, the FIFO, garbage,
+    // and the file the directory's owner does not own.
+    assert_eq!(
+        stderr(&out),
+        "slurpstats: skipped 6 unreadable or foreign files in other users' directories (run with a path to see them)\n"
+    );
+    let files: Vec<Json> = json_of(&out).iter().map(|f| f["file"].clone()).collect();
+    assert_eq!(
+        files,
+        [json!(theirs.join("good.mmstats").display().to_string())]
+    );
+
+    // Named explicitly, each problem is a warning naming it, and exit 1;
+    // the file root owns is read (the owner rule is the default scan's).
+    let out = slurp(&[&theirs]);
+    assert_no_leak(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for name in ["short", "long", "zero", "pipe", "junk"] {
+        assert!(err.contains(&format!("{name}.mmstats")), "{name}: {err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+    assert!(stdout(&out).contains("rootowned.mmstats: pid "));
+}
+
+#[test]
+fn problems_in_our_own_directory_are_warnings() {
+    let user = test_user();
+    let (root, _theirs, _secrets) = planted(user);
+    let own = root.path().join("mmstats-0");
+    fs::write(own.join("mine.mmstats"), "x".repeat(500)).unwrap();
+    symlink("/dev/zero", own.join("z.mmstats")).unwrap();
+    let out = default_scan(root.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("mine.mmstats") && l.contains("bad magic")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("z.mmstats") && l.contains("symbolic link")),
+        "{err}"
+    );
+    assert!(lines[2].contains("skipped 6 "), "{err}");
+}
+
+#[test]
+fn a_planted_fifo_or_device_is_never_opened() {
+    let user = test_user();
+    let (root, theirs, _secrets) = planted(user);
+    let dev = theirs.join("null.mmstats");
+    assert!(Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap()
+        .success());
+    // A writer blocked opening the FIFO: any open by a reader wakes it,
+    // and it then leaves a mark.
+    let mark = root.path().join("opened");
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3> {} && touch {}",
+            quoted(&theirs.join("pipe.mmstats")),
+            quoted(&mark)
+        ))
+        .spawn()
+        .unwrap();
+    for args in [vec![], vec![theirs.as_os_str()]] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("MMSTATS_DIR")
+            .env("MMSTATS_SCAN_ROOT", root.path())
+            .output()
+            .unwrap();
+        assert_no_leak(&out);
+        if !args.is_empty() {
+            assert!(
+                stderr(&out).contains("null.mmstats: a character device"),
+                "{}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("pipe.mmstats: a FIFO"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    // Grace for a woken writer to leave its mark.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let opened = mark.exists();
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert!(!opened, "slurpstats opened the planted FIFO");
+}
+
+#[test]
+fn an_explicit_directory_without_stats_files_warns() {
+    let dir = stats_dir();
+    fs::write(dir.path().join("notes.txt"), "x").unwrap();
+    let out = slurp(&[dir.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "slurpstats: {}: no stats files in this directory\n",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn a_recursive_pattern_over_a_symlink_loop_ends_without_duplicates() {
+    let dir = stats_dir();
+    let sub = dir.path().join("a");
+    fs::create_dir(&sub).unwrap();
+    let _m = mixed(&sub, "x");
+    symlink("..", sub.join("up")).unwrap();
+    symlink(".", dir.path().join("self")).unwrap();
+    let pattern = dir.path().join("**/*.mmstats");
+    let out = slurp(&[OsStr::new("--json"), pattern.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files: Vec<Json> = json_of(&out).iter().map(|f| f["file"].clone()).collect();
+    assert_eq!(files, [json!(sub.join("x.mmstats").display().to_string())]);
+}
+
+/// Runs slurpstats on `args`; returns (status, output bytes, max RSS in KiB).
+/// The child is reaped by `wait4`, which std cannot see.
+#[allow(clippy::zombie_processes)]
+fn measured(args: &[&OsStr]) -> (i32, usize, i64) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A child made with vfork (as posix_spawn does) inherits this test
+    // process's peak RSS in its own ru_maxrss; a pre_exec hook makes std
+    // fork instead, so the child starts from this process's current RSS,
+    // which is small.
+    // SAFETY: the hook does nothing, so it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| Ok(()));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let count = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut n = 0;
+            let mut buf = vec![0; 1 << 16];
+            while let Ok(k) = r.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            n
+        })
+    };
+    let out = count(Box::new(child.stdout.take().unwrap()));
+    let err = count(Box::new(child.stderr.take().unwrap()));
+    let mut status = 0;
+    // SAFETY: all-zero is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not yet waited for; both pointers
+    // are to live locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let bytes = out.join().unwrap() + err.join().unwrap();
+    (libc::WEXITSTATUS(status), bytes, usage.ru_maxrss)
+}
+
+#[test]
+fn a_huge_sparse_file_costs_little_memory_and_output() {
+    // 500 text fields claiming 1 MiB each: ~1 GiB of file, almost all hole.
+    let dir = stats_dir();
+    let stage = stats_dir();
+    let mut schema = mmstats::Schema::new("bomb");
+    for i in 0..500 {
+        schema.push(FieldDef::text(&format!("t{i}"), 1 << 20));
+    }
+    let file =
+        mmstats::StatsFile::create(&schema, &mmstats::Options::new().dir(stage.path())).unwrap();
+    use mmstats::format::raw::{self, Header, Record};
+    use std::os::unix::fs::FileExt;
+    // Only the part before the value area is copied (the rest is zeros),
+    // and this process never holds the whole file.
+    let source = fs::File::open(file.path().unwrap()).unwrap();
+    let mut head = vec![0; raw::HEADER_LEN];
+    source.read_exact_at(&mut head, 0).unwrap();
+    let h = Header::decode(&head);
+    let mut made = vec![0; h.values_off.get() as usize];
+    source.read_exact_at(&mut made, 0).unwrap();
+    drop((source, file));
+    let bomb = dir.path().join("bomb.mmstats");
+    let f = fs::File::create_new(&bomb).unwrap();
+    f.write_all_at(&made, 0).unwrap();
+    f.set_len(h.file_len.get()).unwrap();
+    for i in 0..500 {
+        let at = h.field_table_off.get() as usize + i * h.record_len.get() as usize;
+        let r = Record::decode(&made[at..at + raw::RECORD_LEN]);
+        let len_at = r.value_off.get() as usize + raw::text_buffer(1 << 20, 0) + raw::TEXT_BUF_LEN;
+        f.write_all_at(&(1u64 << 20).to_le_bytes(), len_at as u64)
+            .unwrap();
+    }
+    drop((f, made));
+
+    let (status, bytes, rss_kib) = measured(&[bomb.as_os_str()]);
+    assert_eq!(status, 1, "the file is over the decode budget: an error");
+    assert!(bytes < 4096, "{bytes} bytes of output");
+    assert!(rss_kib < 200 * 1024, "slurpstats used {rss_kib} KiB");
+    let out = slurp(&[&bomb]);
+    assert!(
+        stderr(&out).contains("--max-decoded-bytes"),
+        "{}",
+        stderr(&out)
+    );
+
+    // With the budget raised, the texts are over the text limit: shown as
+    // unavailable, not copied.
+    let args = [
+        OsStr::new("--max-decoded-bytes"),
+        OsStr::new("1G"),
+        bomb.as_os_str(),
+    ];
+    let (status, bytes, rss_kib) = measured(&args);
+    assert_eq!(status, 0);
+    assert!(bytes < 200 * 1024, "{bytes} bytes of output");
+    assert!(rss_kib < 200 * 1024, "slurpstats used {rss_kib} KiB");
+}
+
+#[test]
+fn bad_limit_values_name_the_flag() {
+    for (flag, value) in [
+        ("--max-text-bytes", "2M"),
+        ("--max-text-bytes", "lots"),
+        ("--max-fields", "1.5"),
+        ("--max-decoded-bytes", "1T"),
+    ] {
+        let out = slurp(&[flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert!(
+            stderr(&out).contains(flag),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+    }
 }

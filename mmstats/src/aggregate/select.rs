@@ -1,5 +1,6 @@
 //! Which fields a view shows, how it groups them and how it combines files.
 
+use crate::discover::Wildcard;
 use std::fmt;
 use std::str::FromStr;
 
@@ -194,7 +195,7 @@ pub struct Selector {
 #[derive(Clone, Debug)]
 enum Pattern {
     Prefix(String),
-    Glob(glob::Pattern, String),
+    Glob(Wildcard, String),
 }
 
 impl Pattern {
@@ -226,7 +227,7 @@ impl Selector {
             .map(|p| {
                 let p = p.as_ref();
                 if p.contains(['*', '?', '[']) {
-                    glob::Pattern::new(p)
+                    Wildcard::new(p)
                         .map(|g| Pattern::Glob(g, p.to_owned()))
                         .map_err(|e| ParseError {
                             what: "pattern",

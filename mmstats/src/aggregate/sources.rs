@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::Warning;
-use crate::reader::{default_dirs, discover, Reader, Snapshot};
+use crate::dirs::default_dirs;
+use crate::discover::{pattern_matches, scan};
+use crate::reader::{ReadLimits, Reader, Snapshot};
 
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
@@ -58,6 +60,10 @@ pub struct Sample {
     /// Problems met since the previous sample: paths that match nothing,
     /// files that cannot be read. Each is reported once, until it changes.
     pub warnings: Vec<Warning>,
+    /// Files and entries skipped in other users' directories of a default
+    /// scan (unreadable, foreign-owned, not regular files): counted here
+    /// rather than reported one by one.
+    pub foreign_skipped: usize,
 }
 
 impl Sample {
@@ -119,6 +125,11 @@ pub struct Sources {
     /// Discovery problems already reported.
     reported: HashSet<String>,
     warnings: Vec<Warning>,
+    /// The owner each listed file must have (default scans), by path.
+    owners: HashMap<PathBuf, Option<u32>>,
+    /// Problems in other users' directories at the last rescan.
+    foreign_skipped: usize,
+    limits: ReadLimits,
 }
 
 impl std::fmt::Debug for Sources {
@@ -180,6 +191,9 @@ impl Sources {
             failed: HashMap::new(),
             reported: HashSet::new(),
             warnings,
+            owners: HashMap::new(),
+            foreign_skipped: 0,
+            limits: ReadLimits::default(),
         };
         sources.rescan();
         sources
@@ -212,9 +226,14 @@ impl Sources {
     pub fn rescan(&mut self) {
         self.next_rescan = Instant::now() + self.rescan_interval;
         self.matcher = Matcher::new(&self.args);
-        let (paths, problems) = discover(&self.args);
+        let (found, problems) = scan(&self.args);
+        let paths: Vec<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
+        self.owners = found.into_iter().map(|f| (f.path, f.owner)).collect();
         let mut seen = HashSet::new();
-        for p in problems {
+        self.foreign_skipped = problems.iter().filter(|p| p.foreign).count();
+        // Other users' junk in a default scan is counted, not reported file
+        // by file (see `Sample::foreign_skipped`).
+        for p in problems.into_iter().filter(|p| !p.foreign) {
             let key = p.to_string();
             if self.reported.insert(key.clone()) {
                 self.warnings.push(Warning {
@@ -288,7 +307,16 @@ impl Sources {
         }
         // New, or a new file under the old name: the old one has vanished.
         self.files.remove(path);
-        match open(path) {
+        // In a default scan, only files owned by their directory's owner
+        // (as `scan` decides; for a file an event named, the same rule).
+        let owner = match self.owners.get(path) {
+            Some(owner) => *owner,
+            None if self.args.is_empty() => {
+                fs::symlink_metadata(parent(path)).ok().map(|m| m.uid())
+            }
+            None => None,
+        };
+        match open(path, &self.limits, owner) {
             Ok((id, reader, snap)) => {
                 self.failed.remove(path);
                 self.files.insert(
@@ -416,17 +444,23 @@ impl Sources {
             instant,
             files,
             warnings: std::mem::take(&mut self.warnings),
+            foreign_skipped: self.foreign_skipped,
         }
     }
 }
 
 /// Opens `path` and reads it, making sure the inode read is the one the
 /// path names afterwards (it may be replaced in between).
-fn open(path: &Path) -> Result<(FileId, Reader, Snapshot), String> {
+fn open(
+    path: &Path,
+    limits: &ReadLimits,
+    owner: Option<u32>,
+) -> Result<(FileId, Reader, Snapshot), String> {
     let mut last = String::new();
     for _ in 0..3 {
         let before = fs::metadata(path).map_err(|e| e.to_string())?;
-        let reader = Reader::open(path).map_err(|e| strip_path(&e.to_string(), path))?;
+        let reader = Reader::open_owned(path, limits, owner)
+            .map_err(|e| strip_path(&e.to_string(), path))?;
         let snap = reader
             .snapshot()
             .map_err(|e| strip_path(&e.to_string(), path))?;
@@ -489,7 +523,7 @@ struct Matcher {
     /// Files named as arguments: (directory, file name) to the argument.
     files: HashMap<(PathBuf, OsString), PathBuf>,
     /// Glob arguments.
-    globs: Vec<glob::Pattern>,
+    globs: Vec<String>,
 }
 
 impl Matcher {
@@ -512,13 +546,10 @@ impl Matcher {
                         m.add_file(path);
                         continue;
                     }
-                    if let Ok(g) = glob::Pattern::new(&s) {
-                        m.globs.push(g);
-                    }
-                    if let Ok(paths) = glob::glob(&s) {
-                        m.dirs
-                            .extend(paths.filter_map(Result::ok).filter(|p| p.is_dir()));
-                    }
+                    // The directories holding its matches are watched once a
+                    // rescan has found them; new directories that come to
+                    // match are found by the periodic rescan.
+                    m.globs.push(s.into_owned());
                 }
             }
         }
@@ -545,7 +576,7 @@ impl Matcher {
         if !is_stats_name(event_path) {
             return None;
         }
-        if self.dirs.contains(dir) || self.globs.iter().any(|g| g.matches_path(event_path)) {
+        if self.dirs.contains(dir) || self.globs.iter().any(|g| pattern_matches(g, event_path)) {
             return Some(event_path.to_owned());
         }
         None

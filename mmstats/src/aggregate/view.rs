@@ -485,6 +485,7 @@ mod tests {
                     })
                     .collect(),
                 skipped: 0,
+                duplicates: Vec::new(),
             }),
             fresh: true,
         }
@@ -497,6 +498,7 @@ mod tests {
             instant: Instant::now(),
             files,
             warnings: Vec::new(),
+            foreign_skipped: 0,
         }
     }
 
