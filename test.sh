@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's whole check: formatting, lints, every test, and one pass of
-# each benchmark (criterion's --test mode: runs each once, measures nothing).
+# The project's whole check: formatting, lints, every test, the loom models
+# of the memory-ordering protocols, and one pass of each benchmark
+# (criterion's --test mode: runs each once, measures nothing).
 #
 # The strace check of the hot path skips itself when strace is missing;
 # MMSTATS_REQUIRE_STRACE=1 turns that skip into a failure (CI sets it).
@@ -15,6 +16,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== loom models of the memory-ordering protocols"
+# A target dir of their own: --cfg loom would rebuild the normal one.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test -p mmstats --lib --release protocol::
 
 echo "== benches, one pass each"
 cargo bench --bench hot_path -- --test

@@ -64,7 +64,10 @@
 //! holds an exclusive `flock` on it for its whole life, which is how readers
 //! tell live writers from dead ones. The byte layout is public and specified
 //! in `format-spec.md` at the root of the repository; [`format`](mod@format) holds every
-//! offset.
+//! offset. The memory-ordering protocols (text, histograms, appended
+//! fields) live in one internal module, and `./test.sh` checks them with
+//! `loom` models, which run those same functions over every interleaving
+//! and every value the memory model allows a load to return.
 //!
 //! Open stats after `fork()`, never before: a child process would inherit
 //! its parent's mapping and write into the parent's file.
@@ -119,6 +122,7 @@ pub mod hist;
 pub mod json;
 mod metrics;
 mod per_thread;
+mod protocol;
 mod reader;
 #[allow(unsafe_code)]
 mod sigbus;

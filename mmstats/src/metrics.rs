@@ -4,11 +4,12 @@
 //! this thread writes: no locked instruction, no syscall, no allocation.
 
 use std::fmt;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::format::raw;
 use crate::hist::{self, Layout};
+use crate::protocol;
 use crate::writer::{FieldDef, Slot};
 use crate::{Kind, StatField};
 
@@ -165,39 +166,13 @@ impl StatField for GaugeF64 {
 }
 
 /// Stores `s` (cut to `capacity` bytes on a character boundary) into a text
-/// value: into the buffer readers are not reading, under the sequence word.
-/// Returns the stored length.
+/// value: into the buffer readers are not reading, under the sequence word
+/// (the protocol is [`protocol::text_store`]). Returns the stored length.
+#[inline]
 fn store_text(slot: &Slot, s: &str) -> usize {
     let capacity = slot.capacity();
     let s = truncate_utf8(s, capacity);
-    let words = &slot.words;
-    let seq = words.at(raw::TEXT_SEQ / 8);
-    // Relaxed: this thread is the only writer of `seq`.
-    let start = seq.load(Ordering::Relaxed);
-    // This is write `w + 1` where `start == 2w`; it goes to buffer (w+1) % 2.
-    let buffer = raw::text_buffer(capacity, (start / 2 + 1) as usize % 2) / 8;
-    // Odd: write w + 1 is under way. Release, because a reader that sees
-    // this value goes on to copy write w from the other buffer, so write w
-    // must be visible to it (a relaxed store here would not carry that).
-    seq.store(start.wrapping_add(1), Ordering::Release);
-    // Release fence: a reader that sees any of the data stores below also
-    // sees this sequence number (or a later one), so it can tell that the
-    // buffer it read was being overwritten.
-    fence(Ordering::Release);
-    // Relaxed: the data words are ordered by the fence and the final store.
-    words
-        .at(buffer + raw::TEXT_BUF_LEN / 8)
-        .store(s.len() as u64, Ordering::Relaxed);
-    for (i, chunk) in s.as_bytes().chunks(8).enumerate() {
-        let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
-        words
-            .at(buffer + raw::TEXT_BUF_BYTES / 8 + i)
-            .store(u64::from_le_bytes(b), Ordering::Relaxed);
-    }
-    // Release: a reader that sees this even number (and fences) sees all
-    // the data of this write.
-    seq.store(start.wrapping_add(2), Ordering::Release);
+    protocol::text_store(|i| slot.words.at(i), capacity, s.as_bytes());
     s.len()
 }
 
@@ -336,20 +311,7 @@ impl Histogram {
     pub fn record(&self, v: u64) {
         let words = &self.slot.words;
         let i = hist::index_of(v, self.max_value, self.precision);
-        let bucket = words.at(raw::HIST_BUCKETS / 8 + i);
-        // Relaxed: single writer; a bucket is one word on its own.
-        bucket.store(
-            bucket.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
-        let sum = words.first();
-        // Release on the sum: a reader that acquires the sum first sees at
-        // least the bucket counts of every value the sum includes, so the
-        // mean it computes is never inflated. Free on x86.
-        sum.store(
-            sum.load(Ordering::Relaxed).wrapping_add(v),
-            Ordering::Release,
-        );
+        protocol::histogram_record(words.first(), words.at(raw::HIST_BUCKETS / 8 + i), v);
     }
 
     /// The bucket layout.

@@ -20,6 +20,7 @@ use crate::error::ReadError;
 use crate::format::raw::{self, Header, Record, StrRef};
 use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::{HistogramSnapshot, Layout};
+use crate::protocol;
 use crate::sigbus::{self, ReadMap};
 
 /// How many times a text value is re-read while its writer is mid-update
@@ -370,11 +371,9 @@ impl Reader {
         }
         *file_len = Some(h.file_len.get());
         let regions = Regions::check(&h).map_err(bad)?;
-        let count = self.map.load(raw::H_FIELD_COUNT);
-        // Acquire fence after the relaxed load: pairs with the writer's
-        // Release store when it appends a field, so every record and string
-        // counted here is complete.
-        fence(Ordering::Acquire);
+        // Acquire-load: pairs with the writer's Release store when it
+        // appends a field, so every record and string counted is complete.
+        let count = protocol::acquire_load(&self.map, raw::H_FIELD_COUNT);
         if count > u64::from(h.field_capacity.get()) {
             return Err(bad(format!(
                 "field count {count} is over the table's capacity {}",
@@ -509,14 +508,7 @@ impl Reader {
             Kind::Histogram | Kind::Timer => {
                 let layout =
                     Layout::from_params(rec.param0.get(), rec.param1.get()).expect("validated");
-                let sum = self.map.load(off + raw::HIST_SUM);
-                // Acquire fence after the sum: pairs with the writer's
-                // Release store of it, so the buckets read next include
-                // every value in this sum.
-                fence(Ordering::Acquire);
-                let counts = (0..layout.buckets())
-                    .map(|i| self.map.load(off + raw::HIST_BUCKETS + 8 * i))
-                    .collect();
+                let (sum, counts) = protocol::histogram_read(&self.map, off, layout.buckets());
                 Value::Histogram(
                     HistogramSnapshot::from_parts(layout, sum, counts).expect("bucket count"),
                 )
@@ -537,50 +529,16 @@ impl Reader {
     }
 
     /// Reads a text value: the buffer of the last complete write, checked
-    /// afterwards against the sequence word.
+    /// afterwards against the sequence word ([`protocol::text_read`]).
     fn text(&self, off: usize, capacity: usize) -> Result<String, String> {
-        let mut bytes = Vec::with_capacity(raw::align8(capacity));
-        for attempt in 0..TEXT_RETRIES {
-            let s1 = self.map.load(off + raw::TEXT_SEQ);
-            // Acquire fence: pairs with the writer's Release store that
-            // completed write `w`, so its buffer's data is visible below.
-            fence(Ordering::Acquire);
-            // Writes up to `w` are complete (write w + 1 may be under way
-            // in the other buffer, whether `s1` is even or odd).
-            let w = s1 / 2;
-            let buffer = off + raw::text_buffer(capacity, (w % 2) as usize);
-            // Relaxed: checked as a whole by the sequence re-read below.
-            let len = self.map.load(buffer + raw::TEXT_BUF_LEN);
-            let n = (len as usize).min(capacity);
-            bytes.clear();
-            self.map
-                .copy(buffer + raw::TEXT_BUF_BYTES, raw::align8(n), &mut bytes);
-            // Acquire fence: the loads above happen before the re-read of
-            // the sequence word, so a write into this buffer that overlapped
-            // them shows up in it.
-            fence(Ordering::Acquire);
-            let s2 = self.map.load(off + raw::TEXT_SEQ);
-            if !buffer_was_stable(s1, s2) {
-                backoff(attempt);
-                continue;
-            }
-            if len as usize > capacity {
-                return Err(format!("length {len} is over the capacity {capacity}"));
-            }
-            bytes.truncate(n);
-            return String::from_utf8(std::mem::take(&mut bytes))
-                .map_err(|e| format!("invalid UTF-8: {e}"));
-        }
-        Err(format!(
-            "still being rewritten after {TEXT_RETRIES} attempts"
-        ))
+        protocol::text_read(&self.map, off, capacity, TEXT_RETRIES, backoff)
     }
 }
 
 /// Whether a text buffer read between sequence readings `s1` and `s2` held
 /// one write throughout. The buffer holds write `w = s1 / 2`; write `w + 2`,
 /// the next into the same buffer, starts by making the sequence `2w + 3`.
-fn buffer_was_stable(s1: u64, s2: u64) -> bool {
+pub(crate) fn buffer_was_stable(s1: u64, s2: u64) -> bool {
     s1 <= s2 && s2 < (s1 | 1).saturating_add(2)
 }
 

@@ -574,11 +574,8 @@ impl StatsFile {
         let count = self.header.field_count.get() + 1;
         self.header.field_count = count.into();
         self.labels.insert(def.label.clone());
-        // Release: a reader that acquires the new count sees the record and
-        // strings stored above.
-        self.backing
-            .word(raw::H_FIELD_COUNT)
-            .store(count, Ordering::Release);
+        // Publishes the record and strings stored above (a Release store).
+        crate::protocol::publish_field_count(self.backing.word(raw::H_FIELD_COUNT), count);
         Ok(F::bind(Slot::new(
             self.backing.words(value_off, value_len / 8),
             &def,
