@@ -81,33 +81,38 @@
 compile_error!("mmstats needs a 64-bit target with 64-bit atomics");
 
 mod error;
+mod file;
 pub mod format;
 pub mod hist;
 pub mod json;
+mod layout;
 mod metrics;
+mod options;
 mod per_thread;
+mod procfs;
+mod publish;
 mod reader;
+mod schema;
 mod sys;
-mod writer;
 
 pub use error::{Error, ReadError};
+pub use file::StatsFile;
 pub use format::{Kind, Unit, WriterState};
 pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
+pub use options::{default_dir, Builder, Options, DEFAULT_TEMPLATE, DIR_ENV};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
 pub use reader::{
     default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
     Snapshot, Value,
 };
-pub use writer::{
-    default_dir, Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE, DIR_ENV,
-};
+pub use schema::{FieldDef, Schema};
 
 /// What generated code needs and users do not: the bound slots a model is
 /// made from. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::writer::{Slot, Slots};
+    pub use crate::file::{Slot, Slots};
 }
 
 mod sealed {

@@ -7,9 +7,10 @@ use std::fmt;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::file::Slot;
 use crate::format::raw;
 use crate::hist::{self, Layout};
-use crate::writer::{FieldDef, Slot};
+use crate::schema::FieldDef;
 use crate::{Kind, StatField};
 
 macro_rules! debug_without_pointers {

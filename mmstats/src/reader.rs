@@ -16,8 +16,8 @@ use crate::error::ReadError;
 use crate::format::raw::{self, Header, Record, StrRef};
 use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::{HistogramSnapshot, Layout};
+use crate::options::DIR_ENV;
 use crate::sys::ReadMap;
-use crate::writer::DIR_ENV;
 
 /// How many times a text value is re-read while its writer is mid-update
 /// before the reader reports it [`Value::Unavailable`].
