@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::format::raw::{self, Header};
+use crate::format::raw::{self, Header, Record};
 use crate::format::{Kind, WriterState};
 use crate::hist::Layout;
 use crate::layout::Plan;
 use crate::options::{render_template, Options, DEFAULT_TEMPLATE};
-use crate::publish::{ensure_private_dir, publish};
+use crate::publish::{publish, usable_dir};
+use crate::registry::{self, PoolKey};
 use crate::schema::{check_handle_type, FieldDef, Schema};
-use crate::sys::{Backing, Words};
+use crate::sys::{Backing, FileMap, Words};
 
 /// The bound fields of a new file, handed to [`Stats::bind`](crate::Stats::bind)
 /// in schema order.
@@ -97,14 +98,43 @@ impl std::fmt::Debug for StatsFile {
 }
 
 impl StatsFile {
-    /// Creates, publishes and locks this thread's stats file for `schema`.
+    /// Creates and publishes this thread's stats file for `schema`.
+    ///
+    /// The file is never reused for another thread: fields may be appended
+    /// to it with [`add`](StatsFile::add). (Models opened with
+    /// [`Stats::open`](crate::Stats::open) reuse the files of threads that
+    /// ended; see [`Options::open`].)
     pub fn create<M>(schema: &Schema, options: &Options<M>) -> Result<StatsFile, Error> {
+        StatsFile::create_file(schema, options, false)
+    }
+
+    /// Creates this thread's file, or with `reusable`, takes the parked file
+    /// of an ended thread of this process with the same layout, directory
+    /// and template, and parks the file again when its last handle goes.
+    pub(crate) fn create_file<M>(
+        schema: &Schema,
+        options: &Options<M>,
+        reusable: bool,
+    ) -> Result<StatsFile, Error> {
         StatsFile::layout(schema, options, |image| {
-            let dir = options.resolved_dir();
-            ensure_private_dir(&dir)?;
+            let dir = usable_dir(options.dir.as_deref())?;
             let template = options.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
             let name = render_template(template, &options.resolved_command(), schema.model())?;
-            let (backing, path) = publish(&dir, &name, image)?;
+            let key = reusable.then(|| registry::pool_key(&dir, template, image));
+            if let Some(parked) = key.as_ref().and_then(registry::take_parked) {
+                reuse(&parked.map, image);
+                let path = parked.path.clone();
+                let backing = file_backing(parked.map, key.map(|k| (k, path.clone())));
+                return Ok((backing, Some(path)));
+            }
+            let token = registry::lock_token(&dir)?;
+            image[raw::H_LOCK_TOKEN..raw::H_LOCK_TOKEN + 8].copy_from_slice(&token.to_le_bytes());
+            let fallbacks = registry::fallback_count();
+            image[raw::H_FALLBACKS..raw::H_FALLBACKS + 8].copy_from_slice(&fallbacks.to_le_bytes());
+            let (map, path) = publish(&dir, &name, image)?;
+            let map = Arc::new(map);
+            registry::add_live(&map);
+            let backing = file_backing(map, key.map(|k| (k, path.clone())));
             Ok((backing, Some(path)))
         })
     }
@@ -241,6 +271,47 @@ impl StatsFile {
             values_used: self.values_used,
         }
     }
+}
+
+/// The backing of a live file mapping, which goes back to the registry when
+/// its last handle is gone: parked under `parking` for reuse, or forgotten.
+fn file_backing(map: Arc<FileMap>, parking: Option<(PoolKey, PathBuf)>) -> Backing {
+    Backing::file(
+        map,
+        raw::H_STATE,
+        WriterState::EXITED,
+        Box::new(move |map| registry::close(map, parking)),
+    )
+}
+
+/// Turns a parked file (of an ended thread of this process, laid out as
+/// `image`) into the calling thread's: its thread id, gauges back to zero,
+/// the process's fallback count, then "active". Counters and histograms
+/// continue, so sums over files stay exact; text and constants keep their
+/// last value until the new thread sets them (spec §2.7).
+fn reuse(map: &FileMap, image: &[u8]) {
+    let h = Header::decode(image);
+    let pid_tid = u64::from(std::process::id()) | (u64::from(crate::sys::gettid()) << 32);
+    // Relaxed, all: the Release store of "active" below publishes them.
+    map.word(raw::H_PID).store(pid_tid, Ordering::Relaxed);
+    let table = h.field_table_off.get() as usize;
+    for i in 0..h.field_count.get() as usize {
+        let rec = Record::decode(&image[table + i * raw::RECORD_LEN..]);
+        if matches!(
+            Kind::from_code(rec.kind.get()),
+            Some(Kind::Gauge | Kind::GaugeF64)
+        ) {
+            // A dead thread's gauge means nothing for the new one. 0 is
+            // also f64 0.0.
+            map.word(rec.value_off.get() as usize)
+                .store(0, Ordering::Relaxed);
+        }
+    }
+    map.word(raw::H_FALLBACKS)
+        .fetch_max(registry::fallback_count(), Ordering::Relaxed);
+    // Release: a reader that acquires "active" sees the new tid and gauges.
+    map.word(raw::H_STATE)
+        .store(WriterState::ACTIVE, Ordering::Release);
 }
 
 /// A field waiting to be bound: its definition and where its value lives.

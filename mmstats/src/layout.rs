@@ -25,7 +25,7 @@ impl StatsFile {
     pub(crate) fn layout<M>(
         schema: &Schema,
         options: &Options<M>,
-        make_backing: impl FnOnce(&[u8]) -> Result<(Backing, Option<PathBuf>), Error>,
+        make_backing: impl FnOnce(&mut [u8]) -> Result<(Backing, Option<PathBuf>), Error>,
     ) -> Result<StatsFile, Error> {
         let fields: Vec<FieldDef> = schema
             .fields
@@ -105,7 +105,8 @@ impl StatsFile {
                 .into(),
             command: StrRef::default(),
             model: StrRef::default(),
-            reserved: [0; 16],
+            lock_token: 0.into(),
+            fallbacks: 0.into(),
         };
         let mut image = vec![0u8; file_len];
         let mut plan = Plan {
@@ -128,7 +129,7 @@ impl StatsFile {
             ..
         } = plan;
         image[..raw::HEADER_LEN].copy_from_slice(header.as_bytes());
-        let (backing, path) = make_backing(&image)?;
+        let (backing, path) = make_backing(&mut image)?;
         // Only the metadata is kept, for appending fields later.
         image.truncate(values_off);
         Ok(StatsFile {

@@ -86,12 +86,14 @@ pub mod format;
 pub mod hist;
 pub mod json;
 mod layout;
+mod liveness;
 mod metrics;
 mod options;
 mod per_thread;
 mod procfs;
 mod publish;
 mod reader;
+mod registry;
 mod schema;
 mod sys;
 
@@ -102,6 +104,7 @@ pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
 pub use options::{default_dir, Builder, Options, DEFAULT_TEMPLATE, DIR_ENV};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
+pub use registry::{fallbacks, Fallbacks};
 pub use reader::{
     default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
     Snapshot, Value,

@@ -99,7 +99,9 @@ impl<M> std::fmt::Debug for Options<M> {
 }
 
 impl<M> Options<M> {
-    /// The directory for the file (default: [`default_dir`]).
+    /// The directory for the file (default: [`default_dir`], or, if that is
+    /// the per-user default under `/dev/shm` and it is not ours,
+    /// `$XDG_RUNTIME_DIR/mmstats`).
     #[must_use]
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -139,10 +141,6 @@ impl<M> Options<M> {
         self
     }
 
-    pub(crate) fn resolved_dir(&self) -> PathBuf {
-        self.dir.clone().unwrap_or_else(default_dir)
-    }
-
     pub(crate) fn resolved_command(&self) -> String {
         self.command.clone().unwrap_or_else(command_name)
     }
@@ -152,8 +150,16 @@ impl<T: crate::Stats> Options<T> {
     /// Creates this thread's stats file and returns the model bound to it.
     /// A model needs at least one field: its handles are what keep the
     /// file open.
+    ///
+    /// When the model is dropped (a `per_thread!` instance when its thread
+    /// ends), its file is marked exited and parked; the next open of the
+    /// same model, with the same options, in this process takes it over
+    /// instead of making a new file. Its counters and histograms continue
+    /// from where they were, so sums over files stay exact; gauges restart
+    /// at zero; text and constants keep their last value until set again.
+    /// Files per process are thus bounded by the instances alive at once.
     pub fn open(self) -> Result<T, Error> {
-        let mut file = StatsFile::create(&model_schema::<T>()?, &self)?;
+        let mut file = StatsFile::create_file(&model_schema::<T>()?, &self, true)?;
         Ok(T::bind(&mut Slots(file.take_slots().into_iter())))
     }
 
@@ -164,10 +170,11 @@ impl<T: crate::Stats> Options<T> {
     /// since it is a bug in the program.
     pub fn open_or_private(self) -> (T, Option<Error>) {
         let schema = model_schema::<T>().unwrap_or_else(|e| panic!("invalid stats model: {e}"));
-        let (mut file, err) = match StatsFile::create(&schema, &self) {
+        let (mut file, err) = match StatsFile::create_file(&schema, &self, true) {
             Ok(file) => (file, None),
             Err(err @ Error::Field { .. }) => panic!("invalid stats model: {err}"),
             Err(err) => {
+                crate::registry::note_fallback(&err);
                 let file = StatsFile::private(&schema, &self)
                     .unwrap_or_else(|e| panic!("invalid stats model: {e}"));
                 (file, Some(err))

@@ -7,9 +7,54 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::format::raw;
-use crate::format::WriterState;
-use crate::sys::{self, Backing};
+use crate::options::{default_dir, DIR_ENV};
+use crate::sys::{self, FileMap};
+
+/// The directory writers fall back to when the default one,
+/// `/dev/shm/mmstats-EUID`, is not theirs (another user may create it
+/// first): `$XDG_RUNTIME_DIR/mmstats`, if `XDG_RUNTIME_DIR` is set to an
+/// absolute path. Readers' default scan includes it.
+pub(crate) fn fallback_dir() -> Option<PathBuf> {
+    let runtime = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
+    runtime.is_absolute().then(|| runtime.join("mmstats"))
+}
+
+/// The checked directory for a new file: `chosen` (the builder's `dir`),
+/// else `$MMSTATS_DIR`, else the default directory, or the fallback
+/// ([`fallback_dir`]) if the default cannot be used.
+pub(crate) fn usable_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
+    let explicit = chosen.map(Path::to_owned).or_else(|| {
+        std::env::var_os(DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(dir) = explicit {
+        ensure_private_dir(&dir)?;
+        return Ok(dir);
+    }
+    default_or_fallback(&default_dir(), fallback_dir())
+}
+
+/// `primary` if it is usable, else `fallback`, else an error naming both.
+fn default_or_fallback(primary: &Path, fallback: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let default = match ensure_private_dir(primary) {
+        Ok(()) => return Ok(primary.to_owned()),
+        Err(e) => Box::new(e),
+    };
+    let Some(fallback) = fallback else {
+        return Err(Error::NoUsableDir {
+            default,
+            fallback: None,
+        });
+    };
+    match ensure_private_dir(&fallback) {
+        Ok(()) => Ok(fallback),
+        Err(e) => Err(Error::NoUsableDir {
+            default,
+            fallback: Some((fallback, Box::new(e))),
+        }),
+    }
+}
 
 /// Creates `dir` (mode 0755) if missing and checks that it belongs to us
 /// and only we can write to it: otherwise another user could plant or
@@ -62,10 +107,12 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `image` to a new file under a temporary name, locks it, maps it,
-/// and links it into place under `name` (or `name` with a `.N` suffix if a
-/// live writer holds that name). Returns the backing and final path.
-pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, PathBuf), Error> {
+/// Writes `image` to a new file under a temporary name, maps it, and links
+/// it into place under `name`, or, if that name is taken, `name` with the
+/// first free `.N` suffix. A file that exists is never replaced, whoever
+/// wrote it: it may hold counts. The descriptor is closed before returning;
+/// the mapping lives on. Returns the mapping and the final path.
+pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(FileMap, PathBuf), Error> {
     let stem = name.strip_suffix(".mmstats").unwrap_or(name);
     let tmp = dir.join(format!(".{stem}.tmp"));
     let create_err = |path: &Path| {
@@ -75,8 +122,7 @@ pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, 
     // A leftover temporary file of ours (same pid and thread) is from a
     // crash or a reused pid; the name is ours to take.
     let _ = fs::remove_file(&tmp);
-    // Mode 0600 until it is locked: nobody else can open it and take the
-    // lock first.
+    // Mode 0600 until it is complete: nobody else can open it half-made.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -86,16 +132,16 @@ pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, 
         .open(&tmp)
         .map_err(create_err(&tmp))?;
     let result = (|| {
-        file.try_lock().map_err(io::Error::from)?;
         // Writing every byte allocates every page now, so a full tmpfs is an
         // error here and never a SIGBUS on a later store.
         file.write_all(image)?;
         // Readers of other users need 0644 (whatever the umask made of it).
         file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        Backing::map_file(file, image.len(), raw::H_STATE, WriterState::EXITED)
+        FileMap::new(&file, image.len())
     })();
-    let backing = match result {
-        Ok(b) => b,
+    drop(file);
+    let map = match result {
+        Ok(m) => m,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             return Err(Error::Create {
@@ -113,23 +159,11 @@ pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, 
         match fs::hard_link(&tmp, &path) {
             Ok(()) => {
                 let _ = fs::remove_file(&tmp);
-                return Ok((backing, path));
+                return Ok((map, path));
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // Only a file we could probe and found unlocked is dead;
-                // if in doubt, take the next name.
-                if crate::reader::probe_alive(&path) == Some(false) {
-                    // A dead writer's file with our name (the pid was
-                    // reused): replace it atomically with ours.
-                    match fs::rename(&tmp, &path) {
-                        Ok(()) => return Ok((backing, path)),
-                        Err(e) => {
-                            let _ = fs::remove_file(&tmp);
-                            return Err(create_err(&path)(e));
-                        }
-                    }
-                }
-            }
+            // Taken, by a live writer or a dead one whose counts a reader
+            // may still want: take the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 return Err(create_err(&path)(e));
@@ -141,7 +175,7 @@ pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(Backing, 
         path: dir.join(name),
         source: io::Error::new(
             io::ErrorKind::AlreadyExists,
-            "999 live files with this name",
+            "999 files with this name and its .N variants exist",
         ),
     })
 }
@@ -161,5 +195,32 @@ mod tests {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         ensure_private_dir(&nested).unwrap();
         assert!(nested.is_dir());
+    }
+
+    #[test]
+    fn a_default_dir_that_is_not_ours_falls_back() {
+        let root = tempfile::tempdir().unwrap();
+        // Squatted: writable by others, as a directory another user made
+        // for us would be (a foreign owner needs two users; the test of
+        // that runs as root in tests/lifecycle.rs).
+        let primary = root.path().join("mmstats-squatted");
+        fs::create_dir(&primary).unwrap();
+        fs::set_permissions(&primary, fs::Permissions::from_mode(0o777)).unwrap();
+        let fallback = root.path().join("run/mmstats");
+        assert_eq!(
+            default_or_fallback(&primary, Some(fallback.clone())).unwrap(),
+            fallback
+        );
+        // Both unusable: the message names both and says what to do.
+        let blocker = root.path().join("not-a-dir");
+        fs::write(&blocker, b"").unwrap();
+        let bad_fallback = blocker.join("mmstats");
+        let err = default_or_fallback(&primary, Some(bad_fallback.clone())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&primary.display().to_string()), "{msg}");
+        assert!(msg.contains(&bad_fallback.display().to_string()), "{msg}");
+        assert!(msg.contains("MMSTATS_DIR") && !msg.contains("remove it"), "{msg}");
+        let err = default_or_fallback(&primary, None).unwrap_err();
+        assert!(err.to_string().contains("XDG_RUNTIME_DIR is not set"), "{err}");
     }
 }

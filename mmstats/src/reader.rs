@@ -48,6 +48,9 @@ pub struct FileInfo {
     /// What the writer last said of itself. `Active` with `alive == false`
     /// means the writer died without closing the file.
     pub state: WriterState,
+    /// How many stats instances of the writer's process fell back to
+    /// private memory (their stats are missing); 0 in a 1.0 file.
+    pub fallbacks: u64,
 }
 
 impl FileInfo {
@@ -275,7 +278,9 @@ impl Reader {
             model: self
                 .string(&regions, h.model, &mut budget)
                 .map_err(|e| bad(format!("model: {e}")))?,
-            alive: is_locked(&self.file) == Some(true),
+            alive: crate::liveness::probe(&self.file, &self.path, h.minor.get(), h.lock_token.get())
+                == Some(true),
+            fallbacks: if h.minor.get() >= 1 { h.fallbacks.get() } else { 0 },
             state,
         };
         let record_len = h.record_len.get() as usize;
@@ -550,23 +555,10 @@ fn parse_static_labels(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether some process holds an exclusive lock on `file`: a live writer.
-/// `None` if the probe itself failed.
-fn is_locked(file: &File) -> Option<bool> {
-    match file.try_lock_shared() {
-        Ok(()) => {
-            let _ = file.unlock();
-            Some(false)
-        }
-        Err(fs::TryLockError::WouldBlock) => Some(true),
-        Err(fs::TryLockError::Error(_)) => None,
-    }
-}
-
 /// Whether a live writer holds the file at `path`: `None` if it cannot be
 /// opened or probed.
 pub fn probe_alive(path: &Path) -> Option<bool> {
-    open_read_only(path).ok().and_then(|f| is_locked(&f))
+    crate::liveness::probe_path(path)
 }
 
 /// Opens `path` for reading without blocking: a FIFO or device planted
