@@ -17,4 +17,4 @@ echo "== cargo test"
 cargo test --workspace
 
 echo "== benches, one pass each"
-cargo bench --bench hot_path -- --test
+cargo bench --bench hot_path --bench lifecycle -- --test

@@ -186,7 +186,7 @@ fn an_ended_threads_file_is_taken_over_with_its_counts() {
             let snap = mmstats::read_file(&first_path).unwrap();
             assert_eq!(
                 stats_files(dir.path()),
-                [first_path.clone()],
+                std::slice::from_ref(&first_path),
                 "reused, not a new file"
             );
             assert_eq!(snap.info.state, WriterState::Active);

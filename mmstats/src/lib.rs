@@ -33,9 +33,11 @@
 //! value is one relaxed atomic word; text is double-buffered under a
 //! sequence counter, so readers copy the last complete string while the
 //! writer fills the other buffer, and never see it torn. A file is written whole under a temporary name
-//! and linked into place, so a reader never sees it half-made; the writer
-//! holds an exclusive `flock` on it for its whole life, which is how readers
-//! tell live writers from dead ones. The byte layout is public and specified
+//! and linked into place, so a reader never sees it half-made. Each writer
+//! process holds one exclusive `flock` on one lock file per directory, which
+//! every file of the process names: that is how readers tell live writers
+//! from dead ones. A thread's file is parked when its model is dropped and
+//! taken over by the next thread of the process that opens the same model. The byte layout is public and specified
 //! in `format-spec.md` at the root of the repository; [`format`](mod@format) holds every
 //! offset.
 //!
@@ -104,11 +106,11 @@ pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
 pub use options::{default_dir, Builder, Options, DEFAULT_TEMPLATE, DIR_ENV};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
-pub use registry::{fallbacks, Fallbacks};
 pub use reader::{
     default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
     Snapshot, Value,
 };
+pub use registry::{fallbacks, Fallbacks};
 pub use schema::{FieldDef, Schema};
 
 /// What generated code needs and users do not: the bound slots a model is

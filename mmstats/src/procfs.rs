@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// The name of the running program: the base name of `argv[0]`.
 pub(crate) fn command_name() -> String {
@@ -22,12 +23,21 @@ pub(crate) fn command_name() -> String {
 }
 
 /// Field 22 of `/proc/self/stat`: when this process started, in clock
-/// ticks since boot. 0 if unknown.
+/// ticks since boot. 0 if unknown. Read once per process (a forked child
+/// reads its own): every open needs it, and reading `/proc` costs more
+/// than the rest of a reused open.
 pub(crate) fn process_start_ticks() -> u64 {
-    fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| parse_start_ticks(&s))
-        .unwrap_or(0)
+    static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
+    let pid = std::process::id();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.0 != pid {
+        let ticks = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| parse_start_ticks(&s))
+            .unwrap_or(0);
+        *cache = (pid, ticks);
+    }
+    cache.1
 }
 
 /// Parses the start time out of a `/proc/PID/stat` line. The command name

@@ -219,8 +219,14 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&primary.display().to_string()), "{msg}");
         assert!(msg.contains(&bad_fallback.display().to_string()), "{msg}");
-        assert!(msg.contains("MMSTATS_DIR") && !msg.contains("remove it"), "{msg}");
+        assert!(
+            msg.contains("MMSTATS_DIR") && !msg.contains("remove it"),
+            "{msg}"
+        );
         let err = default_or_fallback(&primary, None).unwrap_err();
-        assert!(err.to_string().contains("XDG_RUNTIME_DIR is not set"), "{err}");
+        assert!(
+            err.to_string().contains("XDG_RUNTIME_DIR is not set"),
+            "{err}"
+        );
     }
 }

@@ -278,9 +278,17 @@ impl Reader {
             model: self
                 .string(&regions, h.model, &mut budget)
                 .map_err(|e| bad(format!("model: {e}")))?,
-            alive: crate::liveness::probe(&self.file, &self.path, h.minor.get(), h.lock_token.get())
-                == Some(true),
-            fallbacks: if h.minor.get() >= 1 { h.fallbacks.get() } else { 0 },
+            alive: crate::liveness::probe(
+                &self.file,
+                &self.path,
+                h.minor.get(),
+                h.lock_token.get(),
+            ) == Some(true),
+            fallbacks: if h.minor.get() >= 1 {
+                h.fallbacks.get()
+            } else {
+                0
+            },
             state,
         };
         let record_len = h.record_len.get() as usize;

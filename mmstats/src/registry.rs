@@ -62,6 +62,10 @@ struct DirLock {
 
 #[derive(Default)]
 struct Registry {
+    /// The process these entries belong to. A child made by `fork` finds
+    /// its parent's here and starts afresh: its own lock file, no parked
+    /// file of the parent's (the parent may reuse those itself).
+    pid: u32,
     locks: HashMap<PathBuf, DirLock>,
     pool: HashMap<PoolKey, Vec<Parked>>,
     /// Every mapped file of the process that a handle still uses, by address.
@@ -79,7 +83,18 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 fn registry() -> MutexGuard<'static, Registry> {
     // A panic while holding the lock leaves the maps consistent (every
     // update is a single insert or remove), so a poisoned lock is used as is.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if reg.pid != pid {
+        // First use, or the first in a forked child: dropping the parent's
+        // entries closes the child's copy of the lock descriptors and
+        // unmaps the child's copies of parked files.
+        *reg = Registry {
+            pid,
+            ..Registry::default()
+        };
+    }
+    reg
 }
 
 /// The token of this process's lock file in `dir`, made and locked on the
@@ -132,8 +147,10 @@ pub(crate) fn lock_token(dir: &Path) -> Result<u64, Error> {
 pub(crate) fn take_parked(key: &PoolKey) -> Option<Parked> {
     let mut reg = registry();
     let parked = reg.pool.get_mut(key)?.pop()?;
-    reg.live
-        .insert(parked.map.word(0) as *const _ as usize, Arc::clone(&parked.map));
+    reg.live.insert(
+        parked.map.word(0) as *const _ as usize,
+        Arc::clone(&parked.map),
+    );
     Some(parked)
 }
 

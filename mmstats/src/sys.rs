@@ -62,7 +62,11 @@ impl std::fmt::Debug for FileMap {
 
 /// The word at byte offset `off` of the memory `base` describes, borrowed
 /// as long as `_owner`, which keeps that memory alive.
-fn word_at<T: ?Sized>(_owner: &T, (ptr, len): (NonNull<AtomicU64>, usize), off: usize) -> &AtomicU64 {
+fn word_at<T: ?Sized>(
+    _owner: &T,
+    (ptr, len): (NonNull<AtomicU64>, usize),
+    off: usize,
+) -> &AtomicU64 {
     assert!(
         off.is_multiple_of(8) && off / 8 < len,
         "word offset {off} out of range"

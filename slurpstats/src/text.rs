@@ -41,7 +41,10 @@ fn header(snap: &Snapshot) -> String {
         i.version.1
     );
     if i.fallbacks > 0 {
-        line += &format!(", {} stats instance(s) of this process went to private memory (missing here)", i.fallbacks);
+        line += &format!(
+            ", {} stats instance(s) of this process went to private memory (missing here)",
+            i.fallbacks
+        );
     }
     if snap.skipped > 0 {
         line += &format!(
