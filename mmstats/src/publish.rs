@@ -201,8 +201,8 @@ mod tests {
     fn a_default_dir_that_is_not_ours_falls_back() {
         let root = tempfile::tempdir().unwrap();
         // Squatted: writable by others, as a directory another user made
-        // for us would be (a foreign owner needs two users; the test of
-        // that runs as root in tests/lifecycle.rs).
+        // for us might be. (A foreign owner needs a second user; no test
+        // here makes one.)
         let primary = root.path().join("mmstats-squatted");
         fs::create_dir(&primary).unwrap();
         fs::set_permissions(&primary, fs::Permissions::from_mode(0o777)).unwrap();
