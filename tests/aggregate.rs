@@ -82,12 +82,12 @@ fn the_watch_sees_new_deleted_and_replaced_files_without_rescanning() {
     let sub = tempfile::tempdir_in(dir.path()).unwrap();
     let c = open(sub.path());
     c.requests.add(2);
+    // The stats file, not the process's lock file beside it.
     let c_path = fs::read_dir(sub.path())
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "mmstats"))
+        .unwrap();
     fs::rename(&c_path, &b_path).unwrap();
     let s2 = sample_until(&mut sources, "the replaced file", |s| {
         s.files.iter().any(|f| {

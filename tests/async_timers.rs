@@ -31,7 +31,8 @@ fn tid() -> u32 {
 }
 
 /// Snapshots of every stats file in `dir`, whose writers must all have
-/// exited and closed their files.
+/// exited and closed their files. (Their process, this one, still holds
+/// its lock file, so `alive` is true: liveness is per process since 1.1.)
 fn read_exited(dir: &Path) -> Vec<Snapshot> {
     mmstats::install_sigbus_guard().unwrap();
     let (files, problems) = mmstats::discover(&[dir]);
@@ -42,7 +43,6 @@ fn read_exited(dir: &Path) -> Vec<Snapshot> {
         .map(|f| {
             let snap = mmstats::read_file(f).unwrap();
             assert_eq!(snap.info.state, WriterState::Exited, "{f:?}");
-            assert!(!snap.info.alive, "{f:?} is still locked by a writer");
             snap
         })
         .collect()

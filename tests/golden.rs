@@ -18,8 +18,9 @@ use std::sync::Once;
 use std::time::{Duration, UNIX_EPOCH};
 
 use mmstats::format::raw::{
-    get_u32, HEADER_LEN, H_CREATED_NS, H_FIELD_CAPACITY, H_FIELD_TABLE_OFF, H_PID, H_PROC_START,
-    H_RECORD_LEN, H_STATE, H_STRINGS_LEN, H_STRINGS_OFF, H_TID, H_VALUES_LEN, H_VALUES_OFF,
+    get_u32, HEADER_LEN, H_CREATED_NS, H_FALLBACKS, H_FIELD_CAPACITY, H_FIELD_TABLE_OFF,
+    H_LOCK_TOKEN, H_PID, H_PROC_START, H_RECORD_LEN, H_STATE, H_STRINGS_LEN, H_STRINGS_OFF, H_TID,
+    H_VALUES_LEN, H_VALUES_OFF,
 };
 use mmstats::format::{self, raw};
 use mmstats::{
@@ -42,6 +43,8 @@ const PID: u32 = 4242;
 const TID: u32 = 4243;
 const PROC_START: u64 = 1000;
 const CREATED_NS: u64 = 1_700_000_000_000_000_000;
+/// A lock token whose lock file does not exist: the writer is long gone.
+const LOCK_TOKEN: u64 = 0x0123_4567_89ab_cdef;
 
 /// The golden model: every kind, help texts, units, static labels.
 fn golden_schema() -> Schema {
@@ -110,6 +113,8 @@ fn golden_bytes() -> Vec<u8> {
     raw::put_u64(&mut bytes, H_PROC_START, PROC_START);
     raw::put_u64(&mut bytes, H_CREATED_NS, CREATED_NS);
     raw::put_u64(&mut bytes, H_STATE, WriterState::EXITED);
+    raw::put_u64(&mut bytes, H_LOCK_TOKEN, LOCK_TOKEN);
+    raw::put_u64(&mut bytes, H_FALLBACKS, 0);
     bytes
 }
 
@@ -136,6 +141,7 @@ fn reading(snap: &Snapshot) -> String {
     line(format!("model {:?}", info.model));
     line(format!("state {:?}", info.state));
     line(format!("alive {}", info.alive));
+    line(format!("fallbacks {}", info.fallbacks));
     line(format!(
         "fields {} skipped {}",
         snap.fields.len(),
@@ -264,7 +270,8 @@ fn region(bytes: &[u8], off: usize) -> String {
             (raw::H_CREATED_NS, "created_ns"),
             (raw::H_COMMAND, "command"),
             (raw::H_MODEL, "model"),
-            (raw::H_RESERVED, "reserved"),
+            (raw::H_LOCK_TOKEN, "lock_token"),
+            (raw::H_FALLBACKS, "fallbacks"),
         ];
         let (at, name) = names.iter().rev().find(|(at, _)| *at <= off).unwrap();
         return format!("header, field {name} (at {at:#x})");

@@ -31,9 +31,19 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+/// The directory writers fall back to when the default one,
+/// `/dev/shm/mmstats-EUID`, is not theirs (another user may create it
+/// first): `$XDG_RUNTIME_DIR/mmstats`, if `XDG_RUNTIME_DIR` is set to an
+/// absolute path. Readers' default scan includes it.
+pub(crate) fn fallback_dir() -> Option<PathBuf> {
+    let runtime = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
+    runtime.is_absolute().then(|| runtime.join("mmstats"))
+}
+
 /// The directories searched when a reader is given no paths: `$MMSTATS_DIR`
 /// if set and not empty, else every `/dev/shm/mmstats-*` entry (one per
-/// user), sorted byte-wise. These are only the candidates: [`discover`]
+/// user), sorted byte-wise, then the writers' fallback directory
+/// `$XDG_RUNTIME_DIR/mmstats` if it exists. These are only the candidates: [`discover`]
 /// reads one only if it passes the default scan's checks (not a symbolic
 /// link, not writable by group or others), and only the files in it that
 /// its owner owns.
@@ -58,6 +68,12 @@ pub fn default_dirs() -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     dirs.sort_by(|a, b| by_bytes(a, b));
+    // Writers whose /dev/shm directory was squatted write here instead.
+    if let Some(fallback) = fallback_dir().filter(|d| d.is_dir()) {
+        if !dirs.contains(&fallback) {
+            dirs.push(fallback);
+        }
+    }
     dirs
 }
 

@@ -34,7 +34,8 @@ pub enum Error {
         source: io::Error,
     },
     /// The stats directory belongs to another user, who could then remove
-    /// or replace our files. Fix: remove it, or use another directory.
+    /// or replace our files. Fix: use another directory (its owner, or
+    /// root, can remove it; we cannot in a sticky directory like /dev/shm).
     ForeignDir {
         /// The directory.
         path: PathBuf,
@@ -42,6 +43,17 @@ pub enum Error {
         owner: u32,
         /// Our effective uid.
         euid: u32,
+    },
+    /// The default stats directory cannot be used (another user made it
+    /// first, it is writable by others, or it is not a directory), and
+    /// neither can the fallback, `$XDG_RUNTIME_DIR/mmstats`. Fix: set
+    /// `MMSTATS_DIR` (or the builder's `dir`) to a directory you own.
+    NoUsableDir {
+        /// Why the default directory was refused.
+        default: Box<Error>,
+        /// The fallback directory tried and why it was refused; `None` if
+        /// `XDG_RUNTIME_DIR` is not set.
+        fallback: Option<(PathBuf, Box<Error>)>,
     },
     /// The file name template is not usable. Fix: the template must end in
     /// `.mmstats`, contain `{pid}` and `{tid}` and no `/`, and use only
@@ -88,9 +100,19 @@ impl fmt::Display for Error {
             }
             Error::ForeignDir { path, owner, euid } => write!(
                 f,
-                "stats directory {} belongs to uid {owner}, not to us (uid {euid}); remove it or choose another directory",
+                "stats directory {} belongs to uid {owner}, not to us (uid {euid}); choose another directory",
                 path.display()
             ),
+            Error::NoUsableDir { default, fallback } => {
+                write!(f, "{default}; ")?;
+                match fallback {
+                    Some((path, err)) => {
+                        write!(f, "the fallback directory {} failed too: {err}", path.display())?
+                    }
+                    None => write!(f, "no fallback: XDG_RUNTIME_DIR is not set")?,
+                }
+                write!(f, "; set MMSTATS_DIR to a directory you own")
+            }
             Error::Template { template, reason } => {
                 write!(f, "file name template {template:?}: {reason}")
             }
@@ -107,6 +129,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Dir { source, .. } | Error::Create { source, .. } => Some(source),
+            Error::NoUsableDir { default, .. } => Some(default),
             _ => None,
         }
     }

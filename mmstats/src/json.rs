@@ -52,6 +52,9 @@ pub struct FileJson<'a> {
     pub version: String,
     /// Fields of kinds this reader does not know, skipped.
     pub skipped_fields: usize,
+    /// How many stats instances of the writer's process fell back to
+    /// private memory (0 for a 1.0 file).
+    pub fallbacks: u64,
     /// Values by label. A label that appears twice keeps its first field.
     pub stats: BTreeMap<&'a str, ValueJson<'a>>,
     /// Field descriptions by label.
@@ -87,6 +90,7 @@ impl<'a> FileJson<'a> {
             created_unix_ns,
             version: format!("{}.{}", info.version.0, info.version.1),
             skipped_fields: snap.skipped,
+            fallbacks: info.fallbacks,
             stats,
             fields,
         }

@@ -60,9 +60,11 @@
 //! value is one relaxed atomic word; text is double-buffered under a
 //! sequence counter, so readers copy the last complete string while the
 //! writer fills the other buffer, and never see it torn. A file is written whole under a temporary name
-//! and linked into place, so a reader never sees it half-made; the writer
-//! holds an exclusive `flock` on it for its whole life, which is how readers
-//! tell live writers from dead ones. The byte layout is public and specified
+//! and linked into place, so a reader never sees it half-made. Each writer
+//! process holds one exclusive `flock` on one lock file per directory, which
+//! every file of the process names: that is how readers tell live writers
+//! from dead ones. A thread's file is parked when its model is dropped and
+//! taken over by the next thread of the process that opens the same model. The byte layout is public and specified
 //! in `format-spec.md` at the root of the repository; [`format`](mod@format) holds every
 //! offset. The memory-ordering protocols (text, histograms, appended
 //! fields) live in one internal module, and `./test.sh` checks them with
@@ -117,35 +119,45 @@ pub mod aggregate;
 mod dirs;
 mod discover;
 mod error;
+mod file;
 pub mod format;
 pub mod hist;
 pub mod json;
+mod layout;
+mod liveness;
 mod metrics;
+mod options;
 mod per_thread;
+mod procfs;
 mod protocol;
+mod publish;
 mod reader;
+mod registry;
+mod schema;
 #[allow(unsafe_code)]
 mod sigbus;
 #[allow(unsafe_code)]
 mod sys;
-mod writer;
 
 pub use dirs::{default_dir, default_dirs, DIR_ENV};
 pub use discover::{discover, scan, DiscoverError, Found};
 pub use error::{Error, ReadError};
+pub use file::StatsFile;
 pub use format::{Kind, Unit, WriterState};
 pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
+pub use options::{Builder, Options, DEFAULT_TEMPLATE};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
 pub use reader::{probe_alive, read_file, Field, FileInfo, ReadLimits, Reader, Snapshot, Value};
+pub use registry::{fallbacks, Fallbacks};
+pub use schema::{FieldDef, Schema};
 pub use sigbus::{install_sigbus_guard, MAX_MAPPINGS};
-pub use writer::{Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE};
 
 /// What generated code needs and users do not: the bound slots a model is
 /// made from. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::writer::{Slot, Slots};
+    pub use crate::file::{Slot, Slots};
 }
 
 mod sealed {

@@ -7,10 +7,11 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::file::Slot;
 use crate::format::raw;
 use crate::hist::{self, Layout};
 use crate::protocol;
-use crate::writer::{FieldDef, Slot};
+use crate::schema::FieldDef;
 use crate::{Kind, StatField};
 
 macro_rules! debug_without_pointers {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::metrics::Timer;
-use crate::writer::Builder;
+use crate::options::Builder;
 use crate::Stats;
 
 /// A stats model per thread, reachable from any code through a static.

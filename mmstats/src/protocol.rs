@@ -264,6 +264,7 @@ pub(crate) fn text_read<M: Load>(
 }
 
 #[cfg(all(test, loom))]
+#[allow(unsafe_code)] // loom's unsync_load, in the models only
 mod models {
     //! Writer and reader threads under `loom`. Each model starts from a
     //! state set up before the threads (visible to both), runs one writer

@@ -47,14 +47,28 @@ pub struct FileInfo {
     pub command: String,
     /// Stats model name.
     pub model: String,
-    /// Whether a writer holds the file's lock right now.
+    /// Whether the writer's lock is held right now: for a 1.1 file, the
+    /// writing process's lock file; for a 1.0 file, the file's own lock. A
+    /// file whose thread ended while its process lives on (parked for
+    /// reuse, spec §2.7) reads `alive` with state `Exited`: see
+    /// [`FileInfo::writing`].
     pub alive: bool,
     /// What the writer last said of itself. `Active` with `alive == false`
     /// means the writer died without closing the file.
     pub state: WriterState,
+    /// How many stats instances of the writer's process fell back to
+    /// private memory (their stats are missing); 0 in a 1.0 file.
+    pub fallbacks: u64,
 }
 
 impl FileInfo {
+    /// Whether a live writer is writing the file now: its lock is held and
+    /// it has not marked the file exited. What readers count as a live
+    /// writer (gauges of other files are a dead writer's last word).
+    pub fn writing(&self) -> bool {
+        self.alive && self.state != WriterState::Exited
+    }
+
     /// Time since the file was created (zero if its clock is in the future).
     pub fn age(&self) -> Duration {
         SystemTime::now()
@@ -409,7 +423,17 @@ impl Reader {
             model: self
                 .string(&regions, h.model, budget)
                 .map_err(|e| bad(format!("model: {e}")))?,
-            alive: is_locked(&self.file) == Some(true),
+            alive: crate::liveness::probe(
+                &self.file,
+                &self.path,
+                h.minor.get(),
+                h.lock_token.get(),
+            ) == Some(true),
+            fallbacks: if h.minor.get() >= 1 {
+                h.fallbacks.get()
+            } else {
+                0
+            },
             state,
         };
         let record_len = h.record_len.get() as usize;
@@ -680,31 +704,11 @@ fn parse_static_labels(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether some process holds an exclusive lock on `file`: a live writer.
-/// `None` if the probe itself failed.
-fn is_locked(file: &File) -> Option<bool> {
-    match file.try_lock_shared() {
-        Ok(()) => {
-            let _ = file.unlock();
-            Some(false)
-        }
-        Err(fs::TryLockError::WouldBlock) => Some(true),
-        Err(fs::TryLockError::Error(_)) => None,
-    }
-}
-
 /// Whether a live writer holds the file at `path`: `None` if it cannot be
 /// opened or probed, or is not a regular file (a symbolic link there is
 /// not followed).
 pub fn probe_alive(path: &Path) -> Option<bool> {
-    if !fs::symlink_metadata(path).ok()?.is_file() {
-        return None;
-    }
-    let file = open_read_only(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    is_locked(&file)
+    crate::liveness::probe_path(path)
 }
 
 /// Opens `path` for reading (format-spec.md §7.1): without blocking, so a

@@ -17,16 +17,80 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+// ------------------------------------------------------------- writer side --
+
+/// A writable shared mapping of a stats file. Its descriptor is closed as
+/// soon as it is mapped: a mapping stays valid without it, and a process
+/// with thousands of writer threads must not spend a descriptor on each.
+pub(crate) struct FileMap {
+    map: MmapRaw,
+}
+
+impl FileMap {
+    /// Maps the first `len` bytes of `file` (opened read-write, already
+    /// `len` long) shared and writable. `file` may be closed afterwards.
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<FileMap> {
+        assert!(len.is_multiple_of(8) && len > 0);
+        let map = MmapOptions::new().len(len).map_raw(file)?;
+        Ok(FileMap { map })
+    }
+
+    fn base(&self) -> (NonNull<AtomicU64>, usize) {
+        // mmap returns page-aligned, non-null memory.
+        let ptr = NonNull::new(self.map.as_mut_ptr().cast::<AtomicU64>()).expect("mmap");
+        (ptr, self.map.len() / 8)
+    }
+
+    /// The word at byte offset `off`. Panics if `off` is out of range or
+    /// unaligned: offsets come from the writer's own layout.
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+        word_at(self, self.base(), off)
+    }
+
+    /// Mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMap")
+            .field("len", &self.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The word at byte offset `off` of the memory `base` describes, borrowed
+/// as long as `_owner`, which keeps that memory alive.
+fn word_at<T: ?Sized>(
+    _owner: &T,
+    (ptr, len): (NonNull<AtomicU64>, usize),
+    off: usize,
+) -> &AtomicU64 {
+    assert!(
+        off.is_multiple_of(8) && off / 8 < len,
+        "word offset {off} out of range"
+    );
+    // SAFETY:
+    // - `ptr` points at `len` contiguous, 8-aligned `AtomicU64`s owned by
+    //   `_owner`, and `off / 8 < len`.
+    // - Other processes only ever access this memory as aligned 8-byte atomics.
+    // - The result borrows `_owner`, which owns the memory (the mapping or
+    //   the boxed slice), so it cannot outlive it.
+    unsafe { &*ptr.as_ptr().add(off / 8) }
+}
+
 /// Where a writer's values live: a shared mapping of its stats file, or
 /// process-private memory when the file could not be created.
 enum Memory {
-    File {
-        map: MmapRaw,
-        /// Kept open so the writer's `flock` lives as long as the mapping.
-        _file: File,
-    },
+    File(Arc<FileMap>),
     Private(Box<[AtomicU64]>),
 }
+
+/// What happens to a file's mapping when its last handle goes, after the
+/// exited store: the writer parks it for reuse or forgets it.
+pub(crate) type OnClose = Box<dyn FnOnce(Arc<FileMap>) + Send + Sync>;
 
 /// The memory behind a writer's handles, shared by all of them through an
 /// `Arc`; it marks the file exited when the last handle goes.
@@ -38,25 +102,26 @@ pub(crate) struct Backing {
     /// The process that made this backing. A child made by `fork` shares
     /// the mapping but must not declare the parent's file exited.
     pid: u32,
+    on_close: Option<OnClose>,
 }
 
 impl Backing {
-    /// Maps `len` bytes of `file` (opened read-write, already `len` long)
-    /// shared and writable.
-    pub(crate) fn map_file(
-        file: File,
-        len: usize,
+    /// The backing of a mapped file; `on_close` gets the mapping once the
+    /// last handle is gone and the file is marked exited.
+    pub(crate) fn file(
+        map: Arc<FileMap>,
         state_off: usize,
         exited_code: u64,
-    ) -> io::Result<Backing> {
-        assert!(len.is_multiple_of(8) && state_off.is_multiple_of(8) && state_off < len);
-        let map = MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Backing {
-            mem: Memory::File { map, _file: file },
+        on_close: OnClose,
+    ) -> Backing {
+        assert!(state_off.is_multiple_of(8) && state_off < map.len());
+        Backing {
+            mem: Memory::File(map),
             state_word: state_off / 8,
             exited_code,
             pid: std::process::id(),
-        })
+            on_close: Some(on_close),
+        }
     }
 
     /// Process-private memory holding a copy of `image`.
@@ -71,16 +136,13 @@ impl Backing {
             state_word: state_off / 8,
             exited_code,
             pid: std::process::id(),
+            on_close: None,
         }
     }
 
     fn base(&self) -> (NonNull<AtomicU64>, usize) {
         match &self.mem {
-            Memory::File { map, .. } => {
-                // mmap returns page-aligned, non-null memory.
-                let ptr = NonNull::new(map.as_mut_ptr().cast::<AtomicU64>()).expect("mmap");
-                (ptr, map.len() / 8)
-            }
+            Memory::File(map) => map.base(),
             Memory::Private(words) => {
                 // From the whole slice, so the pointer may reach every word.
                 let ptr = NonNull::new(words.as_ptr().cast_mut()).expect("non-empty");
@@ -92,16 +154,7 @@ impl Backing {
     /// The word at byte offset `off`. Panics if `off` is out of range or
     /// unaligned: offsets come from the writer's own layout.
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
-        let (ptr, len) = self.base();
-        assert!(
-            off.is_multiple_of(8) && off / 8 < len,
-            "word offset {off} out of range"
-        );
-        // SAFETY:
-        // - `ptr` points at `len` contiguous, 8-aligned `AtomicU64`s that live as
-        //   long as `self` (the mapping or the boxed slice), and `off / 8 < len`.
-        // - Other processes only ever access this memory as aligned 8-byte atomics.
-        unsafe { &*ptr.as_ptr().add(off / 8) }
+        word_at(self, self.base(), off)
     }
 
     /// A handle on `n` words starting at byte offset `off`.
@@ -132,6 +185,9 @@ impl Drop for Backing {
         // the writer stored before, so it knows the values are final.
         self.word(self.state_word * 8)
             .store(self.exited_code, Ordering::Release);
+        if let (Memory::File(map), Some(on_close)) = (&self.mem, self.on_close.take()) {
+            on_close(Arc::clone(map));
+        }
     }
 }
 
@@ -177,6 +233,19 @@ impl Words {
     }
 }
 
+/// Registers `f` to run at a normal process exit (`exit`, a return from
+/// `main`), as `atexit(3)` does. `f` must not unwind: an `extern "C" fn`
+/// that panics aborts the process instead.
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain `extern "C" fn()` with no arguments, which is
+    // what atexit takes; a panic inside it cannot unwind across the
+    // boundary (Rust aborts on unwinding out of an `extern "C"` function).
+    // A failure (no room for more handlers) only loses the clean marking.
+    unsafe {
+        libc::atexit(f);
+    }
+}
+
 /// The effective user id of this process.
 pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -202,7 +271,8 @@ mod tests {
         for (pid_delta, expected) in [(0u32, 2u64), (1, 0)] {
             let mut f = tempfile::tempfile().unwrap();
             f.write_all(&[0; 16]).unwrap();
-            let mut backing = Backing::map_file(f.try_clone().unwrap(), 16, state_off, 2).unwrap();
+            let map = Arc::new(FileMap::new(&f, 16).unwrap());
+            let mut backing = Backing::file(map, state_off, 2, Box::new(drop));
             // As if a forked child (another pid) dropped its inherited copy.
             backing.pid += pid_delta;
             drop(backing);

@@ -45,8 +45,8 @@ counts them, and they do not change the exit status (name the directory to \
 see them).
 
 Text output: per file, a line with its path, writer pid and tid, command, \
-model, whether the writer is alive (or dead: exited, or crashed without \
-closing the file), the file's age and format version; then its fields as \
+model, whether the writer is alive (or dead: exited, or did not close \
+the file), the file's age and format version; then its fields as \
 `label  value` lines sorted by label. Text is quoted; timers show count, mean, \
 p50, p99, p99.9 and max in ns/µs/ms/s; histograms the same in their own unit. \
 Files come sorted by path.

@@ -40,6 +40,12 @@ fn header(snap: &Snapshot) -> String {
         i.version.0,
         i.version.1
     );
+    if i.fallbacks > 0 {
+        line += &format!(
+            ", {} stats instance(s) of this process went to private memory (missing here)",
+            i.fallbacks
+        );
+    }
     if snap.skipped > 0 {
         line += &format!(
             ", {} field(s) of kinds unknown to this reader skipped",
@@ -49,15 +55,19 @@ fn header(snap: &Snapshot) -> String {
     line
 }
 
-/// `alive`, `dead (exited)` when the writer closed the file, `dead
-/// (crashed)` when it died with the file still marked active.
+/// `alive` while the writer writes the file; `exited (process alive)` for
+/// a file whose thread ended while its process lives on (parked for reuse,
+/// spec §2.7); `dead (exited)` when the writer closed the file and its
+/// process is gone; `dead (did not close)` when its process is gone and
+/// never marked it exited (killed, or an exit that ran no handlers: the
+/// reader cannot tell a crash from that, so it does not say "crashed").
 pub fn liveness(info: &FileInfo) -> String {
     match (info.alive, info.state) {
         (true, WriterState::Active) => "alive".into(),
-        (true, WriterState::Exited) => "alive (but marked exited)".into(),
+        (true, WriterState::Exited) => "exited (process alive)".into(),
         (true, WriterState::Unknown(w)) => format!("alive (state word {w})"),
         (false, WriterState::Exited) => "dead (exited)".into(),
-        (false, WriterState::Active) => "dead (crashed)".into(),
+        (false, WriterState::Active) => "dead (did not close)".into(),
         (false, WriterState::Unknown(w)) => format!("dead (state word {w})"),
         (alive, other) => format!("{} ({other:?})", if alive { "alive" } else { "dead" }),
     }

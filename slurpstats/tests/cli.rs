@@ -171,7 +171,7 @@ fn text_lists_fields_sorted_and_aligned() {
         )),
         "{header}"
     );
-    assert!(header.ends_with(", version 1.0"), "{header}");
+    assert!(header.ends_with(", version 1.1"), "{header}");
     assert_eq!(
         field_lines(&text),
         [
@@ -217,17 +217,25 @@ fn text_scales_timers_to_human_units() {
 }
 
 #[test]
-fn text_shows_liveness_alive_exited_and_crashed() {
+fn text_shows_liveness_alive_exited_and_did_not_close() {
     let dir = stats_dir();
     let live = mixed(dir.path(), "live");
     // A copy of a live file: marked active, but nobody holds its lock, as
-    // when a writer dies without closing.
+    // when a writer is killed without closing.
     fs::copy(
         path_of(&dir, "live.mmstats"),
         path_of(&dir, "crashed.mmstats"),
     )
     .unwrap();
     drop(mixed(dir.path(), "gone"));
+    // Both name a lock file that does not exist, as a dead process's would
+    // (this process's own lock is held, spec §2.4).
+    for name in ["crashed.mmstats", "gone.mmstats"] {
+        let path = path_of(&dir, name);
+        let mut bytes = fs::read(&path).unwrap();
+        mmstats::format::raw::put_u64(&mut bytes, mmstats::format::raw::H_LOCK_TOKEN, 1);
+        fs::write(&path, bytes).unwrap();
+    }
     let out = slurp(&[dir.path()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -240,7 +248,7 @@ fn text_shows_liveness_alive_exited_and_crashed() {
     };
     assert!(header("live.mmstats").contains(", alive, "));
     assert!(header("gone.mmstats").contains(", dead (exited), "));
-    assert!(header("crashed.mmstats").contains(", dead (crashed), "));
+    assert!(header("crashed.mmstats").contains(", dead (did not close), "));
     // Files come in discover() order, set apart by blank lines.
     let headers: Vec<&str> = text.lines().filter(|l| l.contains(": pid ")).collect();
     assert_eq!(headers.len(), 3);
@@ -292,7 +300,8 @@ fn json_has_file_facts_and_exact_values() {
     assert_eq!(f["model"], json!("mixed"));
     assert_eq!(f["alive"], json!(true));
     assert_eq!(f["state"], json!("active"));
-    assert_eq!(f["version"], json!("1.0"));
+    assert_eq!(f["version"], json!("1.1"));
+    assert_eq!(f["fallbacks"], json!(0));
     let created = u128::from(f["created_unix_ns"].as_u64().unwrap());
     assert!(before.as_nanos() <= created && created <= after.as_nanos());
 

@@ -79,7 +79,7 @@ impl Sample {
     pub fn alive(&self) -> usize {
         self.files
             .iter()
-            .filter(|f| f.fresh && f.snapshot.info.alive)
+            .filter(|f| f.fresh && f.snapshot.info.writing())
             .count()
     }
 
@@ -87,7 +87,7 @@ impl Sample {
     pub fn dead(&self) -> usize {
         self.files
             .iter()
-            .filter(|f| f.fresh && !f.snapshot.info.alive)
+            .filter(|f| f.fresh && !f.snapshot.info.writing())
             .count()
     }
 

@@ -313,7 +313,7 @@ impl View {
                     groups.len() - 1
                 }
             };
-            let alive = snap.info.alive;
+            let alive = snap.info.writing();
             for (i, field) in snap.fields.iter().enumerate() {
                 if !self.selector.matches(&field.label, field.kind) {
                     continue;
@@ -466,6 +466,7 @@ mod tests {
                     command: "cmd".into(),
                     model: "m".into(),
                     alive,
+                    fallbacks: 0,
                     state: if alive {
                         WriterState::Active
                     } else {

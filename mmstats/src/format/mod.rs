@@ -21,7 +21,7 @@ pub const MAGIC: [u8; 8] = *b"MMSTATS\0";
 /// Major version: a reader refuses a file whose major version it does not know.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version: additions a reader of a lower minor version can skip safely.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Written as a `u32`; reads back as this value only if the file is little-endian.
 pub const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
 

@@ -65,7 +65,8 @@ pub struct Header {
     pub created_ns: U64,
     pub command: StrRef,
     pub model: StrRef,
-    pub reserved: [u8; 16],
+    pub lock_token: U64,
+    pub fallbacks: U64,
 }
 
 /// The 64-byte field record (spec §3.2). Each field is documented at its
@@ -147,8 +148,16 @@ pub const H_CREATED_NS: usize = offset_of!(Header, created_ns);
 pub const H_COMMAND: usize = offset_of!(Header, command);
 /// String reference: the model name (the stats struct).
 pub const H_MODEL: usize = offset_of!(Header, model);
-/// Reserved, zero. Readers ignore it.
-pub const H_RESERVED: usize = offset_of!(Header, reserved);
+/// `u64` since 1.1: the token naming the writing process's lock file
+/// (spec §2.4); 0 in a 1.0 file, whose own `flock` is probed instead.
+pub const H_LOCK_TOKEN: usize = offset_of!(Header, lock_token);
+/// `u64` since 1.1: how many of the writing process's stats instances fell
+/// back to private memory. Only grows; may be stored by any thread of the
+/// process (atomic `fetch_max`). 0 in a 1.0 file.
+pub const H_FALLBACKS: usize = offset_of!(Header, fallbacks);
+/// The 16 bytes that 1.0 reserved (zero there): since 1.1,
+/// [`H_LOCK_TOKEN`] and [`H_FALLBACKS`].
+pub const H_RESERVED: usize = H_LOCK_TOKEN;
 /// Length of the header in this version.
 pub const HEADER_LEN: usize = size_of::<Header>();
 
@@ -158,6 +167,7 @@ const _: () = assert!(H_MAJOR == 0x08 && H_BOM == 0x0C && H_FILE_LEN == 0x18);
 const _: () = assert!(H_STATE == 0x20 && H_FIELD_COUNT == 0x28 && H_FIELD_CAPACITY == 0x30);
 const _: () = assert!(H_VALUES_OFF == 0x40 && H_PID == 0x48 && H_PROC_START == 0x50);
 const _: () = assert!(H_COMMAND == 0x60 && H_MODEL == 0x68 && H_RESERVED == 0x70);
+const _: () = assert!(H_LOCK_TOKEN == 0x70 && H_FALLBACKS == 0x78);
 // Words that change while live must be 8-byte aligned.
 const _: () = assert!(H_STATE.is_multiple_of(8) && H_FIELD_COUNT.is_multiple_of(8));
 
@@ -296,7 +306,8 @@ mod tests {
             created_ns: 10.into(),
             command: StrRef::new(1344, 4),
             model: StrRef::new(1348, 8),
-            reserved: [0; 16],
+            lock_token: 11.into(),
+            fallbacks: 12.into(),
         };
         let b = h.as_bytes();
         assert_eq!(b.len(), HEADER_LEN);
@@ -307,6 +318,8 @@ mod tests {
         assert_eq!(get_u32(b, H_FIELD_CAPACITY), 19);
         assert_eq!(get_u64(b, H_CREATED_NS), 10);
         assert_eq!(get_u32(b, H_MODEL + 4), 8);
+        assert_eq!(get_u64(b, H_LOCK_TOKEN), 11);
+        assert_eq!(get_u64(b, H_FALLBACKS), 12);
     }
 
     #[test]

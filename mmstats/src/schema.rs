@@ -1,0 +1,247 @@
+//! Field definitions and schemas: what a stats model declares, before any
+//! file is laid out.
+
+use crate::error::Error;
+use crate::format::{Kind, Unit};
+use crate::hist::Layout;
+
+/// One field of a schema: label, help, kind, unit and layout.
+///
+/// Made by the field types' [`StatField::def`](crate::StatField::def) and
+/// refined with the builder-style methods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldDef {
+    pub(crate) label: String,
+    pub(crate) help: String,
+    pub(crate) kind: Kind,
+    pub(crate) unit: Unit,
+    pub(crate) unit_text: String,
+    pub(crate) static_labels: Vec<(String, String)>,
+    pub(crate) param0: u64,
+    pub(crate) param1: u64,
+    /// A builder call that does not fit the kind, reported by `validate`.
+    pub(crate) misuse: Option<String>,
+}
+
+impl FieldDef {
+    pub(crate) fn new(kind: Kind, label: &str) -> FieldDef {
+        FieldDef {
+            label: label.to_owned(),
+            help: String::new(),
+            kind,
+            unit: Unit::Other,
+            unit_text: String::new(),
+            static_labels: Vec::new(),
+            param0: 0,
+            param1: 0,
+            misuse: None,
+        }
+    }
+
+    /// A `u64` counter.
+    pub fn counter(label: &str) -> FieldDef {
+        FieldDef::new(Kind::Counter, label)
+    }
+
+    /// An `i64` gauge.
+    pub fn gauge(label: &str) -> FieldDef {
+        FieldDef::new(Kind::Gauge, label)
+    }
+
+    /// An `f64` gauge.
+    pub fn gauge_f64(label: &str) -> FieldDef {
+        FieldDef::new(Kind::GaugeF64, label)
+    }
+
+    /// A text field of `capacity` bytes.
+    pub fn text(label: &str, capacity: usize) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Text, label);
+        d.param0 = capacity as u64;
+        d
+    }
+
+    /// A constant (write-once text) of `capacity` bytes.
+    pub fn constant(label: &str, capacity: usize) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Constant, label);
+        d.param0 = capacity as u64;
+        d
+    }
+
+    /// A histogram of `u64` values.
+    pub fn histogram(label: &str, layout: Layout) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Histogram, label);
+        d.param0 = layout.precision().into();
+        d.param1 = layout.max_bits().into();
+        d
+    }
+
+    /// A timer: a histogram of nanoseconds.
+    pub fn timer(label: &str, layout: Layout) -> FieldDef {
+        let mut d = FieldDef::new(Kind::Timer, label);
+        d.param0 = layout.precision().into();
+        d.param1 = layout.max_bits().into();
+        d.unit = Unit::Nanoseconds;
+        d.unit_text = "ns".into();
+        d
+    }
+
+    /// Sets the help text.
+    #[must_use]
+    pub fn help(mut self, help: &str) -> FieldDef {
+        self.help = help.trim().to_owned();
+        self
+    }
+
+    /// Sets the unit, e.g. `"bytes"`, `"ms"` or `"rows"`. A timer's unit is
+    /// always nanoseconds; giving it another makes the file fail.
+    #[must_use]
+    pub fn unit(mut self, unit: &str) -> FieldDef {
+        if self.kind == Kind::Timer && Unit::from_text(unit) != Unit::Nanoseconds {
+            self.misuse = Some(format!(
+                "a timer records nanoseconds; unit {unit:?} would mislabel them (use a histogram)"
+            ));
+        }
+        self.unit = Unit::from_text(unit);
+        self.unit_text = unit.to_owned();
+        self
+    }
+
+    /// Adds a static label, such as `method="GET"` in Prometheus terms.
+    #[must_use]
+    pub fn static_label(mut self, key: &str, value: &str) -> FieldDef {
+        self.static_labels.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets a histogram or timer's bucket layout: `precision` bits (relative
+    /// error `2^-precision`) and values up to `2^max_bits`. Checked when the
+    /// file is made; on any other kind, making the file fails.
+    #[must_use]
+    pub fn layout(mut self, precision: u8, max_bits: u8) -> FieldDef {
+        if matches!(self.kind, Kind::Histogram | Kind::Timer) {
+            self.param0 = precision.into();
+            self.param1 = max_bits.into();
+        } else {
+            self.misuse = Some(format!("a {} has no bucket layout", self.kind));
+        }
+        self
+    }
+
+    /// The histogram range bits this definition has (its kind's default
+    /// until [`layout`](FieldDef::layout) changes it).
+    pub fn default_max_bits(&self) -> u8 {
+        self.param1 as u8
+    }
+
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub(crate) fn with_prefix(&self, prefix: &str) -> FieldDef {
+        let mut d = self.clone();
+        d.label = format!("{prefix}{}", self.label);
+        d
+    }
+
+    /// Checks the definition and returns the length of its value in bytes.
+    pub(crate) fn validate(&self) -> Result<usize, Error> {
+        let bad = |reason: String| Error::Field {
+            label: self.label.clone(),
+            reason,
+        };
+        if self.label.is_empty() {
+            return Err(bad("empty label".into()));
+        }
+        if let Some(misuse) = &self.misuse {
+            return Err(bad(misuse.clone()));
+        }
+        if self.label.chars().any(char::is_control) {
+            return Err(bad("label contains a control character".into()));
+        }
+        for (k, v) in &self.static_labels {
+            if k.is_empty() || k.contains(['=', '\n']) || v.contains('\n') {
+                return Err(bad(format!(
+                    "static label {k:?}={v:?}: keys must be non-empty without '=' or newline, values without newline"
+                )));
+            }
+        }
+        self.kind.value_len(self.param0, self.param1).map_err(bad)
+    }
+
+    /// Bytes this field puts in the string table.
+    pub(crate) fn string_bytes(&self) -> usize {
+        self.label.len()
+            + self.help.len()
+            + self.unit_text.len()
+            + self.encode_static_labels().len()
+    }
+
+    pub(crate) fn encode_static_labels(&self) -> String {
+        let pairs: Vec<String> = self
+            .static_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join("\n")
+    }
+}
+
+/// The fields of a stats model, in order, with the model's name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schema {
+    pub(crate) model: String,
+    pub(crate) fields: Vec<FieldDef>,
+}
+
+impl Schema {
+    /// An empty schema for the model called `model`.
+    pub fn new(model: &str) -> Schema {
+        Schema {
+            model: model.to_owned(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, field: FieldDef) {
+        self.fields.push(field);
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The fields, in order.
+    pub fn fields(&self) -> &[FieldDef] {
+        &self.fields
+    }
+}
+
+/// Checks that a handle of type `F` fits a field defined as `def`: same kind,
+/// and for text the same capacity `N`.
+pub(crate) fn check_handle_type<F: crate::StatField>(
+    def: &FieldDef,
+    verb: &str,
+) -> Result<(), String> {
+    let want = F::def(&def.label);
+    if want.kind != def.kind {
+        return Err(format!(
+            "defined as {} but {verb} as {}",
+            def.kind, want.kind
+        ));
+    }
+    if matches!(def.kind, Kind::Text | Kind::Constant) && want.param0 != def.param0 {
+        return Err(format!(
+            "capacity is {} bytes but {verb} with a handle of {}",
+            def.param0, want.param0
+        ));
+    }
+    Ok(())
+}
