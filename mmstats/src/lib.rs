@@ -23,6 +23,9 @@
 //! - Reading: [`discover`] finds files, [`Reader`] maps one read-only and
 //!   takes [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files
 //!   and subtracts snapshots to get a window.
+//! - Many files, one view: [`aggregate`] keeps readers open over a
+//!   watched set of files and turns two samples into per-series rates,
+//!   gauges and latency windows (what `pollstats` shows).
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
 //!
@@ -80,6 +83,7 @@
 #[cfg(not(all(target_pointer_width = "64", target_has_atomic = "64")))]
 compile_error!("mmstats needs a 64-bit target with 64-bit atomics");
 
+pub mod aggregate;
 mod error;
 pub mod format;
 pub mod hist;

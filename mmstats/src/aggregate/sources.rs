@@ -1,0 +1,553 @@
+//! [`Sources`]: the open readers of every stats file a view reads, kept up
+//! to date by file system events and a periodic full rescan.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use super::Warning;
+use crate::reader::{default_dirs, discover, Reader, Snapshot};
+
+/// How often [`Sources`] lists every source again by default, to catch
+/// what file system events missed.
+pub const DEFAULT_RESCAN: Duration = Duration::from_secs(10);
+
+/// Who a stats file is: its path, and the inode and creation time of the
+/// file at that path. A new file under an old name is a new `FileId`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId {
+    /// The path it was found at.
+    pub path: PathBuf,
+    /// Device of the file system holding it.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Creation time from the file's header, nanoseconds since the epoch.
+    pub created_ns: u64,
+}
+
+/// One file in a [`Sample`].
+#[derive(Clone, Debug)]
+pub struct FileSample {
+    /// Which file.
+    pub id: FileId,
+    /// What was read.
+    pub snapshot: Arc<Snapshot>,
+    /// `false` if this sample could not read the file, which is still
+    /// there: `snapshot` is then the last good reading, kept so that the
+    /// next good one is measured against it. Stale files add nothing.
+    pub fresh: bool,
+}
+
+/// One reading of every source file.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Wall-clock time of the reading.
+    pub time: SystemTime,
+    /// Monotonic time of the reading; intervals are measured with it.
+    pub instant: Instant,
+    /// The files, sorted by [`FileId`].
+    pub files: Vec<FileSample>,
+    /// Problems met since the previous sample: paths that match nothing,
+    /// files that cannot be read. Each is reported once, until it changes.
+    pub warnings: Vec<Warning>,
+}
+
+impl Sample {
+    /// The file with `id`, if this sample has it.
+    pub fn file(&self, id: &FileId) -> Option<&FileSample> {
+        self.files
+            .binary_search_by(|f| f.id.cmp(id))
+            .ok()
+            .map(|i| &self.files[i])
+    }
+
+    /// Freshly read files whose writer is alive.
+    pub fn alive(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.fresh && f.snapshot.info.alive)
+            .count()
+    }
+
+    /// Freshly read files whose writer is gone.
+    pub fn dead(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.fresh && !f.snapshot.info.alive)
+            .count()
+    }
+
+    /// Every label in the sample, sorted, once each.
+    pub fn labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = self
+            .files
+            .iter()
+            .flat_map(|f| f.snapshot.fields.iter().map(|x| x.label.as_str()))
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        labels
+    }
+}
+
+/// The stats files named by some paths, each kept open as a [`Reader`].
+///
+/// The paths are those [`discover`](crate::discover) takes: files,
+/// directories and glob patterns, or none for the default directories.
+/// `Sources` watches the directories involved for created, deleted and
+/// renamed files, and so only looks at the names an event was about; every
+/// [`rescan interval`](Sources::set_rescan_interval) it lists everything
+/// again, in case events were lost. If the watch cannot be set up (inotify
+/// limits), it lists everything on every sample, and says so in a warning.
+pub struct Sources {
+    args: Vec<OsString>,
+    matcher: Matcher,
+    watch: Option<Watch>,
+    rescan_interval: Duration,
+    next_rescan: Instant,
+    files: BTreeMap<PathBuf, Tracked>,
+    /// Paths that could not be opened, with the last reason reported.
+    failed: HashMap<PathBuf, String>,
+    /// Discovery problems already reported.
+    reported: HashSet<String>,
+    warnings: Vec<Warning>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("args", &self.args)
+            .field("files", &self.files.len())
+            .field("watching", &self.watch.is_some())
+            .finish()
+    }
+}
+
+struct Tracked {
+    id: FileId,
+    reader: Reader,
+    last: Arc<Snapshot>,
+    /// Read when opened, not yet handed out in a sample.
+    unsent: bool,
+    /// The last read error reported for this file.
+    error: Option<String>,
+}
+
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    events: Receiver<notify::Result<notify::Event>>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Sources {
+    /// Finds the files named by `args` and opens them; starts watching.
+    /// Problems are reported with the first [`sample`](Sources::sample).
+    pub fn new<S: AsRef<OsStr>>(args: &[S]) -> Sources {
+        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut warnings = Vec::new();
+        let (tx, rx) = mpsc::channel();
+        let watch = match notify::recommended_watcher(tx) {
+            Ok(watcher) => Some(Watch {
+                watcher,
+                events: rx,
+                dirs: HashSet::new(),
+            }),
+            Err(e) => {
+                warnings.push(Warning {
+                    path: PathBuf::from("(file watch)"),
+                    reason: format!(
+                        "cannot watch for new files ({e}); listing every source on every sample"
+                    ),
+                });
+                None
+            }
+        };
+        let mut sources = Sources {
+            matcher: Matcher::new(&args),
+            args,
+            watch,
+            rescan_interval: DEFAULT_RESCAN,
+            next_rescan: Instant::now(),
+            files: BTreeMap::new(),
+            failed: HashMap::new(),
+            reported: HashSet::new(),
+            warnings,
+        };
+        sources.rescan();
+        sources
+    }
+
+    /// Sets how often every source is listed again (default
+    /// [`DEFAULT_RESCAN`]); zero lists them on every sample.
+    pub fn set_rescan_interval(&mut self, every: Duration) {
+        self.rescan_interval = every;
+        self.next_rescan = Instant::now() + every;
+    }
+
+    /// Whether file system events are being watched.
+    pub fn is_watching(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// Number of files open.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether no file is open.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Lists every source now: opens new files, drops vanished ones and
+    /// re-opens replaced ones.
+    pub fn rescan(&mut self) {
+        self.next_rescan = Instant::now() + self.rescan_interval;
+        self.matcher = Matcher::new(&self.args);
+        let (paths, problems) = discover(&self.args);
+        let mut seen = HashSet::new();
+        for p in problems {
+            let key = p.to_string();
+            if self.reported.insert(key.clone()) {
+                self.warnings.push(Warning {
+                    path: PathBuf::from(p.path),
+                    reason: p.reason,
+                });
+            }
+            seen.insert(key);
+        }
+        // A problem that went away may be reported again if it comes back.
+        self.reported.retain(|k| seen.contains(k));
+        let wanted: HashSet<&PathBuf> = paths.iter().collect();
+        self.files.retain(|p, _| wanted.contains(p));
+        self.failed.retain(|p, _| wanted.contains(p));
+        for p in &paths {
+            self.check(p);
+        }
+        let mut dirs: Vec<PathBuf> = self.matcher.dirs.iter().cloned().collect();
+        dirs.extend(self.matcher.file_dirs.iter().cloned());
+        dirs.extend(
+            paths
+                .iter()
+                .map(|p| parent(p).to_owned())
+                .collect::<HashSet<_>>(),
+        );
+        self.watch_dirs(dirs);
+    }
+
+    fn watch_dirs(&mut self, dirs: Vec<PathBuf>) {
+        let Some(watch) = &mut self.watch else { return };
+        // The kernel drops the watch of a directory that was removed; one
+        // made again under the same name is watched anew.
+        watch.dirs.retain(|d| d.is_dir());
+        for d in dirs {
+            if watch.dirs.contains(&d) {
+                continue;
+            }
+            match watch.watcher.watch(&d, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watch.dirs.insert(d);
+                }
+                Err(e) => {
+                    // Still found by the periodic rescan.
+                    let key = format!("watch {}: {e}", d.display());
+                    if self.reported.insert(key) {
+                        self.warnings.push(Warning {
+                            path: d,
+                            reason: format!("cannot watch ({e}); new files are found by the periodic rescan only"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings one path up to date: drops it if gone, opens it if new or
+    /// replaced.
+    fn check(&mut self, path: &Path) {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(_) => {
+                self.files.remove(path);
+                self.failed.remove(path);
+                return;
+            }
+        };
+        if let Some(t) = self.files.get(path) {
+            if (t.id.dev, t.id.ino) == (meta.dev(), meta.ino()) {
+                return;
+            }
+        }
+        // New, or a new file under the old name: the old one has vanished.
+        self.files.remove(path);
+        match open(path) {
+            Ok((id, reader, snap)) => {
+                self.failed.remove(path);
+                self.files.insert(
+                    path.to_owned(),
+                    Tracked {
+                        id,
+                        reader,
+                        last: Arc::new(snap),
+                        unsent: true,
+                        error: None,
+                    },
+                );
+            }
+            Err(reason) => {
+                if self.failed.get(path) != Some(&reason) {
+                    self.warnings.push(Warning {
+                        path: path.to_owned(),
+                        reason: reason.clone(),
+                    });
+                    self.failed.insert(path.to_owned(), reason);
+                }
+            }
+        }
+    }
+
+    /// Applies the file system events received since the last call;
+    /// returns whether a full rescan is needed.
+    fn apply_events(&mut self) -> bool {
+        let Some(watch) = &mut self.watch else {
+            return true;
+        };
+        let mut dirty = Vec::new();
+        let mut rescan = false;
+        loop {
+            match watch.events.try_recv() {
+                Ok(Ok(event)) => {
+                    if event.need_rescan() {
+                        rescan = true;
+                    }
+                    if matches!(
+                        event.kind,
+                        EventKind::Create(_)
+                            | EventKind::Remove(_)
+                            | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                            | EventKind::Modify(notify::event::ModifyKind::Any)
+                            | EventKind::Any
+                            | EventKind::Other
+                    ) {
+                        dirty.extend(event.paths);
+                    }
+                }
+                // The watcher's own error (e.g. the event queue overflowed).
+                Ok(Err(_)) => rescan = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.watch = None;
+                    self.warnings.push(Warning {
+                        path: PathBuf::from("(file watch)"),
+                        reason: "the file watch stopped; listing every source on every sample"
+                            .into(),
+                    });
+                    return true;
+                }
+            }
+        }
+        if rescan {
+            return true;
+        }
+        dirty.sort();
+        dirty.dedup();
+        for p in dirty {
+            // A watched directory that went away: the rescan sorts it out.
+            if watch_dir_gone(&p, self.watch.as_ref()) {
+                return true;
+            }
+            if let Some(path) = self.matcher.canonical(&p) {
+                self.check(&path);
+            }
+        }
+        false
+    }
+
+    /// Reads every file. Applies file system events first, and lists every
+    /// source again if the rescan interval has passed.
+    pub fn sample(&mut self) -> Sample {
+        let rescan = self.apply_events();
+        if rescan || Instant::now() >= self.next_rescan {
+            self.rescan();
+        }
+        let time = SystemTime::now();
+        let instant = Instant::now();
+        let mut files = Vec::with_capacity(self.files.len());
+        for t in self.files.values_mut() {
+            let fresh = if std::mem::take(&mut t.unsent) {
+                true
+            } else {
+                match t.reader.snapshot() {
+                    Ok(snap) => {
+                        t.last = Arc::new(snap);
+                        t.error = None;
+                        true
+                    }
+                    Err(e) => {
+                        let reason = strip_path(&e.to_string(), &t.id.path);
+                        if t.error.as_ref() != Some(&reason) {
+                            self.warnings.push(Warning {
+                                path: t.id.path.clone(),
+                                reason: reason.clone(),
+                            });
+                            t.error = Some(reason);
+                        }
+                        false
+                    }
+                }
+            };
+            files.push(FileSample {
+                id: t.id.clone(),
+                snapshot: Arc::clone(&t.last),
+                fresh,
+            });
+        }
+        files.sort_by(|a, b| a.id.cmp(&b.id));
+        Sample {
+            time,
+            instant,
+            files,
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+}
+
+/// Opens `path` and reads it, making sure the inode read is the one the
+/// path names afterwards (it may be replaced in between).
+fn open(path: &Path) -> Result<(FileId, Reader, Snapshot), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let before = fs::metadata(path).map_err(|e| e.to_string())?;
+        let reader = Reader::open(path).map_err(|e| strip_path(&e.to_string(), path))?;
+        let snap = reader
+            .snapshot()
+            .map_err(|e| strip_path(&e.to_string(), path))?;
+        let after = fs::metadata(path).map_err(|e| e.to_string())?;
+        if (before.dev(), before.ino()) != (after.dev(), after.ino()) {
+            last = "replaced while being opened".into();
+            continue;
+        }
+        let created_ns = snap
+            .info
+            .created
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let id = FileId {
+            path: path.to_owned(),
+            dev: after.dev(),
+            ino: after.ino(),
+            created_ns,
+        };
+        return Ok((id, reader, snap));
+    }
+    Err(last)
+}
+
+/// A read error's message without the path in front, since a [`Warning`]
+/// carries it already.
+fn strip_path(message: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    message.strip_prefix(&prefix).unwrap_or(message).to_owned()
+}
+
+fn parent(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+fn watch_dir_gone(p: &Path, watch: Option<&Watch>) -> bool {
+    watch.is_some_and(|w| w.dirs.contains(p)) && !p.is_dir()
+}
+
+/// A stats file's name: ends in `.mmstats` and is not hidden (writers'
+/// temporary files start with a dot). The same rule as `discover`.
+fn is_stats_name(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| !n.starts_with('.') && n.ends_with(".mmstats"))
+}
+
+/// Which paths an event may be about, and under what name `discover`
+/// knows them.
+#[derive(Default)]
+struct Matcher {
+    /// Directories whose stats files are sources.
+    dirs: HashSet<PathBuf>,
+    /// Directories holding file arguments: watched, but their other files
+    /// are not sources.
+    file_dirs: HashSet<PathBuf>,
+    /// Files named as arguments: (directory, file name) to the argument.
+    files: HashMap<(PathBuf, OsString), PathBuf>,
+    /// Glob arguments.
+    globs: Vec<glob::Pattern>,
+}
+
+impl Matcher {
+    fn new(args: &[OsString]) -> Matcher {
+        let mut m = Matcher::default();
+        if args.is_empty() {
+            m.dirs.extend(default_dirs());
+        }
+        for arg in args {
+            let path = Path::new(arg);
+            match fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => {
+                    m.dirs.insert(path.to_owned());
+                }
+                Ok(_) => m.add_file(path),
+                Err(_) => {
+                    let s = arg.to_string_lossy();
+                    if !s.contains(['*', '?', '[']) {
+                        // A file that does not exist yet.
+                        m.add_file(path);
+                        continue;
+                    }
+                    if let Ok(g) = glob::Pattern::new(&s) {
+                        m.globs.push(g);
+                    }
+                    if let Ok(paths) = glob::glob(&s) {
+                        m.dirs
+                            .extend(paths.filter_map(Result::ok).filter(|p| p.is_dir()));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    fn add_file(&mut self, path: &Path) {
+        if let Some(name) = path.file_name() {
+            let dir = parent(path).to_owned();
+            self.file_dirs.insert(dir.clone());
+            self.files.insert((dir, name.to_owned()), path.to_owned());
+        }
+    }
+
+    /// The path under which `discover` lists the file an event named, if
+    /// it is a source.
+    fn canonical(&self, event_path: &Path) -> Option<PathBuf> {
+        let dir = parent(event_path);
+        if let Some(name) = event_path.file_name() {
+            if let Some(arg) = self.files.get(&(dir.to_owned(), name.to_owned())) {
+                return Some(arg.clone());
+            }
+        }
+        if !is_stats_name(event_path) {
+            return None;
+        }
+        if self.dirs.contains(dir) || self.globs.iter().any(|g| g.matches_path(event_path)) {
+            return Some(event_path.to_owned());
+        }
+        None
+    }
+}

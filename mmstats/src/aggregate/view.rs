@@ -1,0 +1,617 @@
+//! [`View::delta`]: from two samples to one value per series.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use super::select::{Aggregator, GroupBy, Selector};
+use super::sources::Sample;
+use super::Warning;
+use crate::format::Kind;
+use crate::hist::HistogramSnapshot;
+use crate::reader::{Field, Snapshot, Value};
+
+/// What to show and how to combine files; see the [module](super) docs.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Which fields.
+    pub selector: Selector,
+    /// Series per label, or per label and command, model, pid or file.
+    pub group_by: GroupBy,
+    /// `None`: each kind's default (counters, gauges: sum; histograms:
+    /// merge; text: distinct values).
+    pub aggregator: Option<Aggregator>,
+    /// Count gauges of dead writers too. Gauges of dead writers are left
+    /// out by default, and counted when an aggregator is given.
+    pub include_dead: bool,
+}
+
+/// A series: a label, and the group when the view groups by more.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
+    /// The field's label.
+    pub label: String,
+    /// `(what, value)`, e.g. `("pid", "4242")`, with [`GroupBy`] other
+    /// than [`GroupBy::Label`].
+    pub group: Option<(&'static str, String)>,
+}
+
+impl fmt::Display for SeriesKey {
+    /// `label`, or `label{pid=4242}` when grouped.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.group {
+            None => f.write_str(&self.label),
+            Some((what, value)) => write!(f, "{}{{{what}={value}}}", self.label),
+        }
+    }
+}
+
+/// The combined value of one series over an interval.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeriesValue {
+    /// A whole number: a counter's increase, an integer gauge, a count.
+    /// Wide enough that no sum of `u64` or `i64` values overflows.
+    Int(i128),
+    /// An average, or anything over a floating-point gauge.
+    Float(f64),
+    /// The distribution recorded in the interval.
+    Histogram(HistogramSnapshot),
+    /// Distinct text values, sorted; or one with [`Aggregator::One`].
+    Text(Vec<String>),
+    /// No file gave a value: only dead writers' gauges, or only zeros for
+    /// a `nonzero-` aggregator.
+    Missing,
+}
+
+/// One series of a [`Delta`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The kind of the field (the first file's, if files disagree).
+    pub kind: Kind,
+    /// The unit as the first file spelled it.
+    pub unit: String,
+    /// Files that have the field.
+    pub files: usize,
+    /// The combined value.
+    pub value: SeriesValue,
+}
+
+/// What happened between two samples, per series.
+#[derive(Clone, Debug)]
+pub struct Delta {
+    /// Time of the later sample.
+    pub time: SystemTime,
+    /// Time between the samples; without an earlier sample, the age of the
+    /// oldest file (counters then hold each file's whole count).
+    pub interval: Duration,
+    /// Whether there was no earlier sample.
+    pub first: bool,
+    /// Files read whose writer is alive.
+    pub alive: usize,
+    /// Files read whose writer is gone.
+    pub dead: usize,
+    /// The series, sorted by key.
+    pub series: BTreeMap<SeriesKey, Series>,
+    /// Problems with single files: a counter that went down, a field whose
+    /// kind disagrees with other files'. The rest is still counted.
+    pub warnings: Vec<Warning>,
+}
+
+impl Delta {
+    /// The series of `label` (and `group` value, when grouped).
+    pub fn get(&self, label: &str, group: Option<&str>) -> Option<&Series> {
+        self.series
+            .iter()
+            .find(|(k, _)| k.label == label && k.group.as_ref().map(|g| g.1.as_str()) == group)
+            .map(|(_, s)| s)
+    }
+}
+
+/// The broad class of a kind: what can be combined with what.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Class {
+    Counter,
+    Gauge,
+    Histogram(Kind),
+    Text,
+}
+
+fn class(kind: Kind) -> Class {
+    match kind {
+        Kind::Counter => Class::Counter,
+        Kind::Gauge | Kind::GaugeF64 => Class::Gauge,
+        Kind::Histogram | Kind::Timer => Class::Histogram(kind),
+        Kind::Text | Kind::Constant => Class::Text,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Num {
+    I(i128),
+    F(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::I(i) => i as f64,
+            Num::F(f) => f,
+        }
+    }
+
+    fn is_zero(self) -> bool {
+        match self {
+            Num::I(i) => i == 0,
+            Num::F(f) => f == 0.0,
+        }
+    }
+
+    fn add(self, o: Num) -> Num {
+        match (self, o) {
+            (Num::I(a), Num::I(b)) => Num::I(a.saturating_add(b)),
+            (a, b) => Num::F(a.f() + b.f()),
+        }
+    }
+
+    fn less(self, o: Num) -> bool {
+        match (self, o) {
+            (Num::I(a), Num::I(b)) => a < b,
+            (a, b) => a.f() < b.f(),
+        }
+    }
+
+    fn value(self) -> SeriesValue {
+        match self {
+            Num::I(i) => SeriesValue::Int(i),
+            Num::F(f) => SeriesValue::Float(f),
+        }
+    }
+}
+
+/// A series being combined.
+struct Acc {
+    kind: Kind,
+    class: Class,
+    unit: String,
+    files: usize,
+    values: usize,
+    sum: Num,
+    min: Option<Num>,
+    max: Option<Num>,
+    first: Option<Num>,
+    nonzero: usize,
+    nonzero_sum: Num,
+    nonzero_min: Option<Num>,
+    hist: Option<HistogramSnapshot>,
+    texts: BTreeSet<String>,
+    first_text: Option<String>,
+}
+
+impl Acc {
+    fn new(f: &Field) -> Acc {
+        Acc {
+            kind: f.kind,
+            class: class(f.kind),
+            unit: f.unit_text.clone(),
+            files: 0,
+            values: 0,
+            sum: Num::I(0),
+            min: None,
+            max: None,
+            first: None,
+            nonzero: 0,
+            nonzero_sum: Num::I(0),
+            nonzero_min: None,
+            hist: None,
+            texts: BTreeSet::new(),
+            first_text: None,
+        }
+    }
+
+    fn number(&mut self, n: Num) {
+        self.values += 1;
+        self.sum = self.sum.add(n);
+        if self.min.is_none_or(|m| n.less(m)) {
+            self.min = Some(n);
+        }
+        if self.max.is_none_or(|m| m.less(n)) {
+            self.max = Some(n);
+        }
+        self.first.get_or_insert(n);
+        if !n.is_zero() {
+            self.nonzero += 1;
+            self.nonzero_sum = self.nonzero_sum.add(n);
+            if self.nonzero_min.is_none_or(|m| n.less(m)) {
+                self.nonzero_min = Some(n);
+            }
+        }
+    }
+
+    fn finish(self, aggr: Option<Aggregator>) -> Series {
+        let avg = |sum: Num, n: usize| {
+            if n == 0 {
+                SeriesValue::Missing
+            } else {
+                SeriesValue::Float(sum.f() / n as f64)
+            }
+        };
+        let or_missing = |n: Option<Num>| n.map_or(SeriesValue::Missing, Num::value);
+        let value = match (self.class, aggr.unwrap_or(Aggregator::Sum)) {
+            (_, Aggregator::Count) => SeriesValue::Int(self.files as i128),
+            (Class::Histogram(_), _) => self
+                .hist
+                .map_or(SeriesValue::Missing, SeriesValue::Histogram),
+            (Class::Text, Aggregator::One) => self
+                .first_text
+                .map_or(SeriesValue::Missing, |t| SeriesValue::Text(vec![t])),
+            (Class::Text, _) if self.values == 0 => SeriesValue::Missing,
+            (Class::Text, _) => SeriesValue::Text(self.texts.into_iter().collect()),
+            (_, _) if self.values == 0 => SeriesValue::Missing,
+            (_, Aggregator::Sum) => self.sum.value(),
+            (_, Aggregator::Avg) => avg(self.sum, self.values),
+            (_, Aggregator::Min) => or_missing(self.min),
+            (_, Aggregator::Max) => or_missing(self.max),
+            (_, Aggregator::One) => or_missing(self.first),
+            (_, Aggregator::NonzeroMin) => or_missing(self.nonzero_min),
+            (_, Aggregator::NonzeroAvg) => avg(self.nonzero_sum, self.nonzero),
+        };
+        Series {
+            kind: self.kind,
+            unit: self.unit,
+            files: self.files,
+            value,
+        }
+    }
+}
+
+/// The same field in an earlier snapshot of the same file: usually at the
+/// same index, since fields are only ever appended.
+fn earlier<'a>(prev: &'a Snapshot, i: usize, label: &str) -> Option<&'a Field> {
+    match prev.fields.get(i) {
+        Some(f) if f.label == label => Some(f),
+        _ => prev.field(label),
+    }
+}
+
+impl View {
+    /// A view of every counter, gauge and timer, summed over every file.
+    pub fn new() -> View {
+        View::default()
+    }
+
+    /// The series between `prev` and `next`, two samples of the same
+    /// [`Sources`](super::Sources) in time order; with `prev` `None`, since
+    /// each file started.
+    pub fn delta(&self, prev: Option<&Sample>, next: &Sample) -> Delta {
+        let mut warnings = Vec::new();
+        let interval = match prev {
+            Some(p) => next.instant.saturating_duration_since(p.instant),
+            None => next
+                .files
+                .iter()
+                .filter(|f| f.fresh)
+                .map(|f| f.snapshot.info.created)
+                .min()
+                .and_then(|c| next.time.duration_since(c).ok())
+                .unwrap_or_default(),
+        };
+        let with_dead = self.include_dead || self.aggregator.is_some();
+        // Keyed by borrowed label and group index while combining, so a
+        // pass allocates per series, not per field.
+        let mut groups: Vec<Option<String>> = Vec::new();
+        let mut group_ix: HashMap<Option<String>, usize> = HashMap::new();
+        let mut accs: HashMap<(&str, usize), Acc> = HashMap::new();
+        for file in next.files.iter().filter(|f| f.fresh) {
+            let snap = &*file.snapshot;
+            let before = prev.and_then(|p| p.file(&file.id)).map(|f| &*f.snapshot);
+            let group = self.group_by.group_of(&snap.info);
+            let g = match group_ix.get(&group) {
+                Some(&g) => g,
+                None => {
+                    groups.push(group.clone());
+                    group_ix.insert(group, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            let alive = snap.info.alive;
+            for (i, field) in snap.fields.iter().enumerate() {
+                if !self.selector.matches(&field.label, field.kind) {
+                    continue;
+                }
+                let acc = accs
+                    .entry((field.label.as_str(), g))
+                    .or_insert_with(|| Acc::new(field));
+                if acc.class != class(field.kind) {
+                    warnings.push(Warning {
+                        path: file.id.path.clone(),
+                        reason: format!(
+                            "{} is a {} here but a {} in other files; left out",
+                            field.label, field.kind, acc.kind
+                        ),
+                    });
+                    continue;
+                }
+                let old = before.and_then(|b| earlier(b, i, &field.label));
+                match &field.value {
+                    Value::Counter(n) => {
+                        acc.files += 1;
+                        let inc = match old.map(|o| &o.value) {
+                            Some(Value::Counter(m)) if n < m => {
+                                warnings.push(Warning {
+                                    path: file.id.path.clone(),
+                                    reason: format!(
+                                        "counter {} went down from {m} to {n}; counted as no increase",
+                                        field.label
+                                    ),
+                                });
+                                0
+                            }
+                            Some(Value::Counter(m)) => n - m,
+                            _ => *n,
+                        };
+                        acc.number(Num::I(inc.into()));
+                    }
+                    Value::Gauge(_) | Value::GaugeF64(_) => {
+                        if !alive && !with_dead {
+                            continue;
+                        }
+                        acc.files += 1;
+                        acc.number(match field.value {
+                            Value::Gauge(v) => Num::I(v.into()),
+                            Value::GaugeF64(v) => Num::F(v),
+                            _ => unreachable!("matched above"),
+                        });
+                    }
+                    Value::Histogram(h) => {
+                        acc.files += 1;
+                        let window = match old.map(|o| &o.value) {
+                            Some(Value::Histogram(o)) => match h.since(o) {
+                                Ok(w) => w,
+                                Err(e) => {
+                                    warnings.push(Warning {
+                                        path: file.id.path.clone(),
+                                        reason: format!(
+                                            "{}: {e}; counted as no change",
+                                            field.label
+                                        ),
+                                    });
+                                    continue;
+                                }
+                            },
+                            _ => h.clone(),
+                        };
+                        match &mut acc.hist {
+                            None => acc.hist = Some(window),
+                            Some(sum) => {
+                                if let Err(e) = sum.merge(&window) {
+                                    warnings.push(Warning {
+                                        path: file.id.path.clone(),
+                                        reason: format!("{}: {e}; left out", field.label),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Value::Text(s) | Value::Constant(s) => {
+                        acc.files += 1;
+                        acc.values += 1;
+                        acc.first_text.get_or_insert_with(|| s.clone());
+                        if !acc.texts.contains(s) {
+                            acc.texts.insert(s.clone());
+                        }
+                    }
+                    // Being rewritten, or damaged: has the field, no value.
+                    _ => acc.files += 1,
+                }
+            }
+        }
+        let series = accs
+            .into_iter()
+            .map(|((label, g), acc)| {
+                let key = SeriesKey {
+                    label: label.to_owned(),
+                    group: groups[g].clone().map(|v| (self.group_by.name(), v)),
+                };
+                (key, acc.finish(self.aggregator))
+            })
+            .collect();
+        Delta {
+            time: next.time,
+            interval,
+            first: prev.is_none(),
+            alive: next.alive(),
+            dead: next.dead(),
+            series,
+            warnings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::{Instant, UNIX_EPOCH};
+
+    use super::*;
+    use crate::aggregate::{FileId, FileSample};
+    use crate::format::{Unit, WriterState};
+    use crate::hist::Layout;
+    use crate::reader::FileInfo;
+
+    fn file(name: &str, ino: u64, alive: bool, fields: &[(&str, Value)]) -> FileSample {
+        let path = PathBuf::from(name);
+        let kind = |v: &Value| match v {
+            Value::Counter(_) => Kind::Counter,
+            Value::Gauge(_) => Kind::Gauge,
+            Value::GaugeF64(_) => Kind::GaugeF64,
+            Value::Histogram(_) => Kind::Timer,
+            _ => Kind::Text,
+        };
+        FileSample {
+            id: FileId {
+                path: path.clone(),
+                dev: 1,
+                ino,
+                created_ns: ino,
+            },
+            snapshot: Arc::new(Snapshot {
+                info: FileInfo {
+                    path,
+                    version: (1, 0),
+                    pid: ino as u32,
+                    tid: ino as u32,
+                    process_start: 0,
+                    created: UNIX_EPOCH,
+                    command: "cmd".into(),
+                    model: "m".into(),
+                    alive,
+                    state: if alive {
+                        WriterState::Active
+                    } else {
+                        WriterState::Exited
+                    },
+                },
+                fields: fields
+                    .iter()
+                    .map(|(l, v)| Field {
+                        label: (*l).into(),
+                        kind: kind(v),
+                        unit: Unit::from_text(""),
+                        unit_text: String::new(),
+                        help: String::new(),
+                        static_labels: Vec::new(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                skipped: 0,
+            }),
+            fresh: true,
+        }
+    }
+
+    fn sample(mut files: Vec<FileSample>) -> Sample {
+        files.sort_by(|a, b| a.id.cmp(&b.id));
+        Sample {
+            time: SystemTime::now(),
+            instant: Instant::now(),
+            files,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn int(d: &Delta, label: &str) -> i128 {
+        match d.get(label, None).map(|s| &s.value) {
+            Some(SeriesValue::Int(n)) => *n,
+            other => panic!("{label}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn increases_count_appeared_files_whole_and_vanished_ones_not_at_all() {
+        let c = |n| Value::Counter(n);
+        let s1 = sample(vec![
+            file("a", 1, true, &[("req", c(10))]),
+            file("b", 2, false, &[("req", c(100))]),
+            file("r", 3, true, &[("req", c(50))]),
+        ]);
+        // b vanished, c appeared, r was replaced (same name, new inode).
+        let s2 = sample(vec![
+            file("a", 1, true, &[("req", c(15))]),
+            file("c", 4, true, &[("req", c(7))]),
+            file("r", 5, true, &[("req", c(2))]),
+        ]);
+        let view = View::new();
+        assert_eq!(int(&view.delta(None, &s1), "req"), 160);
+        let d = view.delta(Some(&s1), &s2);
+        assert_eq!(int(&d, "req"), 5 + 7 + 2);
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    }
+
+    #[test]
+    fn a_counter_that_goes_down_is_a_warning_not_a_negative_rate() {
+        let s1 = sample(vec![
+            file("a", 1, true, &[("req", Value::Counter(10))]),
+            file("b", 2, true, &[("req", Value::Counter(10))]),
+        ]);
+        let s2 = sample(vec![
+            file("a", 1, true, &[("req", Value::Counter(4))]),
+            file("b", 2, true, &[("req", Value::Counter(13))]),
+        ]);
+        let d = View::new().delta(Some(&s1), &s2);
+        assert_eq!(int(&d, "req"), 3);
+        assert_eq!(d.warnings.len(), 1);
+        assert_eq!(d.warnings[0].path, PathBuf::from("a"));
+        assert!(d.warnings[0].reason.contains("went down from 10 to 4"));
+    }
+
+    #[test]
+    fn gauges_sum_live_writers_unless_told_otherwise() {
+        let s = sample(vec![
+            file("a", 1, true, &[("busy", Value::Gauge(2))]),
+            file("b", 2, false, &[("busy", Value::Gauge(3))]),
+            file("c", 3, true, &[("busy", Value::Gauge(0))]),
+        ]);
+        let mut view = View::new();
+        assert_eq!(int(&view.delta(None, &s), "busy"), 2);
+        view.include_dead = true;
+        assert_eq!(int(&view.delta(None, &s), "busy"), 5);
+        view.include_dead = false;
+        let with = |a: Aggregator| {
+            let v = View {
+                aggregator: Some(a),
+                ..View::new()
+            };
+            v.delta(None, &s).get("busy", None).unwrap().value.clone()
+        };
+        assert_eq!(with(Aggregator::Max), SeriesValue::Int(3));
+        assert_eq!(with(Aggregator::Min), SeriesValue::Int(0));
+        assert_eq!(with(Aggregator::NonzeroMin), SeriesValue::Int(2));
+        assert_eq!(with(Aggregator::Avg), SeriesValue::Float(5.0 / 3.0));
+        assert_eq!(with(Aggregator::NonzeroAvg), SeriesValue::Float(2.5));
+        assert_eq!(with(Aggregator::One), SeriesValue::Int(2));
+        assert_eq!(with(Aggregator::Count), SeriesValue::Int(3));
+        assert_eq!(with(Aggregator::Sum), SeriesValue::Int(5));
+    }
+
+    #[test]
+    fn histograms_give_the_window_merged_over_files() {
+        let h = |vals: &[u64]| {
+            let mut h = HistogramSnapshot::new(Layout::timer());
+            for &v in vals {
+                h.record(v);
+            }
+            Value::Histogram(h)
+        };
+        let s1 = sample(vec![
+            file("a", 1, true, &[("t", h(&[5, 5]))]),
+            file("b", 2, true, &[("t", h(&[7]))]),
+        ]);
+        let s2 = sample(vec![
+            file("a", 1, true, &[("t", h(&[5, 5, 1000]))]),
+            file("b", 2, true, &[("t", h(&[7, 1000, 1000]))]),
+        ]);
+        let d = View::new().delta(Some(&s1), &s2);
+        let SeriesValue::Histogram(w) = &d.get("t", None).unwrap().value else {
+            panic!()
+        };
+        assert_eq!(w.count(), 3);
+        assert_eq!(w.sum(), 3000);
+    }
+
+    #[test]
+    fn grouping_splits_series_by_process() {
+        let s = sample(vec![
+            file("a", 1, true, &[("req", Value::Counter(1))]),
+            file("b", 2, true, &[("req", Value::Counter(2))]),
+        ]);
+        let view = View {
+            group_by: GroupBy::Pid,
+            ..View::new()
+        };
+        let d = view.delta(None, &s);
+        let keys: Vec<String> = d.series.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["req{pid=1}", "req{pid=2}"]);
+        assert_eq!(d.get("req", Some("2")).unwrap().value, SeriesValue::Int(2));
+    }
+}
