@@ -378,10 +378,7 @@ mod tests {
             metric_name("app", "web.request", FamilyKind::Timer),
             "app_web_request_seconds"
         );
-        assert_eq!(
-            metric_name("", "2xx:é-x", FamilyKind::Gauge),
-            "_2xx___x"
-        );
+        assert_eq!(metric_name("", "2xx:é-x", FamilyKind::Gauge), "_2xx___x");
     }
 
     #[test]
