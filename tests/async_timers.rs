@@ -33,6 +33,7 @@ fn tid() -> u32 {
 /// Snapshots of every stats file in `dir`, whose writers must all have
 /// exited and closed their files.
 fn read_exited(dir: &Path) -> Vec<Snapshot> {
+    mmstats::install_sigbus_guard().unwrap();
     let (files, problems) = mmstats::discover(&[dir]);
     assert!(problems.is_empty(), "{problems:?}");
     assert!(!files.is_empty(), "no stats file in {dir:?}");

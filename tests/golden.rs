@@ -185,6 +185,7 @@ fn reading(snap: &Snapshot) -> String {
 /// Whether this run regenerates the golden files. The first test to ask
 /// does it, once, so the two tests never see a half-written file.
 fn regenerate_if_asked() -> bool {
+    mmstats::install_sigbus_guard().unwrap();
     if std::env::var_os(REGENERATE_ENV).is_none_or(|v| v != "1") {
         return false;
     }
@@ -211,6 +212,7 @@ const HOW_TO_FIX: &str = "If the format changed on purpose, regenerate with \
 
 #[test]
 fn golden_file_reads_as_expected() {
+    mmstats::install_sigbus_guard().unwrap();
     if regenerate_if_asked() {
         eprintln!("golden_file_reads_as_expected: regenerated, not compared");
         return;

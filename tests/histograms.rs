@@ -162,6 +162,7 @@ fn bimodal_samples(seed: u64, n: usize) -> Vec<u64> {
 /// Records `samples` into a timer in a real file, alternating the two
 /// recording methods, reads the file back and checks it.
 fn timer_accuracy(samples: &[u64], what: &str) {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = Latency::builder().dir(dir.path()).open().unwrap();
     for (i, &v) in samples.iter().enumerate() {
@@ -205,6 +206,7 @@ fn timer_quantiles_of_bimodal_latencies_are_within_half_a_bucket() {
 
 #[test]
 fn histogram_with_custom_layout_keeps_its_coarser_bound() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = Latency::builder().dir(dir.path()).open().unwrap();
     let layout = Layout::new(3, 20).unwrap();
@@ -244,6 +246,7 @@ fn histogram_with_custom_layout_keeps_its_coarser_bound() {
 
 #[test]
 fn files_of_many_threads_merge_into_one_histogram_of_all_values() {
+    mmstats::install_sigbus_guard().unwrap();
     const THREADS: usize = 4;
     const PER_THREAD: usize = 50_000;
     let dir = tempfile::tempdir().unwrap();
@@ -339,6 +342,7 @@ fn files_of_many_threads_merge_into_one_histogram_of_all_values() {
 
 #[test]
 fn later_since_earlier_is_the_window_between_them() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = Latency::builder().dir(dir.path()).open().unwrap();
     let reader = Reader::open(only_file(dir.path())).unwrap();
@@ -396,6 +400,7 @@ struct Race {
 
 #[test]
 fn snapshots_taken_while_writing_are_consistent_and_monotone() {
+    mmstats::install_sigbus_guard().unwrap();
     // Values in distinct buckets, so each bucket holds one known value.
     const VALUES: [u64; 8] = [1, 3, 40, 777, 5_000, 65_537, 1_000_003, 9_999_999];
     const CYCLES: u64 = 50_000;
@@ -497,6 +502,7 @@ fn snapshots_taken_while_writing_are_consistent_and_monotone() {
 
 #[test]
 fn every_way_of_timing_is_counted() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = Latency::builder().dir(dir.path()).open().unwrap();
     stats.query.record(Duration::from_micros(3));

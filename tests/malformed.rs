@@ -165,6 +165,7 @@ fn values_used_end(bytes: &[u8]) -> usize {
 /// and contains every one of `needles`. Returns the message.
 #[track_caller]
 fn expect_malformed(path: &Path, needles: &[&str]) -> String {
+    mmstats::install_sigbus_guard().unwrap();
     match mmstats::read_file(path) {
         Err(e @ ReadError::Malformed { .. }) => check_message(&e, path, needles),
         other => panic!(
@@ -194,6 +195,7 @@ fn check_message(e: &ReadError, path: &Path, needles: &[&str]) -> String {
 /// Reads `path`, which must succeed.
 #[track_caller]
 fn expect_ok(path: &Path) -> Snapshot {
+    mmstats::install_sigbus_guard().unwrap();
     mmstats::read_file(path).unwrap_or_else(|e| panic!("expected a good read, got: {e}"))
 }
 
@@ -318,6 +320,7 @@ fn wrong_byte_order_is_refused() {
 
 #[test]
 fn unknown_major_versions_are_refused() {
+    mmstats::install_sigbus_guard().unwrap();
     let base = Base::new();
     for (major, minor) in [(2, 0), (2, 5), (0, 9), (u16::MAX, 0)] {
         let path = base.patched(&format!("v{major}.{minor}"), |b| {
@@ -825,6 +828,7 @@ struct Tally {
 /// snapshot or an error naming the file, and does not panic. A panic is
 /// reported with the case and the directory holding the file.
 fn read_hostile(path: &Path, bytes: &[u8], case: &str, tally: &mut Tally) {
+    mmstats::install_sigbus_guard().unwrap();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         match Reader::open(path).and_then(|r| r.snapshot()) {
             Ok(snap) => {
@@ -1089,6 +1093,7 @@ fn shrink(path: &Path, len: u64) {
 
 #[test]
 fn a_file_truncated_to_zero_under_an_open_reader_reads_as_truncated() {
+    mmstats::install_sigbus_guard().unwrap();
     let base = Base::build(4, Options::new());
     assert!(base.bytes.len() > 16 * 4096, "spans many pages");
     let path = base.write("shrinks", &base.bytes);
@@ -1110,6 +1115,7 @@ fn a_file_truncated_to_zero_under_an_open_reader_reads_as_truncated() {
 
 #[test]
 fn a_file_truncated_inside_its_first_page_under_an_open_reader_is_an_error() {
+    mmstats::install_sigbus_guard().unwrap();
     let base = Base::build(4, Options::new());
     let path = base.write("shrinks", &base.bytes);
     let reader = Reader::open(&path).unwrap();
@@ -1135,6 +1141,7 @@ fn a_file_truncated_inside_its_first_page_under_an_open_reader_is_an_error() {
 
 #[test]
 fn a_file_truncated_mid_table_under_an_open_reader_is_an_error() {
+    mmstats::install_sigbus_guard().unwrap();
     let base = Base::build(4, Options::new());
     let path = base.write("shrinks", &base.bytes);
     let reader = Reader::open(&path).unwrap();
@@ -1153,6 +1160,7 @@ fn a_file_truncated_mid_table_under_an_open_reader_is_an_error() {
 
 #[test]
 fn a_file_replaced_under_an_open_reader_keeps_reading_the_old_one() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut schema = Schema::new("Swap");
     schema.push(FieldDef::counter("n"));
@@ -1189,6 +1197,7 @@ fn a_file_replaced_under_an_open_reader_keeps_reading_the_old_one() {
 
 #[test]
 fn a_directory_named_like_a_stats_file_is_refused() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("sub.mmstats");
     fs::create_dir(&sub).unwrap();
@@ -1202,6 +1211,7 @@ fn a_directory_named_like_a_stats_file_is_refused() {
 
 #[test]
 fn a_symlink_loop_is_an_error_not_a_hang() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.mmstats");
     let b = dir.path().join("b.mmstats");
@@ -1242,6 +1252,7 @@ fn a_symlink_loop_is_an_error_not_a_hang() {
 
 #[test]
 fn a_fifo_named_like_a_stats_file_is_an_error_not_a_hang() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe.mmstats");
     let made = std::process::Command::new("mkfifo")
@@ -1286,6 +1297,7 @@ fn a_fifo_named_like_a_stats_file_is_an_error_not_a_hang() {
 
 #[test]
 fn a_file_without_read_permission_is_an_io_error() {
+    mmstats::install_sigbus_guard().unwrap();
     let base = Base::new();
     let path = base.write("secret", &base.bytes);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();

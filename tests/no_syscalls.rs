@@ -137,6 +137,7 @@ fn built_in_release() -> bool {
 /// in a fresh directory under `tmp`, checks what it printed and what its
 /// file holds, and returns the total number of system calls it made.
 fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, getpid_each: bool) -> u64 {
+    mmstats::install_sigbus_guard().unwrap();
     let stats_dir = tmp.join(name);
     let summary_path = tmp.join(format!("{name}.strace"));
     let mut cmd = Command::new("strace");

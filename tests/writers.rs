@@ -65,6 +65,7 @@ fn value<'a>(snap: &'a Snapshot, label: &str) -> &'a Value {
 
 #[test]
 fn the_issue_surface_round_trips_through_a_file() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = WebStats::builder().dir(dir.path()).open().unwrap();
     stats.ok.incr();
@@ -117,6 +118,7 @@ fn the_issue_surface_round_trips_through_a_file() {
 
 #[test]
 fn text_is_truncated_on_a_character_boundary() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = WebStats::builder().dir(dir.path()).open().unwrap();
     let long = "é".repeat(40); // 80 bytes, capacity 64
@@ -132,6 +134,7 @@ fn text_is_truncated_on_a_character_boundary() {
 
 #[test]
 fn builder_options_dir_template_prefix() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("made/for/us");
     let stats = DbStats::builder()
@@ -195,6 +198,7 @@ fn file_mode_is_0644_and_directory_not_shared() {
 
 #[test]
 fn a_stale_file_with_our_name_is_replaced_never_written_through() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("stale-{}-{}.mmstats", std::process::id(), thread_tid());
     // A dead writer's leftover with our name, and a symlink trap beside it.
@@ -214,6 +218,7 @@ fn a_stale_file_with_our_name_is_replaced_never_written_through() {
 
 #[test]
 fn four_threads_write_four_files() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let handles: Vec<_> = (0..4u64)
         .map(|i| {
@@ -255,6 +260,7 @@ fn four_threads_write_four_files() {
 
 #[test]
 fn two_models_in_one_thread_get_two_files() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let web = WebStats::builder().dir(dir.path()).open().unwrap();
     let db = DbStats::builder().dir(dir.path()).open().unwrap();
@@ -285,6 +291,7 @@ fn per_thread_builder() -> mmstats::Builder<DbStats> {
 
 #[test]
 fn per_thread_static_gives_each_thread_its_own_file() {
+    mmstats::install_sigbus_guard().unwrap();
     let threads: Vec<_> = (0..3)
         .map(|i| {
             std::thread::spawn(move || {
@@ -336,6 +343,7 @@ fn unwritable_directory_falls_back_to_private_memory() {
 
 #[test]
 fn fields_appended_to_a_live_file_show_up_in_the_next_snapshot() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut schema = Schema::new("dynamic");
     schema.push(FieldDef::counter("first").help("The first."));
@@ -369,6 +377,7 @@ fn fields_appended_to_a_live_file_show_up_in_the_next_snapshot() {
 
 #[test]
 fn run_time_schemas_hand_out_their_handles_once() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut schema = Schema::new("runtime");
     schema.push(FieldDef::counter("hits"));
@@ -398,6 +407,7 @@ fn run_time_schemas_hand_out_their_handles_once() {
 
 #[test]
 fn a_fifo_named_like_a_stats_file_does_not_hang_the_reader() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("trap.mmstats");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
@@ -487,6 +497,7 @@ fn a_model_without_fields_is_refused() {
 
 #[test]
 fn static_labels_and_units_are_stored() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut schema = Schema::new("labelled");
     schema.push(
@@ -513,6 +524,7 @@ fn static_labels_and_units_are_stored() {
 /// whole; every f64 one of the values written.
 #[test]
 fn hammered_text_and_f64_are_never_torn() {
+    mmstats::install_sigbus_guard().unwrap();
     const WORDS: [&str; 4] = [
         "",
         "short",
@@ -638,6 +650,7 @@ fn spawn_child_writer(dir: &Path, count: u64) -> std::process::Child {
 
 #[test]
 fn child_process_writes_while_parent_reads() {
+    mmstats::install_sigbus_guard().unwrap();
     const COUNT: u64 = 5_000_000;
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child_writer(dir.path(), COUNT);
@@ -677,6 +690,7 @@ fn child_process_writes_while_parent_reads() {
 
 #[test]
 fn killed_writer_reads_as_dead_but_active() {
+    mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child_writer(dir.path(), 10);
     let path = only_file(dir.path());

@@ -150,6 +150,11 @@ fn main() -> ExitCode {
             args.listen
         );
     }
+    // Files truncated under a reader must read as errors, not kill it.
+    if let Err(e) = mmstats::install_sigbus_guard() {
+        eprintln!("mmash: cannot install the SIGBUS guard readers need: {e}");
+        return ExitCode::FAILURE;
+    }
     let dirs = stats_dirs(&args.paths);
     let collector = Collector::new(
         &args.paths,

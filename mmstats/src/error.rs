@@ -151,6 +151,23 @@ pub enum ReadError {
         /// The file.
         path: PathBuf,
     },
+    /// The program did not install the SIGBUS guard, without which a file
+    /// truncated while mapped would kill the process. Fix: call
+    /// [`mmstats::install_sigbus_guard()`](crate::install_sigbus_guard)
+    /// once at program start, before opening any reader.
+    NoSigbusGuard {
+        /// The file that was to be opened.
+        path: PathBuf,
+    },
+    /// This process already has as many files mapped by readers as the
+    /// SIGBUS guard can track ([`MAX_MAPPINGS`](crate::MAX_MAPPINGS)).
+    /// Fix: drop `Reader`s no longer needed before opening more.
+    TooManyMappings {
+        /// The file that was to be opened.
+        path: PathBuf,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl ReadError {
@@ -160,7 +177,9 @@ impl ReadError {
             ReadError::Io { path, .. }
             | ReadError::Malformed { path, .. }
             | ReadError::UnsupportedVersion { path, .. }
-            | ReadError::Truncated { path } => path,
+            | ReadError::Truncated { path }
+            | ReadError::NoSigbusGuard { path }
+            | ReadError::TooManyMappings { path, .. } => path,
         }
     }
 }
@@ -181,6 +200,16 @@ impl fmt::Display for ReadError {
             ReadError::Truncated { path } => {
                 write!(f, "{}: file shrank while being read", path.display())
             }
+            ReadError::NoSigbusGuard { path } => write!(
+                f,
+                "{}: cannot open a reader: the SIGBUS guard is not installed; call mmstats::install_sigbus_guard() at program start",
+                path.display()
+            ),
+            ReadError::TooManyMappings { path, limit } => write!(
+                f,
+                "{}: cannot open a reader: this process already has {limit} files mapped, the most the SIGBUS guard can track; drop readers no longer needed",
+                path.display()
+            ),
         }
     }
 }

@@ -20,9 +20,11 @@
 //! - Per-thread access from anywhere: [`per_thread!`] declares a
 //!   [`PerThread`] static; it also gives timer guards that may cross
 //!   `.await` points, and a future adapter that records wall and busy time.
-//! - Reading: [`discover`] finds files, [`Reader`] maps one read-only and
-//!   takes [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files
-//!   and subtracts snapshots to get a window.
+//! - Reading: [`install_sigbus_guard`], called once at program start,
+//!   lets readers survive files truncated under them; [`discover`] finds
+//!   files, [`Reader`] maps one read-only and takes [`Snapshot`]s;
+//!   [`HistogramSnapshot`] gives quantiles, merges files and subtracts
+//!   snapshots to get a window.
 //! - Many files, one view: [`aggregate`] keeps readers open over a
 //!   watched set of files and turns two samples into per-series rates,
 //!   gauges and latency windows (what `pollstats` shows).
@@ -69,12 +71,15 @@
 //! stats.in_flight.set(3);
 //! stats.state.set("reading request");
 //!
-//! // Any other process can now read the file.
+//! // Any other process can now read the file (once, at its start, it
+//! // installs the guard that turns a truncated file into an error).
+//! mmstats::install_sigbus_guard()?;
 //! let (files, _problems) = mmstats::discover(&[dir.path()]);
 //! let snap = mmstats::read_file(&files[0])?;
 //! assert_eq!(snap.field("web.status.2xx").unwrap().value, mmstats::Value::Counter(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -91,6 +96,9 @@ pub mod json;
 mod metrics;
 mod per_thread;
 mod reader;
+#[allow(unsafe_code)]
+mod sigbus;
+#[allow(unsafe_code)]
 mod sys;
 mod writer;
 
@@ -103,6 +111,7 @@ pub use reader::{
     default_dirs, discover, probe_alive, read_file, DiscoverError, Field, FileInfo, Reader,
     Snapshot, Value,
 };
+pub use sigbus::{install_sigbus_guard, MAX_MAPPINGS};
 pub use writer::{
     default_dir, Builder, FieldDef, Options, Schema, StatsFile, DEFAULT_TEMPLATE, DIR_ENV,
 };

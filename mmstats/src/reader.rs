@@ -16,7 +16,7 @@ use crate::error::ReadError;
 use crate::format::raw::{self, Header, Record, StrRef};
 use crate::format::{self, Kind, Unit, WriterState};
 use crate::hist::{HistogramSnapshot, Layout};
-use crate::sys::ReadMap;
+use crate::sigbus::{self, ReadMap};
 use crate::writer::DIR_ENV;
 
 /// How many times a text value is re-read while its writer is mid-update
@@ -139,12 +139,12 @@ impl Snapshot {
 /// An open, read-only, mapped stats file. Take as many snapshots as you
 /// like; each re-reads the live values and any appended fields.
 ///
-/// The first `Reader` installs a process-wide SIGBUS handler, so that a file
-/// truncated while mapped reads as [`ReadError::Truncated`] instead of
-/// killing the process; faults outside reader mappings go on to the handler
-/// that was there before. A handler installed later by other code replaces
-/// it and loses that protection. At most 256 files can be open at once in
-/// one process.
+/// Readers need the process-wide SIGBUS guard, so that a file truncated
+/// while mapped reads as [`ReadError::Truncated`] instead of killing the
+/// process: call [`install_sigbus_guard`](crate::install_sigbus_guard) once
+/// at program start, or [`Reader::open`] fails with
+/// [`ReadError::NoSigbusGuard`]. At most [`MAX_MAPPINGS`](crate::MAX_MAPPINGS)
+/// files can be open at once in one process.
 pub struct Reader {
     path: PathBuf,
     file: File,
@@ -161,6 +161,7 @@ impl Reader {
     /// Opens and maps `path` read-only.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader, ReadError> {
         let path = path.as_ref().to_owned();
+        sigbus::check_guard(&path)?;
         let io = |source| ReadError::Io {
             path: path.clone(),
             source,
@@ -189,7 +190,7 @@ impl Reader {
                 ),
             ));
         }
-        let map = ReadMap::new(&file, (len & !7) as usize).map_err(io)?;
+        let map = ReadMap::new(&file, (len & !7) as usize).map_err(|e| e.into_read_error(&path))?;
         Ok(Reader { path, file, map })
     }
 

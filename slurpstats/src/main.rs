@@ -95,8 +95,9 @@ fn main() -> ExitCode {
 }
 
 /// Prints every file; `Ok(false)` if some path or file failed. An `Err` is
-/// a failure to write the output.
+/// a failure to install the SIGBUS guard or to write the output.
 fn run(args: &Args) -> io::Result<bool> {
+    mmstats::install_sigbus_guard()?;
     let (files, problems) = mmstats::discover(&args.paths);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut all_read = problems.is_empty();
