@@ -51,7 +51,7 @@ With --token-file, every request needs `Authorization: Bearer <token>`.";
 
 /// Serve every mmstats file on the host over HTTP.
 #[derive(Parser, Debug)]
-#[command(name = "mmash", version, long_about = LONG_ABOUT)]
+#[command(name = "mmash", version, long_about = LONG_ABOUT, args_override_self = true)]
 struct Args {
     /// Stats files, directories or glob patterns [default: $MMSTATS_DIR, or
     /// every /dev/shm/mmstats-* directory]
@@ -85,6 +85,11 @@ struct Args {
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     rescan: f64,
 
+    /// Seconds a client may take to send a request's headers, and to send
+    /// the next request on a kept-alive connection
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    client_timeout: f64,
+
     /// Most connections served at once; more wait in the listen queue
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -111,9 +116,6 @@ fn parse_by(s: &str) -> Result<ByList, String> {
     Ok(ByList(out))
 }
 
-/// How long a client may take to send a request's headers, including the
-/// wait for the next request on a kept-alive connection.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -129,8 +131,17 @@ fn main() -> ExitCode {
             };
         }
     };
-    if !args.rescan.is_finite() || args.rescan < 0.0 {
-        eprintln!("mmash: --rescan {} is not a number of seconds", args.rescan);
+    for (flag, v) in [
+        ("--rescan", args.rescan),
+        ("--client-timeout", args.client_timeout),
+    ] {
+        if !v.is_finite() || v < 0.0 || v > 1e6 {
+            eprintln!("mmash: {flag} {v} is not a number of seconds (0 to 1e6)");
+            return ExitCode::from(2);
+        }
+    }
+    if args.client_timeout == 0.0 {
+        eprintln!("mmash: --client-timeout must be more than 0 seconds");
         return ExitCode::from(2);
     }
     let auth = match &args.token_file {
@@ -178,7 +189,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(app, args.listen, args.max_connections)) {
+    match rt.block_on(serve(
+        app,
+        args.listen,
+        args.max_connections,
+        Duration::from_secs_f64(args.client_timeout),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mmash: {e}");
@@ -229,7 +245,12 @@ fn stats_dirs(paths: &[OsString]) -> Vec<PathBuf> {
     dirs
 }
 
-async fn serve(app: Arc<App>, addr: SocketAddr, max_connections: usize) -> Result<(), String> {
+async fn serve(
+    app: Arc<App>,
+    addr: SocketAddr,
+    max_connections: usize,
+    client_timeout: Duration,
+) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -264,7 +285,7 @@ async fn serve(app: Arc<App>, addr: SocketAddr, max_connections: usize) -> Resul
         let service = TowerToHyperService::new(router.clone());
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
+            .header_read_timeout(client_timeout)
             .keep_alive(true)
             .max_buf_size(64 * 1024)
             .serve_connection(TokioIo::new(stream), service);
