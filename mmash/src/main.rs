@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         ("--rescan", args.rescan),
         ("--client-timeout", args.client_timeout),
     ] {
-        if !v.is_finite() || v < 0.0 || v > 1e6 {
+        if !v.is_finite() || !(0.0..=1e6).contains(&v) {
             eprintln!("mmash: {flag} {v} is not a number of seconds (0 to 1e6)");
             return ExitCode::from(2);
         }
