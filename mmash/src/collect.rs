@@ -1,0 +1,296 @@
+//! The collector: one [`Sources`] for the daemon's life, sampled when a
+//! request needs fresh data, and the cumulative series behind `/metrics`.
+//!
+//! Counters and histograms are monotonic by construction: a series' value is
+//! its total at mmash's first sample plus the sum of the aggregation layer's
+//! per-interval increases, which are never negative. A file that vanishes
+//! keeps what it counted (its increases were added already), a file that
+//! appears adds its whole count, and a writer restarted under the same pid
+//! is a new file. Gauges are the layer's current value, live writers only.
+//!
+//! Grouping by several file facts at once (`--by command,model`) splits each
+//! sample into one sub-sample per group and takes the layer's delta of each:
+//! a file's command, model, pid and path never change, so a file stays in
+//! its group from one sample to the next.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mmstats::aggregate::{GroupBy, Sample, SeriesValue as LayerValue, Sources, View, Warning};
+use mmstats::{HistogramSnapshot, Kind};
+
+use crate::prom::{Collision, Family, FamilyKind, Series, SeriesValue};
+
+/// How many distinct warnings are remembered so that each is logged once.
+const WARNINGS_REMEMBERED: usize = 10_000;
+
+/// What one reading gave: the sample itself and the series built from it.
+#[derive(Debug)]
+pub struct Current {
+    /// The files as read.
+    pub sample: Sample,
+    /// Every counter, gauge, histogram and timer, grouped, counters and
+    /// histograms cumulative.
+    pub families: Vec<Family>,
+    /// Files that could not be read this time (their last reading is kept).
+    pub unreadable: usize,
+    /// When it was taken.
+    pub taken: Instant,
+}
+
+/// Cumulative value of one counter or histogram series.
+#[derive(Debug)]
+enum Total {
+    Counter(i128),
+    Histogram(HistogramSnapshot),
+}
+
+#[derive(Debug)]
+struct Inner {
+    sources: Sources,
+    prev: Option<Sample>,
+    totals: BTreeMap<(String, Vec<String>), (FamilyKind, Total)>,
+    help: HashMap<String, String>,
+    logged: HashSet<String>,
+    current: Option<Arc<Current>>,
+}
+
+/// Shared by every request; sampling is serialised, and requests that
+/// waited for a sample taken after they arrived share it.
+#[derive(Debug)]
+pub struct Collector {
+    by: Vec<GroupBy>,
+    inner: Mutex<Inner>,
+    collisions: Mutex<HashSet<String>>,
+}
+
+impl Collector {
+    /// Opens the sources named by `args` (as `slurpstats` takes them).
+    pub fn new(args: &[OsString], by: Vec<GroupBy>, rescan: Duration) -> Collector {
+        let mut sources = Sources::new(args);
+        sources.set_rescan_interval(rescan);
+        Collector {
+            by,
+            inner: Mutex::new(Inner {
+                sources,
+                prev: None,
+                totals: BTreeMap::new(),
+                help: HashMap::new(),
+                logged: HashSet::new(),
+                current: None,
+            }),
+            collisions: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Logs each name collision once for the daemon's life.
+    pub fn report_collisions(&self, collisions: &[Collision]) {
+        // Poisoning: a set of strings is consistent whatever panicked.
+        let mut seen = self.collisions.lock().unwrap_or_else(|e| e.into_inner());
+        for c in collisions {
+            let line = c.to_string();
+            if seen.len() < WARNINGS_REMEMBERED && seen.insert(line.clone()) {
+                eprintln!("mmash: /metrics: {line}");
+            }
+        }
+    }
+
+    /// A reading taken after `asked`: the latest one if it is, else a new
+    /// one. Blocking; call from a blocking thread.
+    pub fn current(&self, asked: Instant) -> Arc<Current> {
+        // A poisoned lock means a panic while sampling; the state is still
+        // consistent (totals are only added to), so go on with it.
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &inner.current {
+            if c.taken >= asked {
+                return Arc::clone(c);
+            }
+        }
+        let c = Arc::new(self.take(&mut inner));
+        inner.current = Some(Arc::clone(&c));
+        c
+    }
+
+    fn take(&self, inner: &mut Inner) -> Current {
+        let taken = Instant::now();
+        let sample = inner.sources.sample();
+        for w in &sample.warnings {
+            log_once(&mut inner.logged, w);
+        }
+        // Help texts, from files not seen in the previous sample.
+        for f in &sample.files {
+            if inner.prev.as_ref().is_some_and(|p| p.file(&f.id).is_some()) {
+                continue;
+            }
+            for field in &f.snapshot.fields {
+                if !field.help.is_empty() && !inner.help.contains_key(&field.label) {
+                    inner.help.insert(field.label.clone(), field.help.clone());
+                }
+            }
+        }
+        let view = View::default();
+        let next_parts = partition(&self.by, &sample);
+        let prev_parts = inner.prev.as_ref().map(|p| partition(&self.by, p));
+        let mut gauges: BTreeMap<(String, Vec<String>), SeriesValue> = BTreeMap::new();
+        for (group, next) in &next_parts {
+            let empty;
+            let prev = match &prev_parts {
+                None => None,
+                Some(parts) => match parts.get(group) {
+                    Some(p) => Some(p),
+                    None => {
+                        empty = Sample {
+                            time: next.time,
+                            instant: next.instant,
+                            files: Vec::new(),
+                            warnings: Vec::new(),
+                            foreign_skipped: 0,
+                        };
+                        Some(&empty)
+                    }
+                },
+            };
+            let delta = view.delta(prev, next);
+            for w in &delta.warnings {
+                log_once(&mut inner.logged, w);
+            }
+            for (key, series) in delta.series {
+                let Some(kind) = family_kind(series.kind) else {
+                    continue;
+                };
+                let at = (key.label, group.clone());
+                match (kind, series.value) {
+                    (FamilyKind::Gauge, LayerValue::Int(n)) => {
+                        gauges.insert(at, SeriesValue::Int(n));
+                    }
+                    (FamilyKind::Gauge, LayerValue::Float(x)) => {
+                        gauges.insert(at, SeriesValue::Float(x));
+                    }
+                    (FamilyKind::Counter, LayerValue::Int(inc)) => {
+                        let entry = inner.totals.entry(at).or_insert((kind, Total::Counter(0)));
+                        if let Total::Counter(n) = &mut entry.1 {
+                            // Increases from the layer are never negative.
+                            *n += inc.max(0);
+                        }
+                    }
+                    (FamilyKind::Histogram | FamilyKind::Timer, LayerValue::Histogram(h)) => {
+                        match inner.totals.get_mut(&at) {
+                            Some((_, Total::Histogram(total))) => {
+                                if let Err(e) = total.merge(&h) {
+                                    let w = Warning {
+                                        path: "(merge)".into(),
+                                        reason: format!("{}: {e}; interval left out", at.0),
+                                    };
+                                    log_once(&mut inner.logged, &w);
+                                }
+                            }
+                            Some(_) => {}
+                            None => {
+                                inner.totals.insert(at, (kind, Total::Histogram(h)));
+                            }
+                        }
+                    }
+                    // Missing (only dead writers' gauges), or a value whose
+                    // class disagrees with the first file's kind.
+                    _ => {}
+                }
+            }
+        }
+        let families = self.families(inner, gauges);
+        let unreadable = sample.files.iter().filter(|f| !f.fresh).count();
+        inner.prev = Some(sample.clone());
+        Current {
+            sample,
+            families,
+            unreadable,
+            taken,
+        }
+    }
+
+    fn families(
+        &self,
+        inner: &Inner,
+        gauges: BTreeMap<(String, Vec<String>), SeriesValue>,
+    ) -> Vec<Family> {
+        let mut out: BTreeMap<String, Family> = BTreeMap::new();
+        let names: Vec<&'static str> = self.by.iter().map(|g| g.name()).collect();
+        let labels = |group: &[String]| -> Vec<(&'static str, String)> {
+            names.iter().copied().zip(group.iter().cloned()).collect()
+        };
+        let mut push = |label: &str, kind: FamilyKind, group: &[String], value: SeriesValue| {
+            let fam = out.entry(label.to_owned()).or_insert_with(|| Family {
+                label: label.to_owned(),
+                kind,
+                help: inner.help.get(label).cloned().unwrap_or_default(),
+                series: Vec::new(),
+            });
+            if fam.kind == kind {
+                fam.series.push(Series {
+                    labels: labels(group),
+                    value,
+                });
+            }
+        };
+        for ((label, group), (kind, total)) in &inner.totals {
+            let value = match total {
+                Total::Counter(n) => SeriesValue::Int(*n),
+                Total::Histogram(h) => SeriesValue::Histogram(h.clone()),
+            };
+            push(label, *kind, group, value);
+        }
+        for ((label, group), value) in gauges {
+            push(&label, FamilyKind::Gauge, &group, value);
+        }
+        out.into_values().collect()
+    }
+}
+
+/// The Prometheus family kind of an mmstats kind; `None` for text.
+pub fn family_kind(kind: Kind) -> Option<FamilyKind> {
+    match kind {
+        Kind::Counter => Some(FamilyKind::Counter),
+        Kind::Gauge | Kind::GaugeF64 => Some(FamilyKind::Gauge),
+        Kind::Histogram => Some(FamilyKind::Histogram),
+        Kind::Timer => Some(FamilyKind::Timer),
+        _ => None,
+    }
+}
+
+/// Splits a sample into one sample per group (files keep their order).
+fn partition(by: &[GroupBy], sample: &Sample) -> BTreeMap<Vec<String>, Sample> {
+    let mut parts: BTreeMap<Vec<String>, Sample> = BTreeMap::new();
+    if by.is_empty() {
+        parts.insert(Vec::new(), sample.clone());
+        return parts;
+    }
+    for f in &sample.files {
+        let group: Vec<String> = by
+            .iter()
+            .map(|g| g.group_of(&f.snapshot.info).unwrap_or_default())
+            .collect();
+        parts
+            .entry(group)
+            .or_insert_with(|| Sample {
+                time: sample.time,
+                instant: sample.instant,
+                files: Vec::new(),
+                warnings: Vec::new(),
+                foreign_skipped: 0,
+            })
+            .files
+            .push(f.clone());
+    }
+    parts
+}
+
+fn log_once(logged: &mut HashSet<String>, w: &Warning) {
+    let line = w.to_string();
+    if logged.len() >= WARNINGS_REMEMBERED {
+        logged.clear();
+    }
+    if logged.insert(line.clone()) {
+        eprintln!("mmash: {line}");
+    }
+}

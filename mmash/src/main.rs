@@ -1,0 +1,325 @@
+//! `mmash`: every mmstats file on the host over HTTP: the original mmash
+//! JSON API, a Prometheus `/metrics` page, `/api/v1/snapshot` in the
+//! `slurpstats --json` contract, `/healthz` and a live dashboard at `/`.
+//!
+//! The stack is `axum` routing on `hyper` 1 and `tokio`; connections are
+//! served by `hyper-util`'s HTTP/1 builder so that the header read timeout
+//! (slow clients), keep-alive and graceful shutdown are hyper's, not ours.
+#![forbid(unsafe_code)]
+
+mod collect;
+mod http;
+mod prom;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use mmstats::aggregate::GroupBy;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::collect::Collector;
+use crate::http::App;
+
+const LONG_ABOUT: &str = "\
+Serve every mmstats file on the host over HTTP.
+
+Each PATH may be a stats file, a directory or a glob pattern, as slurpstats \
+takes them; with none, $MMSTATS_DIR if set, else every /dev/shm/mmstats-* \
+directory.
+
+Endpoints (GET only):
+  /                    live dashboard
+  /metrics             Prometheus text format 0.0.4
+  /healthz             whether the directories can be read; files alive, dead, unreadable
+  /api/v1/snapshot     every file, in the slurpstats --json contract
+  /stats/              {\"stats\": [every label]}
+  /stats/LABEL         {label: [value per file]} for labels starting with LABEL;
+                       ?exact=1, ?aggr=sum|avg|min|max|one|nonzero-min|nonzero-avg|count,
+                       ?glob=PATTERN (file names in the stats directory)
+  /files/, /files/GLOB {\"files\": [paths]}
+
+With --token-file, every request needs `Authorization: Bearer <token>`.";
+
+/// Serve every mmstats file on the host over HTTP.
+#[derive(Parser, Debug)]
+#[command(name = "mmash", version, long_about = LONG_ABOUT, args_override_self = true)]
+struct Args {
+    /// Stats files, directories or glob patterns [default: $MMSTATS_DIR, or
+    /// every /dev/shm/mmstats-* directory]
+    #[arg(value_name = "PATH")]
+    paths: Vec<OsString>,
+
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+
+    /// File holding the bearer token every request must carry (surrounding
+    /// whitespace is ignored)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Prefix of every metric name on /metrics
+    #[arg(long, default_value = "")]
+    namespace: String,
+
+    /// What /metrics series are split by, comma-separated: command, model,
+    /// pid, file; "label" for one series per label
+    #[arg(long, default_value = "command,model", value_parser = parse_by)]
+    by: ByList,
+
+    /// Log every request, not only errors
+    #[arg(long)]
+    log_requests: bool,
+
+    /// Seconds between full listings of the sources (file events are
+    /// watched in between)
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    rescan: f64,
+
+    /// Seconds a client may take to send a request's headers, and to send
+    /// the next request on a kept-alive connection
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    client_timeout: f64,
+
+    /// Most connections served at once; more wait in the listen queue
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+}
+
+#[derive(Clone, Debug)]
+struct ByList(Vec<GroupBy>);
+
+fn parse_by(s: &str) -> Result<ByList, String> {
+    if s == "label" || s.is_empty() {
+        return Ok(ByList(Vec::new()));
+    }
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let g: GroupBy = part.trim().parse().map_err(|e| format!("{e}"))?;
+        if g == GroupBy::Label {
+            return Err("\"label\" cannot be combined with other groupings".into());
+        }
+        if out.contains(&g) {
+            return Err(format!("{part:?} given twice"));
+        }
+        out.push(g);
+    }
+    Ok(ByList(out))
+}
+
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    for (flag, v) in [
+        ("--rescan", args.rescan),
+        ("--client-timeout", args.client_timeout),
+    ] {
+        if !v.is_finite() || !(0.0..=1e6).contains(&v) {
+            eprintln!("mmash: {flag} {v} is not a number of seconds (0 to 1e6)");
+            return ExitCode::from(2);
+        }
+    }
+    if args.client_timeout == 0.0 {
+        eprintln!("mmash: --client-timeout must be more than 0 seconds");
+        return ExitCode::from(2);
+    }
+    let auth = match &args.token_file {
+        None => None,
+        Some(p) => match read_token(p) {
+            Ok(t) => Some(format!("Bearer {t}").into_bytes()),
+            Err(e) => {
+                eprintln!("mmash: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if auth.is_none() && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "mmash: warning: listening on {} without --token-file: anyone who can reach this \
+             address can read every stats file (commands, pids, values)",
+            args.listen
+        );
+    }
+    // Files truncated under a reader must read as errors, not kill it.
+    if let Err(e) = mmstats::install_sigbus_guard() {
+        eprintln!("mmash: cannot install the SIGBUS guard readers need: {e}");
+        return ExitCode::FAILURE;
+    }
+    let dirs = stats_dirs(&args.paths);
+    let collector = Collector::new(
+        &args.paths,
+        args.by.0.clone(),
+        Duration::from_secs_f64(args.rescan),
+    );
+    let app = Arc::new(App {
+        collector,
+        namespace: args.namespace.clone(),
+        auth,
+        log_requests: args.log_requests,
+        dirs,
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mmash: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(
+        app,
+        args.listen,
+        args.max_connections,
+        Duration::from_secs_f64(args.client_timeout),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mmash: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_token(p: &Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(p).map_err(|e| format!("--token-file {}: {e}", p.display()))?;
+    let t = t.trim();
+    if t.is_empty() {
+        return Err(format!("--token-file {}: the file is empty", p.display()));
+    }
+    if t.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(format!(
+            "--token-file {}: the token must be printable ASCII without spaces",
+            p.display()
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+/// The directories the sources live in: each directory argument, the
+/// directory of each file or pattern, or the default directories.
+fn stats_dirs(paths: &[OsString]) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        return mmstats::default_dirs();
+    }
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let p = Path::new(p);
+            if p.is_dir() {
+                return p.to_owned();
+            }
+            // The part of a pattern before its first wildcard, then its dir.
+            let s = p.to_string_lossy();
+            let fixed = &s[..s.find(['*', '?', '[']).unwrap_or(s.len())];
+            match Path::new(fixed).parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+async fn serve(
+    app: Arc<App>,
+    addr: SocketAddr,
+    max_connections: usize,
+    client_timeout: Duration,
+) -> Result<(), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listening socket: {e}"))?;
+    eprintln!("mmash: listening on http://{local}/");
+    let router = http::router(app);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        // Wait for a free slot first, so extra clients queue in the kernel.
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.map_err(|e| e.to_string())?,
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset while
+                    // queued: say so and go on after a breath.
+                    eprintln!("mmash: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(client_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are the client's: reset, timed out, bad request.
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    eprintln!("mmash: shutting down");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            eprintln!("mmash: requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

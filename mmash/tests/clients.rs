@@ -1,0 +1,182 @@
+//! Real clients: a Prometheus server scraping mmash on loopback, and
+//! headless Chromium running the dashboard.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{free_port, request, stats_dir, tool, Mmash, Writer};
+
+#[test]
+fn writer_child() {
+    common::writer_main();
+}
+
+fn query(port: u16, q: &str, at: f64) -> serde_json::Value {
+    let r = query_raw(port, q, at);
+    assert_eq!(r.status, 200, "{q}: {}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"].clone()
+}
+
+fn query_raw(port: u16, q: &str, at: f64) -> common::Response {
+    let enc: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    request(
+        ([127, 0, 0, 1], port).into(),
+        &format!("GET /api/v1/query?query={enc}&time={at} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn scalar(result: &serde_json::Value) -> Option<f64> {
+    result.as_array()?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn a_prometheus_server_scrapes_mmash_and_rate_matches_the_writers() {
+    let dir = stats_dir();
+    let mut w = Writer::start(dir.path());
+    w.send("add 500");
+    let m = Mmash::on(dir.path(), &[]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = data.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: mmash\n    static_configs:\n      - targets: ['{}']\n",
+            m.addr
+        ),
+    )
+    .unwrap();
+    let prom = Command::new(tool("prometheus"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let prom = Kill(prom);
+    // Wait (bounded) until the first scrape has landed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "Prometheus never scraped mmash");
+        // Starting up: refused connections, then 503 until ready.
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && query_raw(port, "web_status_2xx_total", now()).status == 200;
+        if ready && scalar(&query(port, "web_status_2xx_total", now())) == Some(500.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // 50 every 50 ms for 6 s: 1000 per second.
+    let start = now();
+    let total = w.send("pace 50 50 6000");
+    let end = now();
+    // Let two more scrapes land.
+    std::thread::sleep(Duration::from_millis(2500));
+    let at = now();
+    let last = scalar(&query(port, "web_status_2xx_total", at)).unwrap();
+    assert_eq!(
+        last, total as f64,
+        "the stored counter is what the writer counted"
+    );
+    let resets = scalar(&query(port, "resets(web_status_2xx_total[1m])", at)).unwrap();
+    assert_eq!(resets, 0.0);
+    // rate() over the writer's busy seconds, against what it did in them.
+    let mid = (start + end) / 2.0;
+    let rate = scalar(&query(port, "rate(web_status_2xx_total[4s])", mid + 2.0)).unwrap();
+    let did = (total - 500) as f64 / (end - start);
+    assert!(
+        (rate - did).abs() <= did * 0.25,
+        "rate() {rate}/s, the writer did {did}/s"
+    );
+    let up = scalar(&query(port, "up{job=\"mmash\"}", at)).unwrap();
+    assert_eq!(up, 1.0);
+    drop(prom);
+}
+
+#[test]
+fn the_dashboard_shows_live_values_and_charts_in_chromium() {
+    let dir = stats_dir();
+    let mut w = Writer::start(dir.path());
+    w.send("add 41");
+    w.send("time 250000");
+    w.send("time 900000");
+    let m = Mmash::on(dir.path(), &[]);
+    // Keep the counter moving while the page polls.
+    let mover = std::thread::spawn(move || {
+        w.send("pace 7 100 4000");
+        w.send("time 300000");
+        w
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(tool("chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("http://{}/", m.addr))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _w = mover.join().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dom.contains("1 alive, 0 dead"), "{dom}");
+    assert!(dom.contains("web.status.2xx"), "{dom}");
+    assert!(dom.contains("webw"), "files table: {dom}");
+    assert!(dom.contains("\"running\""), "text value: {dom}");
+    // A sparkline with a drawn rate line, and the timer's quantile lines.
+    assert!(dom.contains("<path class=\"rate\""), "no rate chart: {dom}");
+    assert!(dom.contains("<svg class=\"spark\""), "{dom}");
+    // The live counter value: at least what was written before the page.
+    let row = dom
+        .split("<tr class=\"label\" data-label=\"web.status.2xx\"")
+        .nth(1)
+        .unwrap();
+    let value: String = row
+        .split("<td class=\"num\">")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    assert!(value.parse::<u64>().unwrap() >= 41, "{row}");
+    assert!(dom.contains("p50=") && dom.contains("p99="), "{dom}");
+}
