@@ -74,6 +74,43 @@
 //! Open stats after `fork()`, never before: a child process would inherit
 //! its parent's mapping and write into the parent's file.
 //!
+//! # Which module holds what
+//!
+//! ```text
+//! format/       the file format's vocabulary: Kind (one table: code, name,
+//!   mod.rs      shape, value length), Unit, WriterState, limits
+//!   raw.rs      (hidden) header and record as #[repr(C)] little-endian
+//!               structs; every byte offset
+//! protocol.rs   the memory-ordering protocols, once, for writer and reader
+//!               (checked by loom)
+//! hist.rs       histogram layout, snapshots, quantiles, merge and windows
+//!
+//! writer side
+//!   schema.rs   FieldDef, Schema: what a model is made of
+//!   options.rs  Options / Builder, file name templates
+//!   layout.rs   laying a schema out into a file image
+//!   publish.rs  directory checks, publication under the final name
+//!   file.rs     StatsFile, Slot: a live file and its fields
+//!   registry.rs per-process pool of files for reuse, lock files, exit
+//!               marking, fallback counts
+//!   metrics.rs  the handles: Counter, Gauge, Text, Timer, ...
+//!   per_thread.rs  per_thread!, timer guards across threads, futures
+//!   procfs.rs   /proc parsing (command name, process start)
+//!   sys.rs      (unsafe) shared writer memory as atomic words
+//!
+//! shared by both
+//!   dirs.rs     directory policy: MMSTATS_DIR, default and fallback dirs
+//!   liveness.rs is a file's writer alive: lock file or file lock
+//!   error.rs    Error (writers), ReadError (readers)
+//!
+//! reader side
+//!   discover.rs finding files safely: lstat, owner policy, own globbing
+//!   reader.rs   Reader, Snapshot, ReadLimits: validate and copy out
+//!   sigbus.rs   (unsafe) the reader's SIGBUS guard and its registry
+//!   json.rs     the JSON contract as Serialize types
+//!   aggregate/  many files, one view: watched sources, samples, deltas
+//! ```
+//!
 //! # Example
 //!
 //! ```

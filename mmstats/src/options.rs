@@ -86,7 +86,7 @@ impl<M> std::fmt::Debug for Options<M> {
 }
 
 impl<M> Options<M> {
-    /// The directory for the file (default: [`default_dir`], or, if that is
+    /// The directory for the file (default: [`default_dir`](crate::default_dir), or, if that is
     /// the per-user default under `/dev/shm` and it is not ours,
     /// `$XDG_RUNTIME_DIR/mmstats`).
     #[must_use]

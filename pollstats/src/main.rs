@@ -5,6 +5,7 @@
 //! Exit status: 0 when the count is reached, on Ctrl-C or when the reader
 //! of the output goes away; 1 when nothing can be shown (no files, a
 //! pattern that matches no label); 2 for a usage error.
+#![forbid(unsafe_code)]
 
 mod human;
 mod json;
