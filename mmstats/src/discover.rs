@@ -325,7 +325,7 @@ impl Scan {
 
 /// A stats file's name: ends in `.mmstats` and is not hidden (writers'
 /// temporary files start with a dot).
-fn is_stats_name(name: &OsStr) -> bool {
+pub(crate) fn is_stats_name(name: &OsStr) -> bool {
     let name = name.as_bytes();
     !name.starts_with(b".") && name.ends_with(b".mmstats")
 }

@@ -14,7 +14,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::Warning;
 use crate::dirs::default_dirs;
-use crate::discover::{pattern_matches, scan};
+use crate::discover::{is_stats_name, pattern_matches, scan};
 use crate::reader::{ReadLimits, Reader, Snapshot};
 
 /// How often [`Sources`] lists every source again by default, to catch
@@ -503,14 +503,6 @@ fn watch_dir_gone(p: &Path, watch: Option<&Watch>) -> bool {
     watch.is_some_and(|w| w.dirs.contains(p)) && !p.is_dir()
 }
 
-/// A stats file's name: ends in `.mmstats` and is not hidden (writers'
-/// temporary files start with a dot). The same rule as `discover`.
-fn is_stats_name(path: &Path) -> bool {
-    path.file_name()
-        .map(|n| n.to_string_lossy())
-        .is_some_and(|n| !n.starts_with('.') && n.ends_with(".mmstats"))
-}
-
 /// Which paths an event may be about, and under what name `discover`
 /// knows them.
 #[derive(Default)]
@@ -573,7 +565,7 @@ impl Matcher {
                 return Some(arg.clone());
             }
         }
-        if !is_stats_name(event_path) {
+        if !event_path.file_name().is_some_and(is_stats_name) {
             return None;
         }
         if self.dirs.contains(dir) || self.globs.iter().any(|g| pattern_matches(g, event_path)) {
