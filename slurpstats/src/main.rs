@@ -66,7 +66,8 @@ const JSON_HELP: &str = "\
 JSON output (--json): one array, one object per file, sorted by path (byte-wise):
   {\"file\": path as found, \"pid\": u32, \"tid\": u32, \"command\": str, \"model\": str,
    \"alive\": bool, \"state\": \"active\"|\"exited\"|\"unknown\",
-   \"created_unix_ns\": u64, \"version\": \"MAJOR.MINOR\", \"skipped_fields\": int,
+   \"created_unix_ns\": u64, \"version\": \"MAJOR.MINOR\", \"fallbacks\": u64,
+   \"skipped_fields\": int,
    \"stats\":  {label: value},
    \"fields\": {label: {\"kind\", \"unit\", \"help\", \"static_labels\": {key: value}}}}
 Values: counter u64 (exact), gauge i64, gauge_f64 number (null if not finite),
