@@ -7,7 +7,9 @@
 //! (slow clients), keep-alive and graceful shutdown are hyper's, not ours.
 #![forbid(unsafe_code)]
 
+mod check;
 mod collect;
+mod history;
 mod http;
 mod prom;
 
@@ -46,6 +48,10 @@ Endpoints (GET only):
                        ?exact=1, ?aggr=sum|avg|min|max|one|nonzero-min|nonzero-avg|count,
                        ?glob=PATTERN (file names in the stats directory)
   /files/, /files/GLOB {\"files\": [paths]}
+  /check/LABEL         a Nagios check: one line of plugin output with perfdata;
+                       ?aggr=A, ?rate=60s, ?quantile=0.99 or ?stat=mean|count|max|min
+                       with ?window=5m, ?warn=RANGE, ?crit=RANGE; status 200 OK,
+                       409 WARNING, 503 CRITICAL, 400/404/422 UNKNOWN
 
 With --token-file, every request needs `Authorization: Bearer <token>`.";
 
@@ -178,6 +184,7 @@ fn main() -> ExitCode {
         auth,
         log_requests: args.log_requests,
         dirs,
+        history: Default::default(),
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
