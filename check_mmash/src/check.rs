@@ -127,8 +127,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A duration as the status text says it: `60s`, `1.5s`, `5m`.
 pub fn say_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s >= 120.0 && s % 60.0 == 0.0 {
+    if s >= 3600.0 && s % 3600.0 == 0.0 {
+        format!("{}h", number(s / 3600.0))
+    } else if s >= 120.0 && s % 60.0 == 0.0 {
         format!("{}m", number(s / 60.0))
+    } else if s < 1.0 {
+        format!("{}ms", number((s * 1000.0).round()))
     } else if s >= 10.0 {
         format!("{}s", number(s.round()))
     } else {
@@ -188,9 +192,11 @@ impl Spec {
                         "count" => Stat::Count,
                         "max" => Stat::Max,
                         "min" => Stat::Min,
-                        _ => return Err(SpecError(format!(
+                        _ => {
+                            return Err(SpecError(format!(
                             "unknown stat {v:?}: expected mean, count, max or min (or quantile=Q)"
-                        ))),
+                        )))
+                        }
                     };
                     spec.stat_once(s)?
                 }
@@ -710,7 +716,9 @@ mod tests {
         assert!(parse_duration("-10s").unwrap_err().contains("more than 0"));
         assert_eq!(say_duration(Duration::from_secs(300)), "5m");
         assert_eq!(say_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(say_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(say_duration(Duration::from_millis(1234)), "1.23s");
+        assert_eq!(say_duration(Duration::from_micros(4600)), "5ms");
     }
 
     #[test]

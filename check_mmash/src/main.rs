@@ -54,7 +54,12 @@ unknown, malformed answer, token refused, timeout, bad arguments).";
 )]
 struct Args {
     /// Host mmash runs on
-    #[arg(short = 'H', long = "hostname", value_name = "HOST", required_unless_present = "dir")]
+    #[arg(
+        short = 'H',
+        long = "hostname",
+        value_name = "HOST",
+        required_unless_present = "dir"
+    )]
     host: Option<String>,
 
     /// mmash's port
@@ -95,11 +100,21 @@ struct Args {
     window: Option<String>,
 
     /// Warning range
-    #[arg(short = 'w', long = "warning", value_name = "RANGE", allow_hyphen_values = true)]
+    #[arg(
+        short = 'w',
+        long = "warning",
+        value_name = "RANGE",
+        allow_hyphen_values = true
+    )]
     warn: Option<String>,
 
     /// Critical range
-    #[arg(short = 'c', long = "critical", value_name = "RANGE", allow_hyphen_values = true)]
+    #[arg(
+        short = 'c',
+        long = "critical",
+        value_name = "RANGE",
+        allow_hyphen_values = true
+    )]
     crit: Option<String>,
 
     /// Seconds before giving up with UNKNOWN
@@ -132,7 +147,10 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> (State, String) {
     if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > 3600.0 {
-        let msg = format!("-t {}: expected seconds, more than 0, at most 3600", args.timeout);
+        let msg = format!(
+            "-t {}: expected seconds, more than 0, at most 3600",
+            args.timeout
+        );
         return (State::Unknown, unknown(&msg));
     }
     let timeout = Duration::from_secs_f64(args.timeout);
@@ -187,7 +205,10 @@ fn watchdog(timeout: Duration) {
 /// Reads the files directly: once, or twice a window apart.
 fn from_dir(dir: &Path, spec: &Spec, timeout: Duration) -> Result<Measure, String> {
     if !dir.exists() {
-        return Err(format!("--dir {}: no such file or directory", dir.display()));
+        return Err(format!(
+            "--dir {}: no such file or directory",
+            dir.display()
+        ));
     }
     if let Some(w) = spec.history() {
         if w >= timeout {
@@ -236,7 +257,11 @@ fn from_mmash(args: &Args, spec: &Spec, deadline: Instant) -> Result<Measure, St
         }
     }
     query.append_pair("format", "json");
-    let path = format!("/check/{}?{}", http::encode_path(&spec.label), query.finish());
+    let path = format!(
+        "/check/{}?{}",
+        http::encode_path(&spec.label),
+        query.finish()
+    );
     let where_ = format!("mmash at {host}:{}", args.port);
     let resp = http::get(host, args.port, &path, token.as_deref(), deadline)
         .map_err(|e| format!("cannot reach {where_}: {e}"))?;

@@ -82,7 +82,13 @@ pub async fn handler(
     }
     let spec = match Spec::from_params(&label, params) {
         Ok(s) => s,
-        Err(e) => return respond(as_json, Err((StatusCode::BAD_REQUEST, e.0)), &Spec::default()),
+        Err(e) => {
+            return respond(
+                as_json,
+                Err((StatusCode::BAD_REQUEST, e.0)),
+                &Spec::default(),
+            )
+        }
     };
     let hist_label = spec.stat.is_some().then_some(label.as_str());
     if app.history.want(spec.history(), hist_label).is_some() {
@@ -92,7 +98,7 @@ pub async fn handler(
     let a = Arc::clone(&app);
     let cur = match tokio::task::spawn_blocking(move || {
         let cur = a.collector.current(asked);
-        a.history.record(&cur, true);
+        a.history.record(&cur);
         cur
     })
     .await
@@ -100,7 +106,11 @@ pub async fn handler(
         Ok(c) => c,
         Err(e) => {
             let msg = format!("reading the stats files failed: {e}");
-            return respond(as_json, Err((StatusCode::INTERNAL_SERVER_ERROR, msg)), &spec);
+            return respond(
+                as_json,
+                Err((StatusCode::INTERNAL_SERVER_ERROR, msg)),
+                &spec,
+            );
         }
     };
     let result = evaluate(&app, &spec, &cur).map_err(|u| {
@@ -132,7 +142,7 @@ fn start_sampler(app: &Arc<App>) {
             let a = Arc::clone(&app);
             let _ = tokio::task::spawn_blocking(move || {
                 let cur = a.collector.current(Instant::now());
-                a.history.record(&cur, false);
+                a.history.record(&cur);
             })
             .await;
         }
@@ -177,7 +187,8 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         let unit = kind_of(&cur.sample, label)
             .map(|(_, u)| u)
             .unwrap_or_default();
-        if let (Some(h), Some(base)) = (now_hist, app.history.histogram_baseline(label, window, now))
+        if let (Some(h), Some(base)) =
+            (now_hist, app.history.histogram_baseline(label, window, now))
         {
             let Ok(win) = h.since(&base.value) else {
                 // The layout changed (files replaced): no comparable past.

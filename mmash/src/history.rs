@@ -151,9 +151,9 @@ impl History {
     }
 
     /// Keeps `cur` if windows are wanted and the newest entry is at least a
-    /// spacing older (or `force`: a check's own reading, always kept as the
-    /// newest so that a baseline is measured against the same reading).
-    pub fn record(&self, cur: &Current, force: bool) {
+    /// spacing older, or lacks a timer or histogram label a check just
+    /// asked for (so that its window starts now, not a spacing later).
+    pub fn record(&self, cur: &Current) {
         let mut ring = self.lock();
         if ring.retention.is_zero() {
             return;
@@ -164,7 +164,11 @@ impl History {
             if at <= last.at {
                 return;
             }
-            if !force && at.duration_since(last.at) < gap {
+            let new_label = ring
+                .watched
+                .iter()
+                .any(|(l, _)| !last.hists.contains_key(l));
+            if !new_label && at.duration_since(last.at) < gap {
                 return;
             }
         }
@@ -202,15 +206,10 @@ impl History {
                 FamilyKind::Gauge => {}
             }
         }
-        let hists = hists.iter().map(|(k, h)| (k.clone(), Sparse::new(h))).collect();
-        // A forced entry within a spacing of the last replaces it, so that
-        // frequent checks do not crowd out the older entries.
-        if force {
-            let n = ring.entries.len();
-            if n >= 2 && at.duration_since(ring.entries[n - 2].at) < gap {
-                ring.entries.pop_back();
-            }
-        }
+        let hists = hists
+            .iter()
+            .map(|(k, h)| (k.clone(), Sparse::new(h)))
+            .collect();
         ring.entries.push_back(Entry {
             at,
             counters,
@@ -220,8 +219,7 @@ impl History {
         // longest window's start.
         let keep_from = at.checked_sub(ring.retention);
         while ring.entries.len() > MAX_ENTRIES
-            || (ring.entries.len() > 1
-                && keep_from.is_some_and(|k| ring.entries[1].at <= k))
+            || (ring.entries.len() > 1 && keep_from.is_some_and(|k| ring.entries[1].at <= k))
         {
             ring.entries.pop_front();
         }
@@ -230,7 +228,12 @@ impl History {
     /// A counter's total at the newest entry at least `window` before
     /// `now`, or the oldest entry that has any reading if none is that old.
     /// `None` if no entry before `now` exists.
-    pub fn counter_baseline(&self, label: &str, window: Duration, now: Instant) -> Option<Baseline<i128>> {
+    pub fn counter_baseline(
+        &self,
+        label: &str,
+        window: Duration,
+        now: Instant,
+    ) -> Option<Baseline<i128>> {
         let ring = self.lock();
         let e = pick(&ring.entries, window, now, |_| true)?;
         Some(Baseline {
@@ -320,32 +323,46 @@ mod tests {
         let h = History::default();
         let t0 = Instant::now();
         // Nothing is kept before a window is asked.
-        h.record(&current(t0, 0), true);
+        h.record(&current(t0, 0));
         assert_eq!(h.len(), 0);
-        assert_eq!(h.want(Some(Duration::from_secs(10)), None), Some(MIN_SPACING));
+        assert_eq!(
+            h.want(Some(Duration::from_secs(10)), None),
+            Some(MIN_SPACING)
+        );
         for s in 0..=1000u64 {
             // One reading every 100 ms: only one a second is kept.
             let at = t0 + Duration::from_millis(100 * s);
-            h.record(&current(at, 10 * s as i128), false);
+            h.record(&current(at, 10 * s as i128));
         }
         assert!(h.len() <= 12, "{}", h.len());
         let now = t0 + Duration::from_secs(100);
-        let b = h.counter_baseline("req", Duration::from_secs(10), now).unwrap();
+        let b = h
+            .counter_baseline("req", Duration::from_secs(10), now)
+            .unwrap();
         assert_eq!(b.covered, Duration::from_secs(10));
         // Totals are summed over groups: 10 per 100 ms, plus 1.
         assert_eq!(b.value, 10 * 900 + 1);
         // A window longer than the ring: the oldest entry.
-        let b = h.counter_baseline("req", Duration::from_secs(60), now).unwrap();
+        let b = h
+            .counter_baseline("req", Duration::from_secs(60), now)
+            .unwrap();
         assert!(b.covered < Duration::from_secs(12));
         // An unknown label had a total of 0.
-        assert_eq!(h.counter_baseline("nope", Duration::from_secs(1), now).unwrap().value, 0);
+        assert_eq!(
+            h.counter_baseline("nope", Duration::from_secs(1), now)
+                .unwrap()
+                .value,
+            0
+        );
         // Nothing before the first entry.
-        assert!(h.counter_baseline("req", Duration::from_secs(1), t0).is_none());
+        assert!(h
+            .counter_baseline("req", Duration::from_secs(1), t0)
+            .is_none());
         // A week-long ask is capped, and the entry count is bounded.
         h.want(Some(Duration::from_secs(7 * 86400)), None);
         for s in 0..1000u64 {
             let at = t0 + Duration::from_secs(101 + 1000 * s);
-            h.record(&current(at, 0), false);
+            h.record(&current(at, 0));
         }
         assert!(h.len() <= MAX_ENTRIES);
     }
