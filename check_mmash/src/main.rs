@@ -84,11 +84,11 @@ struct Args {
     aggr: Option<String>,
 
     /// A counter's per-second rate over this window (10s, 5m, 1h)
-    #[arg(short = 'r', long, value_name = "WINDOW")]
+    #[arg(short = 'r', long, value_name = "WINDOW", allow_hyphen_values = true)]
     rate: Option<String>,
 
     /// A quantile of a timer or histogram (0.99 for p99)
-    #[arg(short = 'q', long, value_name = "Q")]
+    #[arg(short = 'q', long, value_name = "Q", allow_hyphen_values = true)]
     quantile: Option<String>,
 
     /// A statistic of a timer or histogram: mean, count, max, min
@@ -96,7 +96,7 @@ struct Args {
     stat: Option<String>,
 
     /// The window of --quantile or --stat (default: everything recorded)
-    #[arg(long, value_name = "WINDOW")]
+    #[arg(long, value_name = "WINDOW", allow_hyphen_values = true)]
     window: Option<String>,
 
     /// Warning range
@@ -132,9 +132,16 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // Usage errors are UNKNOWN (3), not clap's 2 (CRITICAL).
-            let msg = e.kind().to_string();
+            // The first paragraph of clap's message, on one line.
+            let text = e.to_string();
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let joined = para.join(" ");
+            let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
             println!("{}", unknown(&format!("bad arguments: {msg} (see --help)")));
-            let _ = e.print();
             return ExitCode::from(State::Unknown.code());
         }
     };
