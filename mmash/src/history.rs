@@ -10,16 +10,25 @@
 //! that old.
 //!
 //! **Bounds.** Entries are kept for the longest window any check asked for
-//! (at most [`MAX_RETENTION`]), at least [`spacing`] apart, and never more
-//! than [`MAX_ENTRIES`]. At most [`MAX_WATCHED`] timer and histogram labels
+//! (at most [`MAX_RETENTION`]), taken about every 1/20 of the shortest
+//! window (between [`MIN_SPACING`] and [`MAX_SPACING`]), and never more
+//! than [`MAX_ENTRIES`]: when the ring is full, the entry whose removal
+//! leaves the smallest gap for its age goes, so recent entries stay dense
+//! and old ones thin out geometrically. A window of any length then starts
+//! within a few percent of its age of an entry (for 100 entries over a day,
+//! within about 15%; a 10 s window next to a 1 h one, within a second).
+//! At most [`MAX_WATCHED`] timer and histogram labels
 //! are kept (the least recently asked one is dropped), each as its
 //! non-empty buckets only. So memory is at most `MAX_ENTRIES` x (one
 //! integer per counter label + `MAX_WATCHED` x non-empty buckets): for 1000
 //! counter labels and 16 timers with 200 non-empty buckets each, about 10
-//! MB.
+//! MB; at worst (16 histograms with all 3776 buckets filled) about 100 MB.
 //!
 //! A sampler task ([`crate::check`]) reads the files every [`spacing`] once
 //! a check asked for a window; until then nothing is kept and nothing runs.
+//! Rates are over the actual time between the two readings, so where the
+//! window starts changes what span a value covers (the text says it), not
+//! its accuracy.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -38,6 +47,8 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_WATCHED: usize = 16;
 /// Shortest time between entries.
 pub const MIN_SPACING: Duration = Duration::from_secs(1);
+/// Longest time between readings of the sampler.
+pub const MAX_SPACING: Duration = Duration::from_secs(60);
 
 /// A histogram kept by its non-empty buckets.
 #[derive(Clone, Debug)]
@@ -83,6 +94,8 @@ struct Ring {
     entries: VecDeque<Entry>,
     /// The longest window asked for.
     retention: Duration,
+    /// The shortest window asked for.
+    shortest: Option<Duration>,
     /// Timer and histogram labels asked for, with when.
     watched: Vec<(String, Instant)>,
 }
@@ -93,10 +106,10 @@ pub struct History {
     ring: Mutex<Ring>,
 }
 
-/// The time between entries for a retention: about 1/90 of it, at least
-/// [`MIN_SPACING`].
-pub fn spacing(retention: Duration) -> Duration {
-    (retention / 90).max(MIN_SPACING)
+/// The time between readings for the shortest window asked: about 1/20
+/// of it, between [`MIN_SPACING`] and [`MAX_SPACING`].
+pub fn spacing(shortest: Duration) -> Duration {
+    (shortest / 20).clamp(MIN_SPACING, MAX_SPACING)
 }
 
 /// A value at the start of a window, and how long ago that was.
@@ -121,7 +134,9 @@ impl History {
     pub fn want(&self, window: Option<Duration>, hist_label: Option<&str>) -> Option<Duration> {
         let mut ring = self.lock();
         if let Some(w) = window {
-            ring.retention = ring.retention.max(w.min(MAX_RETENTION));
+            let w = w.min(MAX_RETENTION);
+            ring.retention = ring.retention.max(w);
+            ring.shortest = Some(ring.shortest.map_or(w, |s| s.min(w)));
         }
         if let Some(l) = hist_label {
             let now = Instant::now();
@@ -147,7 +162,7 @@ impl History {
                 }
             }
         }
-        (!ring.retention.is_zero()).then(|| spacing(ring.retention))
+        ring.shortest.map(spacing)
     }
 
     /// Keeps `cur` if windows are wanted and the newest entry is at least a
@@ -155,10 +170,10 @@ impl History {
     /// asked for (so that its window starts now, not a spacing later).
     pub fn record(&self, cur: &Current) {
         let mut ring = self.lock();
-        if ring.retention.is_zero() {
+        let Some(shortest) = ring.shortest else {
             return;
-        }
-        let gap = spacing(ring.retention);
+        };
+        let gap = spacing(shortest);
         let at = cur.sample.instant;
         if let Some(last) = ring.entries.back() {
             if at <= last.at {
@@ -218,10 +233,11 @@ impl History {
         // Drop what no window needs: keep one entry at or before the
         // longest window's start.
         let keep_from = at.checked_sub(ring.retention);
-        while ring.entries.len() > MAX_ENTRIES
-            || (ring.entries.len() > 1 && keep_from.is_some_and(|k| ring.entries[1].at <= k))
-        {
+        while ring.entries.len() > 1 && keep_from.is_some_and(|k| ring.entries[1].at <= k) {
             ring.entries.pop_front();
+        }
+        while ring.entries.len() > MAX_ENTRIES {
+            thin(&mut ring.entries, at);
         }
     }
 
@@ -264,6 +280,32 @@ impl History {
     fn len(&self) -> usize {
         self.lock().entries.len()
     }
+}
+
+/// Removes the entry (never the oldest or the newest) whose removal leaves
+/// the smallest gap relative to its age: a window starting in the gap is
+/// off by at most the gap, relative to the age of the gap's newer end.
+fn thin(entries: &mut VecDeque<Entry>, now: Instant) {
+    let n = entries.len();
+    if n < 3 {
+        entries.pop_front();
+        return;
+    }
+    let mut best = (f64::INFINITY, 1);
+    for i in 1..n - 1 {
+        let gap = entries[i + 1]
+            .at
+            .duration_since(entries[i - 1].at)
+            .as_secs_f64();
+        let age = now
+            .duration_since(entries[i + 1].at)
+            .max(MIN_SPACING)
+            .as_secs_f64();
+        if gap / age < best.0 {
+            best = (gap / age, i);
+        }
+    }
+    entries.remove(best.1);
 }
 
 fn pick(
@@ -365,6 +407,35 @@ mod tests {
             h.record(&current(at, 0));
         }
         assert!(h.len() <= MAX_ENTRIES);
+    }
+
+    #[test]
+    fn short_and_long_windows_both_start_near_an_entry() {
+        let h = History::default();
+        h.want(Some(Duration::from_secs(3600)), None);
+        assert_eq!(
+            h.want(Some(Duration::from_secs(10)), None),
+            Some(MIN_SPACING)
+        );
+        let t0 = Instant::now();
+        // Two hours of readings, one a second.
+        for s in 0..=7200u64 {
+            h.record(&current(t0 + Duration::from_secs(s), s as i128));
+        }
+        assert_eq!(h.len(), MAX_ENTRIES);
+        let now = t0 + Duration::from_secs(7200);
+        for w in [10u64, 60, 300, 1800, 3600] {
+            let b = h
+                .counter_baseline("req", Duration::from_secs(w), now)
+                .unwrap();
+            let c = b.covered.as_secs_f64();
+            assert!(
+                c >= w as f64 && c <= w as f64 * 1.15 + 1.0,
+                "{w}s window covers {c}s"
+            );
+            // Totals were the second count, plus 1 from the other group.
+            assert_eq!(b.value, 7200 - c as i128 + 1);
+        }
     }
 
     #[test]
