@@ -12,6 +12,7 @@ mod http;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use check_mmash::check::{self, measure, report, unknown, Measure, Spec};
@@ -146,11 +147,19 @@ fn main() -> ExitCode {
         }
     };
     let (state, line) = run(&args);
+    // Whoever takes this first prints the one line: the answer, or the
+    // watchdog's timeout.
+    let _printing = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-    ExitCode::from(state.code())
+    // Exit while holding the lock, so the watchdog cannot print a second
+    // line between main's return and the end of the process.
+    std::process::exit(state.code().into())
 }
+
+/// Held while the one status line is printed, until the process exits.
+static PRINTED: Mutex<()> = Mutex::new(());
 
 fn run(args: &Args) -> (State, String) {
     if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > 3600.0 {
@@ -202,6 +211,9 @@ fn watchdog(timeout: Duration) {
             "timed out after {} (-t)",
             check::say_duration(timeout)
         ));
+        // Never released: the process ends here, or main is printing and
+        // ends first.
+        let _printing = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();

@@ -90,14 +90,24 @@ pub async fn handler(
             )
         }
     };
-    let hist_label = spec.stat.is_some().then_some(label.as_str());
-    if app.history.want(spec.history(), hist_label).is_some() {
+    if app.history.want(spec.history(), None).is_some() {
         start_sampler(&app);
     }
     let asked = Instant::now();
     let a = Arc::clone(&app);
+    let watch = spec.stat.is_some().then(|| label.clone());
     let cur = match tokio::task::spawn_blocking(move || {
         let cur = a.collector.current(asked);
+        // Only a label that is a timer or histogram takes one of the few
+        // places for kept distributions.
+        if let Some(l) = watch {
+            let is_hist = cur.families.iter().any(|f| {
+                f.label == l && matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer)
+            });
+            if is_hist {
+                a.history.want(None, Some(&l));
+            }
+        }
         a.history.record(&cur);
         cur
     })

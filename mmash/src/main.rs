@@ -1,6 +1,8 @@
 //! `mmash`: every mmstats file on the host over HTTP: the original mmash
 //! JSON API, a Prometheus `/metrics` page, `/api/v1/snapshot` in the
-//! `slurpstats --json` contract, `/healthz` and a live dashboard at `/`.
+//! `slurpstats --json` contract, `/healthz`, a live dashboard at `/` and
+//! Nagios checks at `/check/LABEL` ([`check`], with the windows' readings
+//! in [`history`]).
 //!
 //! The stack is `axum` routing on `hyper` 1 and `tokio`; connections are
 //! served by `hyper-util`'s HTTP/1 builder so that the header read timeout
