@@ -300,3 +300,34 @@ fn bad_input_is_unknown_with_a_message() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(m.running());
 }
+
+#[test]
+fn check_http_with_the_token_header() {
+    let dir = stats_dir();
+    let mut w = Writer::start(dir.path());
+    w.send("add 3");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let m = Mmash::on(dir.path(), &["--token-file", token.to_str().unwrap()]);
+    let port = m.addr.port().to_string();
+    let run = |extra: &[&str]| {
+        let out = Command::new(check_http())
+            .args(["-H", "127.0.0.1", "-p", &port, "-t", "20"])
+            .args(["-u", "/check/web.status.2xx?crit=2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code().unwrap(), text)
+    };
+    // Without the header: 401, which check_http reports as WARNING.
+    let (code, out) = run(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("401"), "{out}");
+    let (code, out) = run(&["-k", "Authorization: Bearer s3cret"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("MMSTATS CRITICAL - web.status.2xx total 3 (crit 2)"),
+        "{out}"
+    );
+}
