@@ -619,28 +619,29 @@ pub fn measure(spec: &Spec, prev: Option<&Sample>, next: &Sample) -> Result<Meas
             m.note = note;
             Ok(m)
         }
-        SeriesValue::Int(n) => Ok(Measure {
-            label: label.to_owned(),
-            what: if kind == Kind::Counter && spec.aggr.is_none() { "total".into() } else { what.into() },
-            value: *n as f64,
-            uom: if kind == Kind::Counter { Uom::Counter } else { scale(kind, &unit).1 },
-            min: (kind == Kind::Counter).then_some(0.0),
-            note,
-        })
-        .map(|mut m| {
-            if m.uom == Uom::Seconds {
-                m.value *= scale(kind, &unit).0;
-            }
-            m
-        }),
-        SeriesValue::Float(x) => {
-            let (factor, uom) = scale(kind, &unit);
+        SeriesValue::Int(_) | SeriesValue::Float(_) => {
+            let raw = match series.value {
+                SeriesValue::Int(n) => n as f64,
+                SeriesValue::Float(x) => x,
+                _ => unreachable!("matched above"),
+            };
+            let counter = kind == Kind::Counter;
+            // Counters count events (`c`); gauges keep their unit.
+            let (factor, uom) = if counter {
+                (1.0, Uom::Counter)
+            } else {
+                scale(kind, &unit)
+            };
             Ok(Measure {
                 label: label.to_owned(),
-                what: what.into(),
-                value: x * factor,
+                what: if counter && spec.aggr.is_none() {
+                    "total".into()
+                } else {
+                    what.into()
+                },
+                value: raw * factor,
                 uom,
-                min: (kind == Kind::Counter).then_some(0.0),
+                min: counter.then_some(0.0),
                 note,
             })
         }
@@ -652,7 +653,8 @@ pub fn measure(spec: &Spec, prev: Option<&Sample>, next: &Sample) -> Result<Meas
         SeriesValue::Missing => Err(fail(
             Why::NoValue,
             format!(
-                "{label}: no value to check (only dead writers, or only zeros for a nonzero- aggregator)"
+                "{label}: no value to check (only dead writers, \
+                 or only zeros for a nonzero- aggregator)"
             ),
         )),
     }
