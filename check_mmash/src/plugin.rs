@@ -61,13 +61,21 @@ pub enum Uom {
 }
 
 impl Uom {
-    fn as_str(self) -> &'static str {
+    /// The unit as perfdata writes it: ``, `s`, `B` or `c`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Uom::None => "",
             Uom::Seconds => "s",
             Uom::Bytes => "B",
             Uom::Counter => "c",
         }
+    }
+
+    /// The unit [`Uom::as_str`] writes, back; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Uom> {
+        [Uom::None, Uom::Seconds, Uom::Bytes, Uom::Counter]
+            .into_iter()
+            .find(|u| u.as_str() == s)
     }
 }
 

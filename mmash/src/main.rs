@@ -1,13 +1,17 @@
 //! `mmash`: every mmstats file on the host over HTTP: the original mmash
 //! JSON API, a Prometheus `/metrics` page, `/api/v1/snapshot` in the
-//! `slurpstats --json` contract, `/healthz` and a live dashboard at `/`.
+//! `slurpstats --json` contract, `/healthz`, a live dashboard at `/` and
+//! Nagios checks at `/check/LABEL` ([`check`], with the windows' readings
+//! in [`history`]).
 //!
 //! The stack is `axum` routing on `hyper` 1 and `tokio`; connections are
 //! served by `hyper-util`'s HTTP/1 builder so that the header read timeout
 //! (slow clients), keep-alive and graceful shutdown are hyper's, not ours.
 #![forbid(unsafe_code)]
 
+mod check;
 mod collect;
+mod history;
 mod http;
 mod prom;
 
@@ -46,6 +50,10 @@ Endpoints (GET only):
                        ?exact=1, ?aggr=sum|avg|min|max|one|nonzero-min|nonzero-avg|count,
                        ?glob=PATTERN (file names in the stats directory)
   /files/, /files/GLOB {\"files\": [paths]}
+  /check/LABEL         a Nagios check: one line of plugin output with perfdata;
+                       ?aggr=A, ?rate=60s, ?quantile=0.99 or ?stat=mean|count|max|min
+                       with ?window=5m, ?warn=RANGE, ?crit=RANGE; status 200 OK,
+                       409 WARNING, 503 CRITICAL, 400/404/422 UNKNOWN
 
 With --token-file, every request needs `Authorization: Bearer <token>`.";
 
@@ -178,6 +186,7 @@ fn main() -> ExitCode {
         auth,
         log_requests: args.log_requests,
         dirs,
+        history: Default::default(),
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
