@@ -107,6 +107,26 @@ fn wait_for(out: &mut BufReader<ChildStdout>, key: &str) -> String {
     }
 }
 
+/// Reads `key=value` lines from `out` until one for each of `keys`,
+/// whatever their order; returns the values in the order of `keys`.
+fn wait_for_all(out: &mut BufReader<ChildStdout>, keys: &[&str]) -> Vec<String> {
+    let mut found = vec![None; keys.len()];
+    let mut line = String::new();
+    while found.iter().any(Option::is_none) {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended without saying all of {keys:?}: {found:?}"
+        );
+        if let Some((k, v)) = line.trim_end().split_once('=') {
+            if let Some(i) = keys.iter().position(|&key| key == k) {
+                found[i] = Some(v.to_owned());
+            }
+        }
+    }
+    found.into_iter().map(Option::unwrap).collect()
+}
+
 fn say(key: &str, value: impl std::fmt::Display) {
     // The harness printed "test NAME ... " before us, unterminated.
     println!("\n{key}={value}");
@@ -119,6 +139,15 @@ fn fork() -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     pid
+}
+
+/// Runs the rest of a forked child, then exits: 0 if `f` returned, 101 if
+/// it panicked. (The child has only the forking thread; a panic must not
+/// unwind into a test harness whose other threads are not there.)
+fn in_forked_child(f: impl FnOnce()) -> ! {
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+    // A normal exit: the child's exit handler closes its files.
+    std::process::exit(if ok { 0 } else { 101 })
 }
 
 fn wait_pid(pid: libc::pid_t) -> i32 {
@@ -164,26 +193,54 @@ fn child() {
         "fork-counts" => {
             let w = open_and_touch();
             let pid = fork();
-            count_after_fork(&w);
             if pid == 0 {
-                // A normal exit: the child's exit handler closes its files.
-                std::process::exit(0);
+                in_forked_child(|| count_after_fork(&w));
             }
+            count_after_fork(&w);
             assert_eq!(wait_pid(pid), 0, "the forked child failed");
             say("parent", std::process::id());
             say("child", pid);
+        }
+        "fork-no-dir" => {
+            let w = Worker::open().unwrap();
+            w.hits.add(5);
+            // The directory goes away (moved aside, with the parent's file
+            // in it): the child cannot make its file there.
+            let dir = PathBuf::from(std::env::var_os("MMSTATS_DIR").unwrap());
+            fs::rename(&dir, dir.with_extension("moved")).unwrap();
+            let pid = fork();
+            if pid == 0 {
+                in_forked_child(|| {
+                    for _ in 0..N {
+                        w.hits.incr();
+                    }
+                    let fb = mmstats::fallbacks();
+                    assert_eq!(fb.count, 1, "{fb:?}");
+                    let err = fb.last_error.unwrap();
+                    assert!(err.contains(&dir.display().to_string()), "{err}");
+                    // Private memory, with the counter started at 0 as in
+                    // a file of the child's own.
+                    assert_eq!(w.hits.get(), N);
+                });
+            }
+            for _ in 0..N {
+                w.hits.incr();
+            }
+            assert_eq!(wait_pid(pid), 0, "the forked child failed");
+            say("parent", std::process::id());
         }
         "orphan" => {
             let w = open_and_touch();
             let pid = fork();
             if pid == 0 {
-                w.hits.add(11);
-                PER.with(|s| s.hits.add(11));
-                say("forked", std::process::id());
-                // Stay alive until the test closes our stdin.
-                let mut line = String::new();
-                let _ = std::io::stdin().read_line(&mut line);
-                std::process::exit(0);
+                in_forked_child(|| {
+                    w.hits.add(11);
+                    PER.with(|s| s.hits.add(11));
+                    say("forked", std::process::id());
+                    // Stay alive until the test closes our stdin.
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                });
             }
             say("parent", std::process::id());
             // Die without any cleanup, as a crash would: only the child's
@@ -301,8 +358,13 @@ fn a_child_that_outlives_its_parent_leaves_the_parents_files_dead() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child("child", dir.path(), "orphan");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let parent: u32 = wait_for(&mut out, "parent").parse().unwrap();
-    let forked: u32 = wait_for(&mut out, "forked").parse().unwrap();
+    // Kept open until the end (`wait` would close it), since the forked
+    // child waits for its end.
+    let stdin = child.stdin.take().unwrap();
+    // Two processes print, in either order.
+    let said = wait_for_all(&mut out, &["parent", "forked"]);
+    let parent: u32 = said[0].parse().unwrap();
+    let forked: u32 = said[1].parse().unwrap();
     // The parent _exit()ed; the child runs on, holding every descriptor
     // the parent had.
     assert!(child.wait().unwrap().success());
@@ -319,7 +381,7 @@ fn a_child_that_outlives_its_parent_leaves_the_parents_files_dead() {
         assert_eq!(counter(s, "hits"), 11);
     }
     // Let the child go (EOF on its stdin), and see it close its files.
-    drop(child.stdin.take());
+    drop(stdin);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     for s in &by_pid(snapshots(dir.path()))[&forked] {
@@ -366,4 +428,20 @@ fn truncating_a_live_writers_file_does_not_kill_it() {
     assert_eq!(model.info.state, WriterState::Exited);
     assert_eq!(model.info.fallbacks, 1);
     assert_eq!(snaps.len(), 2, "the model and the new thread's instance");
+}
+
+#[test]
+fn a_child_that_cannot_make_its_file_counts_privately_never_into_the_parents() {
+    mmstats::install_sigbus_guard().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("stats");
+    fs::create_dir(&dir).unwrap();
+    let child = spawn_child("child", &dir, "fork-no-dir");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let snaps = snapshots(&dir.with_extension("moved"));
+    assert_eq!(snaps.len(), 1, "only the parent's file");
+    assert_eq!(counter(&snaps[0], "hits"), 5 + N, "nothing of the child's");
+    assert_eq!(snaps[0].info.state, WriterState::Exited);
+    assert!(!dir.exists(), "the child made no directory");
 }

@@ -446,18 +446,28 @@ fn rehome(live: &mut Live, token: u64, why: Rehome) -> Result<(), Error> {
 
 /// Zeroes the values of counters, histograms and timers in `image`.
 fn zero_cumulative(image: &mut [u8]) {
-    let h = Header::decode(image);
+    for off in cumulative_words(image) {
+        image[off..off + 8].fill(0);
+    }
+}
+
+/// The offsets of the value words of counters, histograms and timers in a
+/// file laid out as `meta` (the header, field table and strings).
+fn cumulative_words(meta: &[u8]) -> Vec<usize> {
+    let h = Header::decode(meta);
     let table = h.field_table_off.get() as usize;
+    let mut words = Vec::new();
     for i in 0..h.field_count.get() as usize {
-        let rec = Record::decode(&image[table + i * raw::RECORD_LEN..]);
+        let rec = Record::decode(&meta[table + i * raw::RECORD_LEN..]);
         if matches!(
             Kind::from_code(rec.kind.get()),
             Some(Kind::Counter | Kind::Histogram | Kind::Timer)
         ) {
             let off = rec.value_off.get() as usize;
-            image[off..off + rec.value_len.get() as usize].fill(0);
+            words.extend((off..off + rec.value_len.get() as usize).step_by(8));
         }
     }
+    words
 }
 
 /// Gives every mapping that went dark since the last look (its file was
@@ -576,6 +586,12 @@ extern "C" fn after_fork_in_child() {
         live.private = true;
         if live.map.remap_private().is_ok() {
             live.map.set_owner(pid);
+            // As in a file of the child's own: the parent's counts are not
+            // the child's.
+            for off in cumulative_words(&live.home.meta) {
+                // Relaxed: private memory of the only thread.
+                live.map.word(off).store(0, Ordering::Relaxed);
+            }
         }
         // Else the system refused even anonymous memory: the child's
         // stores still reach the parent's file (never abort the child for
