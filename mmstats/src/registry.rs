@@ -600,3 +600,56 @@ extern "C" fn after_fork_in_child() {
     }
     reg.dark_seen = crate::sigbus::dark_events();
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Counter, FieldDef, Options, Schema, StatsFile, Value};
+    use std::fs;
+
+    /// A truncated file, written to, goes dark (private memory, no SIGBUS);
+    /// the next cold path publishes a new file under its name holding every
+    /// field, also one appended after creation, and the values since.
+    #[test]
+    fn a_truncated_file_is_made_again_with_its_appended_fields() {
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("Trunc");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path()).reserve(2, 256);
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        let b: Counter = file.add(FieldDef::counter("b")).unwrap();
+        a.add(3);
+        let path = file.path().unwrap().to_owned();
+        let before = super::fallbacks().count;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // Faults, and lands in private memory.
+        b.add(2);
+        a.incr();
+        let fb = super::fallbacks();
+        assert_eq!(fb.count, before + 1);
+        let err = fb.last_error.unwrap();
+        assert!(err.contains("truncated"), "{err}");
+        // Re-homed by that call: the stores go to the new file.
+        b.incr();
+        let snap = crate::read_file(&path).unwrap();
+        let value = |l: &str| snap.field(l).map(|f| f.value.clone());
+        assert_eq!(value("a"), Some(Value::Counter(1)));
+        assert_eq!(value("b"), Some(Value::Counter(3)));
+        assert!(snap.info.alive);
+        assert_eq!(snap.info.fallbacks, before + 1);
+        // The old, truncated inode's name was taken over: one file.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".mmstats"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

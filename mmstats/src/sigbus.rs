@@ -757,15 +757,15 @@ fn call_previous(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    /// Held by tests that map files, so `a_full_registry_refuses_more`
-    /// does not starve them.
+    /// Held by tests that map files (readers' or writers'), so
+    /// `a_full_registry_refuses_more` does not starve them.
     static MAPPING: Mutex<()> = Mutex::new(());
 
-    fn mapping() -> std::sync::MutexGuard<'static, ()> {
+    pub(crate) fn mapping() -> std::sync::MutexGuard<'static, ()> {
         MAPPING.lock().unwrap_or_else(|e| e.into_inner())
     }
 

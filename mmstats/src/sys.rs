@@ -391,6 +391,7 @@ mod tests {
     #[test]
     fn only_the_creating_process_marks_a_file_exited() {
         use std::io::{Read, Seek};
+        let _m = crate::sigbus::tests::mapping();
         let state_off = 8;
         for (pid_delta, expected) in [(0u32, 2u64), (1, 0)] {
             let mut f = tempfile::tempfile().unwrap();
