@@ -248,6 +248,18 @@ fn child() {
             // SAFETY: _exit has no preconditions.
             unsafe { libc::_exit(0) };
         }
+        "truncate-exit" => {
+            let w = Worker::open().unwrap();
+            w.hits.add(100);
+            say("path", w_path(std::process::id()).display());
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).unwrap();
+            for _ in 0..1000 {
+                w.hits.incr();
+            }
+            // No other stats call: the exit re-homes the file.
+            std::process::exit(0);
+        }
         "truncate" => {
             let w = Worker::open().unwrap();
             w.hits.add(100);
@@ -444,4 +456,30 @@ fn a_child_that_cannot_make_its_file_counts_privately_never_into_the_parents() {
     assert_eq!(counter(&snaps[0], "hits"), 5 + N, "nothing of the child's");
     assert_eq!(snaps[0].info.state, WriterState::Exited);
     assert!(!dir.exists(), "the child made no directory");
+}
+
+#[test]
+fn a_file_truncated_before_a_normal_exit_is_made_again_at_the_exit() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("child", dir.path(), "truncate-exit");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let path = PathBuf::from(wait_for(&mut out, "path"));
+    // What `: > FILE` does.
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the writer died: {status:?}");
+    let snaps = snapshots(dir.path());
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].info.path, path);
+    assert_eq!(counter(&snaps[0], "hits"), 1000);
+    assert_eq!(snaps[0].info.state, WriterState::Exited);
+    assert_eq!(snaps[0].info.fallbacks, 1);
 }

@@ -36,7 +36,8 @@ pub enum Error {
     /// Another process truncated the live stats file (`truncate`, `: >`, a
     /// cleanup script). Its values from before are gone; the writer's
     /// stores since land in private memory until the file is made again at
-    /// the process's next stats open (spec §6.9). Fix: do not truncate or
+    /// the process's next stats open, `fallbacks()` call, close or exit
+    /// (spec §6.9). Fix: do not truncate or
     /// clean the files of live writers.
     Truncated {
         /// The file.

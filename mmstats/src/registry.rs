@@ -299,9 +299,13 @@ pub struct Fallbacks {
 
 /// How many of this process's stats instances fell back to private memory
 /// (with [`Stats::open_or_private`](crate::Stats::open_or_private) or
-/// [`per_thread!`](crate::per_thread)), and why the last one did. The count
-/// is also published in every stats file of the process, so readers see
-/// that stats are missing.
+/// [`per_thread!`](crate::per_thread), or because another process
+/// truncated a live file), and why the last one did. The count is also
+/// published in every stats file of the process, so readers see that
+/// stats are missing.
+///
+/// Like every stats open, a call first gives each file that was truncated
+/// since a new file under its name (spec §6.9).
 pub fn fallbacks() -> Fallbacks {
     let reg = registry();
     Fallbacks {
@@ -372,7 +376,10 @@ extern "C" fn mark_all_exited() {
             Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
         }
     }
-    let Some(reg) = reg else { return };
+    let Some(mut reg) = reg else { return };
+    // A file truncated since the last open gets its successor now, so the
+    // counts stored since are not lost with the process.
+    rehome_dark(&mut reg);
     for map in reg.live.values().map(|l| &l.map) {
         // Release: as at a normal close, the values stored before are final
         // for a reader that sees "exited".

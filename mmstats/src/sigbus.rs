@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::ReadError;
+use crate::protocol::{self, DARK, HEALTHY};
 
 /// Slots per registry chunk.
 const CHUNK_SLOTS: usize = 1024;
@@ -373,17 +374,11 @@ struct Slot {
     /// Whether the range is a writer's mapping (under the sequence lock).
     writer: AtomicBool,
     faulted: AtomicBool,
-    /// A writer range's repair state: [`HEALTHY`], [`DARKENING`] while the
-    /// handler maps private memory over it, [`DARK`] after.
+    /// A writer range's repair state: `HEALTHY`, `DARKENING` while the
+    /// handler maps private memory over it, `DARK` after (see
+    /// `protocol::darken`).
     dark: AtomicU32,
 }
-
-/// A writer range backed by its file.
-const HEALTHY: u32 = 0;
-/// The handler of one thread is putting private memory over the range.
-const DARKENING: u32 = 1;
-/// The range is private memory: its file was truncated.
-const DARK: u32 = 2;
 
 /// How many writer ranges went dark since the process started: bumped by
 /// the handler, read by the writer's cold paths to find them.
@@ -603,57 +598,40 @@ fn repair(addr: usize) -> bool {
 
 /// A fault inside the writer range `start..start + len`: its file was
 /// truncated. The first thread to fault maps private zeroed memory over the
-/// whole range and marks it dark; others wait for that, then retry.
-/// Lock-free but for that wait, which is a few system calls long.
+/// whole range and marks it dark; others wait for that, then retry
+/// (`protocol::darken`, modelled with loom). Lock-free but for that wait,
+/// which is one system call long.
 fn darken(slot: &Slot, start: usize, len: usize) -> bool {
-    // Acquire (both): a thread that finds the range dark already sees the
-    // state the darkening thread published.
-    match slot
-        .dark
-        .compare_exchange(HEALTHY, DARKENING, Ordering::Acquire, Ordering::Acquire)
-    {
-        Ok(_) => {
-            // SAFETY:
-            // - `start..start + len` is a live writer mapping made by this
-            //   process (registered until it is unmapped), page-aligned.
-            // - Replacing it with private memory of the same size keeps
-            //   every handle's pointer valid; only this process's stores
-            //   land there from now on, which is the point.
-            // - mmap is a plain system call, safe to make in a handler.
-            let res = unsafe {
-                libc::mmap(
-                    start as *mut libc::c_void,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            if res == libc::MAP_FAILED {
-                // Release: undo the claim; the fault goes on as before us.
-                slot.dark.store(HEALTHY, Ordering::Release);
-                return false;
-            }
-            // Relaxed: a counter; the state's Release store publishes it.
-            DARK_EVENTS.fetch_add(1, Ordering::Relaxed);
-            // Release: pairs with the Acquire loads of waiters and of
-            // `WriterRange::is_dark`.
-            slot.dark.store(DARK, Ordering::Release);
-            true
+    let map = || {
+        // SAFETY:
+        // - `start..start + len` is a live writer mapping made by this
+        //   process (registered until it is unmapped), page-aligned.
+        // - Replacing it with private memory of the same size keeps every
+        //   handle's pointer valid; only this process's stores land there
+        //   from now on, which is the point.
+        // - mmap is a plain system call, safe to make in a handler.
+        let res = unsafe {
+            libc::mmap(
+                start as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if res == libc::MAP_FAILED {
+            return false;
         }
-        Err(_) => {
-            // Acquire: pairs with the Release store of DARK above.
-            while slot.dark.load(Ordering::Acquire) == DARKENING {
-                // SAFETY: sched_yield has no preconditions and is a plain
-                // system call.
-                unsafe { libc::sched_yield() };
-            }
-            // Dark now (the retried access lands in private memory), or
-            // healthy again with a new file: retry either way.
-            true
-        }
-    }
+        // Relaxed: a counter; the Release store of DARK publishes it.
+        DARK_EVENTS.fetch_add(1, Ordering::Relaxed);
+        true
+    };
+    // SAFETY: sched_yield has no preconditions and is a plain system call.
+    let pause = || unsafe {
+        libc::sched_yield();
+    };
+    protocol::darken(&slot.dark, map, pause)
 }
 
 /// Hands a fault that is not ours to the action from before the guard.
