@@ -129,9 +129,10 @@ struct DirLock {
 
 #[derive(Default)]
 struct Registry {
-    /// The process these entries belong to. A child made by `fork` finds
-    /// its parent's here and starts afresh: its own lock file, no parked
-    /// file of the parent's (the parent may reuse those itself).
+    /// The process these entries belong to. A child made by `fork` takes
+    /// them over in its fork handler ([`after_fork_in_child`]); one made
+    /// without the handlers (raw `clone`) finds its parent's here and
+    /// starts afresh: its own lock file, no parked file of the parent's.
     pid: u32,
     locks: HashMap<PathBuf, DirLock>,
     pool: HashMap<PoolKey, Vec<Parked>>,
