@@ -71,8 +71,11 @@
 //! `loom` models, which run those same functions over every interleaving
 //! and every value the memory model allows a load to return.
 //!
-//! Open stats after `fork()`, never before: a child process would inherit
-//! its parent's mapping and write into the parent's file.
+//! A child made by `fork()` gets files of its own for everything its parent
+//! had open, mapped at the same addresses, so inherited handles count into
+//! the child's files; a file that another process truncates under a live
+//! writer is replaced at the next stats open instead of killing it
+//! (`format-spec.md` §6.7, §6.9).
 //!
 //! # Which module holds what
 //!
@@ -92,7 +95,8 @@
 //!   publish.rs  directory checks, publication under the final name
 //!   file.rs     StatsFile, Slot: a live file and its fields
 //!   registry.rs per-process pool of files for reuse, lock files, exit
-//!               marking, fallback counts
+//!               marking, fallback counts, re-homing files after fork()
+//!               and after truncation
 //!   metrics.rs  the handles: Counter, Gauge, Text, Timer, ...
 //!   per_thread.rs  per_thread!, timer guards across threads, futures
 //!   procfs.rs   /proc parsing (command name, process start)
@@ -106,7 +110,8 @@
 //! reader side
 //!   discover.rs finding files safely: lstat, owner policy, own globbing
 //!   reader.rs   Reader, Snapshot, ReadLimits: validate and copy out
-//!   sigbus.rs   (unsafe) the reader's SIGBUS guard and its registry
+//!   sigbus.rs   (unsafe) the SIGBUS guard and its registry of reader and
+//!               writer mappings
 //!   json.rs     the JSON contract as Serialize types
 //!   aggregate/  many files, one view: watched sources, samples, deltas
 //! ```
