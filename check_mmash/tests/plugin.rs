@@ -320,6 +320,16 @@ fn exit_codes_and_perfdata_over_mmash() {
         &["-H", "127.0.0.1", "-p", &closed, "-l", "x"],
         "cannot reach mmash",
     );
+    // A proxy in the environment is not used: the check goes to -H.
+    let out = Command::new(BIN)
+        .args(base)
+        .args(["-l", "web.status.2xx", "-w", "20"])
+        .env("ALL_PROXY", format!("http://127.0.0.1:{closed}"))
+        .env("http_proxy", format!("http://127.0.0.1:{closed}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
     // Bad arguments are UNKNOWN too, not clap's 2.
     unknown(&["-l", "x", "--no-such-flag"], "bad arguments");
     unknown(&["-l", "x"], "bad arguments");
@@ -358,7 +368,7 @@ fn token_malformed_answers_and_timeout_are_unknown() {
     assert!(out.contains("refused the token (HTTP 401)"), "{out}");
 
     // A server that answers garbage, and one that never answers.
-    let fake = |answer: Option<&'static str>| {
+    let fake = |answer: Option<String>| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -367,7 +377,7 @@ fn token_malformed_answers_and_timeout_are_unknown() {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf);
                 match answer {
-                    Some(a) => {
+                    Some(ref a) => {
                         let _ = s.write_all(a.as_bytes());
                     }
                     // Hold the connection open, say nothing.
@@ -377,20 +387,49 @@ fn token_malformed_answers_and_timeout_are_unknown() {
         });
         port.to_string()
     };
+    // A good answer in chunks is read whole.
+    let measure =
+        r#"{"measure":{"label":"x","what":"total","value":5,"uom":"c","min":0,"note":""}}"#;
+    let (a, b) = measure.split_at(20);
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let port = fake(Some(chunked));
+    let (got, out, _) = run(&["-H", "127.0.0.1", "-p", &port, "-l", "x", "-w", "4"]);
+    assert_eq!(got, 1, "{out}");
+    assert_eq!(split(&out).1[0].value, 5.0, "{out}");
+    let n = 2 << 20;
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{}",
+        " ".repeat(n)
+    );
     for (answer, needle) in [
         (
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{nope",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{nope".to_owned(),
             "malformed JSON",
         ),
         (
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n{}".to_owned(),
+            "reading the response",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_owned(),
+            "reading the response",
+        ),
+        ("HTTP/1.1 999 x\r\n\r\n".to_owned(), "not an HTTP response"),
+        (huge, "over 1048576 bytes"),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
             "no measure and no error",
         ),
         (
-            "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n{\"measure\":{\"label\":\"x\"}}    ",
+            "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n{\"measure\":{\"label\":\"x\"}}    "
+                .to_owned(),
             "the measure lacks a field",
         ),
-        ("SSH-2.0-OpenSSH_9.2\r\n", "not an HTTP response"),
+        ("SSH-2.0-OpenSSH_9.2\r\n".to_owned(), "not an HTTP response"),
     ] {
         let port = fake(Some(answer));
         let (got, out, _) = run(&["-H", "127.0.0.1", "-p", &port, "-l", "x"]);
