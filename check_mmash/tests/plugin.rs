@@ -461,6 +461,15 @@ fn dir_reads_the_files_without_a_daemon() {
     let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "5"]);
     assert_eq!(got, 1, "{out}");
     assert_eq!(split(&out).1[0].value, 7.0);
+    // A glob, as --help says, is read too; one matching nothing is UNKNOWN.
+    let all = format!("{d}/*");
+    let (got, out, _) = run(&["--dir", &all, "-l", "web.status.2xx", "-w", "5"]);
+    assert_eq!(got, 1, "{out}");
+    assert_eq!(split(&out).1[0].value, 7.0);
+    let none = format!("{d}/nothing-*");
+    let (got, out, _) = run(&["--dir", &none, "-l", "web.status.2xx"]);
+    assert_eq!(got, 3, "{out}");
+    assert!(out.contains("no stats files in"), "{out}");
     // One live writer has the label: `-c 1:` is fine; none has another.
     let (got, out, _) = run(&[
         "--dir",
