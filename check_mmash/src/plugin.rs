@@ -100,8 +100,10 @@ pub struct Perfdata {
 
 impl fmt::Display for Perfdata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Quoted, with a quote doubled, so spaces and '=' are safe.
-        let label = self.label.replace('\'', "''");
+        // Quoted, with a quote doubled, so spaces are safe. The guidelines
+        // allow no '=' in a label even quoted (parsers split at the first
+        // '='), and a '|' would end the perfdata for some; both become '_'.
+        let label = self.label.replace(['=', '|'], "_").replace('\'', "''");
         let opt = |x: Option<f64>| x.map(number).unwrap_or_default();
         let range = |r: Option<&Range>| r.map(Range::to_perfdata).unwrap_or_default();
         write!(
@@ -187,6 +189,11 @@ mod tests {
             max: None,
         };
         assert_eq!(c.to_string(), "'it''s'=12c;;;0;");
+        let odd = Perfdata {
+            label: "http.code=500|x y".into(),
+            ..c
+        };
+        assert_eq!(odd.to_string(), "'http.code_500_x y'=12c;;;0;");
         assert_eq!(
             status_line(State::Unknown, "a|b\nc", &[]),
             "MMSTATS UNKNOWN - a b c"
