@@ -306,12 +306,29 @@ fn from_mmash(args: &Args, spec: &Spec, deadline: Instant) -> Result<Measure, St
         )
     })?;
     if let Some(m) = json.get("measure").filter(|m| !m.is_null()) {
-        return measure_json(m).ok_or_else(|| {
+        let m = measure_json(m).ok_or_else(|| {
             format!(
                 "malformed answer from {where_}: the measure lacks a field: {}",
                 m.to_string().chars().take(120).collect::<String>()
             )
-        });
+        })?;
+        // Never judge a value that is not the one asked for.
+        let what = match (spec.aggr, spec.rate, spec.stat) {
+            (Some(mmstats::aggregate::Aggregator::Count), _, _) => Some("count".to_owned()),
+            (_, Some(_), _) => Some("rate".to_owned()),
+            (_, _, Some(s)) => Some(s.name()),
+            _ => None,
+        };
+        if m.label != spec.label || what.as_ref().is_some_and(|w| *w != m.what) {
+            return Err(format!(
+                "malformed answer from {where_}: asked for {:?}{}, answered with {:?} {}",
+                spec.label,
+                what.map(|w| format!(" {w}")).unwrap_or_default(),
+                m.label,
+                m.what
+            ));
+        }
+        return Ok(m);
     }
     if let Some(e) = json.get("error").and_then(Json::as_str) {
         return Err(format!("{where_}: {e}"));

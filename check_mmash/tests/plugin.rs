@@ -400,6 +400,19 @@ fn token_malformed_answers_and_timeout_are_unknown() {
     let (got, out, _) = run(&["-H", "127.0.0.1", "-p", &port, "-l", "x", "-w", "4"]);
     assert_eq!(got, 1, "{out}");
     assert_eq!(split(&out).1[0].value, 5.0, "{out}");
+    // A value for another label, or not the rate asked, is never judged.
+    let plain = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{measure}",
+        measure.len()
+    );
+    for args in [&["-l", "xy"][..], &["-l", "x", "--rate", "1m"]] {
+        let port = fake(Some(plain.clone()));
+        let mut all = vec!["-H", "127.0.0.1", "-p", &port, "-c", "100"];
+        all.extend_from_slice(args);
+        let (got, out, _) = run(&all);
+        assert_eq!(got, 3, "{out}");
+        assert!(out.contains("answered with \"x\" total"), "{out}");
+    }
     let n = 2 << 20;
     let huge = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{}",
