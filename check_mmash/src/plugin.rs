@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(number(1.234_567_89e-9), "0.00000000123457");
         assert_eq!(number(-1e-30), "0");
         assert_eq!(number(7.2), "7.2");
-        assert_eq!(number(1234.567_891), "1234.567891");
+        assert_eq!(number(1_234.567_891), "1234.567891");
         assert_eq!(number(1e20), "100000000000000000000");
         assert_eq!(number(-3.0), "-3");
         assert_eq!(number(0.25), "0.25");
