@@ -124,6 +124,17 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // A panic is UNKNOWN (3) with one line, not Rust's 101, which Nagios
+    // reports as out of bounds.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        // Someone printing already ends the process with their line.
+        if let Ok(_printing) = PRINTED.try_lock() {
+            print_line(&unknown(&format!("internal error: {info}")));
+        }
+        std::process::exit(State::Unknown.code().into());
+    }));
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -142,7 +153,8 @@ fn main() -> ExitCode {
                 .collect();
             let joined = para.join(" ");
             let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
-            println!("{}", unknown(&format!("bad arguments: {msg} (see --help)")));
+            // Not println!, which panics when stdout fails.
+            print_line(&unknown(&format!("bad arguments: {msg} (see --help)")));
             return ExitCode::from(State::Unknown.code());
         }
     };
@@ -150,12 +162,18 @@ fn main() -> ExitCode {
     // Whoever takes this first prints the one line: the answer, or the
     // watchdog's timeout.
     let _printing = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    print_line(&line);
     // Exit while holding the lock, so the watchdog cannot print a second
     // line between main's return and the end of the process.
     std::process::exit(state.code().into())
+}
+
+/// Prints the status line; a stdout that fails (closed, full) changes
+/// nothing: the exit code is the state.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Held while the one status line is printed, until the process exits.
@@ -214,9 +232,7 @@ fn watchdog(timeout: Duration) {
         // Never released: the process ends here, or main is printing and
         // ends first.
         let _printing = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        print_line(&line);
         std::process::exit(State::Unknown.code().into());
     });
 }

@@ -559,3 +559,36 @@ fn help_and_version() {
     assert_eq!(got, 0);
     assert!(out.starts_with("check_mmash "), "{out}");
 }
+
+#[test]
+fn a_failing_stdout_keeps_the_exit_code() {
+    // /dev/full refuses every write: the state is still the exit code, for
+    // bad arguments (3), for a value (2) and for --help (0).
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let w = Web::builder()
+        .dir(dir.path())
+        .command("webw")
+        .open()
+        .unwrap();
+    w.ok.add(7);
+    let d = dir.path().to_str().unwrap();
+    for (args, code) in [
+        (&["-l", "x", "--no-such-flag"][..], 3),
+        (&["--dir", d, "-l", "web.status.2xx", "-c", "5"], 2),
+        (&["--help"], 0),
+    ] {
+        let status = Command::new(BIN)
+            .args(args)
+            .stdout(full())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
+}
