@@ -216,14 +216,17 @@ impl History {
             if at <= last.at {
                 return;
             }
-            let new_label = ring
-                .watched
+            // A watched distribution the files no longer have is not new:
+            // it would make every request a reading.
+            let new_label = ring.watched.iter().any(|(l, _)| {
+                !last.hists.contains_key(l)
+                    && cur.families.iter().any(|f| {
+                        f.label == *l && matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer)
+                    })
+            }) || ring
+                .counters
                 .iter()
-                .any(|(l, _)| !last.hists.contains_key(l))
-                || ring
-                    .counters
-                    .iter()
-                    .any(|(l, _)| !last.counters.contains_key(l));
+                .any(|(l, _)| !last.counters.contains_key(l));
             if !new_label && at.duration_since(last.at) < gap {
                 return;
             }
@@ -527,6 +530,17 @@ mod tests {
             h.want_counter(&format!("c{i}"));
         }
         assert_eq!(h.lock().counters.len(), MAX_WATCHED_COUNTERS);
+    }
+
+    #[test]
+    fn a_watched_label_the_files_lost_does_not_make_every_request_a_reading() {
+        let h = History::default();
+        h.want(Some(Duration::from_secs(60)), Some("gone"));
+        let t0 = Instant::now();
+        for ms in 0..500u64 {
+            h.record(&current(t0 + Duration::from_millis(ms), 0));
+        }
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
