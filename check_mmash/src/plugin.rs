@@ -102,8 +102,20 @@ impl fmt::Display for Perfdata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Quoted, with a quote doubled, so spaces are safe. The guidelines
         // allow no '=' in a label even quoted (parsers split at the first
-        // '='), and a '|' would end the perfdata for some; both become '_'.
-        let label = self.label.replace(['=', '|'], "_").replace('\'', "''");
+        // '='), a '|' would end the perfdata for some, and a control
+        // character could break the one line: all become '_'.
+        let label: String = self
+            .label
+            .chars()
+            .map(|c| {
+                if c == '=' || c == '|' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let label = label.replace('\'', "''");
         let opt = |x: Option<f64>| x.map(number).unwrap_or_default();
         let range = |r: Option<&Range>| r.map(Range::to_perfdata).unwrap_or_default();
         write!(
@@ -198,10 +210,10 @@ mod tests {
         };
         assert_eq!(c.to_string(), "'it''s'=12c;;;0;");
         let odd = Perfdata {
-            label: "http.code=500|x y".into(),
+            label: "http.code=500|x y\nz".into(),
             ..c
         };
-        assert_eq!(odd.to_string(), "'http.code_500_x y'=12c;;;0;");
+        assert_eq!(odd.to_string(), "'http.code_500_x y_z'=12c;;;0;");
         assert_eq!(
             status_line(State::Unknown, "a|b\nc", &[]),
             "MMSTATS UNKNOWN - a b c"
