@@ -100,7 +100,7 @@ struct Args {
     #[arg(long, value_name = "WINDOW", allow_hyphen_values = true)]
     window: Option<String>,
 
-    /// Warning range
+    /// Warning range (empty: none)
     #[arg(
         short = 'w',
         long = "warning",
@@ -109,7 +109,7 @@ struct Args {
     )]
     warn: Option<String>,
 
-    /// Critical range
+    /// Critical range (empty: none)
     #[arg(
         short = 'c',
         long = "critical",
@@ -215,9 +215,12 @@ fn spec(args: &Args) -> Result<Spec, String> {
         ("warn", &args.warn),
         ("crit", &args.crit),
     ];
+    // An empty -w or -c is no threshold: command templates pass `-w
+    // '$ARG2$'` whether or not the service gives one.
     let params = flags
         .iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)));
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
+        .filter(|(k, v)| !(matches!(*k, "warn" | "crit") && v.is_empty()));
     Spec::from_params(&args.label, params).map_err(|e| e.0)
 }
 

@@ -474,6 +474,12 @@ fn dir_reads_the_files_without_a_daemon() {
     let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "5"]);
     assert_eq!(got, 1, "{out}");
     assert_eq!(split(&out).1[0].value, 7.0);
+    // An empty -w or -c, as a Nagios command template passes it, is none.
+    let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "", "-c", "5"]);
+    assert_eq!(got, 2, "{out}");
+    assert!(out.ends_with("=7c;;5;0;\n"), "{out}");
+    let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "5", "-c", ""]);
+    assert_eq!(got, 1, "{out}");
     // A glob, as --help says, is read too; one matching nothing is UNKNOWN.
     let all = format!("{d}/*");
     let (got, out, _) = run(&["--dir", &all, "-l", "web.status.2xx", "-w", "5"]);
