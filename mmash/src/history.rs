@@ -26,7 +26,7 @@
 //! buckets only. So memory does not grow with the number of labels in the
 //! files: at most `MAX_ENTRIES` x (`MAX_WATCHED_COUNTERS` integers +
 //! `MAX_WATCHED` x non-empty buckets): for 16 timers with 200 non-empty
-//! buckets each, about 6 MB; at worst (16 histograms with all 3776 buckets
+//! buckets each, about 7 MB; at worst (16 histograms with all 3776 buckets
 //! filled) about 100 MB.
 //!
 //! A sampler task ([`crate::check`]) reads the files every [`spacing`] once
