@@ -8,7 +8,7 @@
 //! | query | value |
 //! | --- | --- |
 //! | (none) | counters: the total over every file, live or dead; gauges: the sum over live writers |
-//! | `aggr=A` | combined by aggregator `A` instead of summed (`count`: live writers that have the label) |
+//! | `aggr=A` | combined by aggregator `A` instead of summed (`count`: live writers that have the label); not with a rate or a timer statistic |
 //! | `rate=D` | a counter's increase per second over the last `D` |
 //! | `quantile=Q`, `stat=mean\|count\|max\|min` | of a timer or histogram, over `window=D` (default: everything recorded) |
 //! | `warn=R`, `crit=R` | thresholds in the [`range`](crate::range) syntax |
@@ -250,6 +250,12 @@ impl Spec {
             Some(a) if self.rate.is_some() => {
                 return Err(SpecError(format!(
                     "rate= sums the increases of every file: aggr={a} does not apply"
+                )))
+            }
+            Some(a) if self.stat.is_some() => {
+                return Err(SpecError(format!(
+                    "quantile= and stat= are of the files' merged distribution: \
+                     aggr={a} does not apply"
                 )))
             }
             Some(_) => {}
@@ -749,6 +755,8 @@ mod tests {
             ("rate=10s&quantile=0.5", "not both"),
             ("window=10s", "goes with quantile"),
             ("aggr=max&rate=10s", "does not apply"),
+            ("aggr=max&stat=mean", "merged distribution"),
+            ("aggr=avg&quantile=0.9&window=1m", "merged distribution"),
             ("aggr=count&stat=max", "takes no"),
             ("foo=1", "unknown parameter"),
             ("warn=1&warn=2", "twice"),

@@ -100,7 +100,7 @@ struct Args {
     #[arg(long, value_name = "WINDOW", allow_hyphen_values = true)]
     window: Option<String>,
 
-    /// Warning range
+    /// Warning range (empty: none)
     #[arg(
         short = 'w',
         long = "warning",
@@ -109,7 +109,7 @@ struct Args {
     )]
     warn: Option<String>,
 
-    /// Critical range
+    /// Critical range (empty: none)
     #[arg(
         short = 'c',
         long = "critical",
@@ -124,6 +124,17 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // A panic is UNKNOWN (3) with one line, not Rust's 101, which Nagios
+    // reports as out of bounds.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        // Someone printing already ends the process with their line.
+        if let Ok(_printing) = PRINTED.try_lock() {
+            print_line(&unknown(&format!("internal error: {info}")));
+        }
+        std::process::exit(State::Unknown.code().into());
+    }));
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -142,7 +153,8 @@ fn main() -> ExitCode {
                 .collect();
             let joined = para.join(" ");
             let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
-            println!("{}", unknown(&format!("bad arguments: {msg} (see --help)")));
+            // Not println!, which panics when stdout fails.
+            print_line(&unknown(&format!("bad arguments: {msg} (see --help)")));
             return ExitCode::from(State::Unknown.code());
         }
     };
@@ -150,12 +162,18 @@ fn main() -> ExitCode {
     // Whoever takes this first prints the one line: the answer, or the
     // watchdog's timeout.
     let _printing = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    print_line(&line);
     // Exit while holding the lock, so the watchdog cannot print a second
     // line between main's return and the end of the process.
     std::process::exit(state.code().into())
+}
+
+/// Prints the status line; a stdout that fails (closed, full) changes
+/// nothing: the exit code is the state.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Held while the one status line is printed, until the process exits.
@@ -197,9 +215,12 @@ fn spec(args: &Args) -> Result<Spec, String> {
         ("warn", &args.warn),
         ("crit", &args.crit),
     ];
+    // An empty -w or -c is no threshold: command templates pass `-w
+    // '$ARG2$'` whether or not the service gives one.
     let params = flags
         .iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)));
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
+        .filter(|(k, v)| !(matches!(*k, "warn" | "crit") && v.is_empty()));
     Spec::from_params(&args.label, params).map_err(|e| e.0)
 }
 
@@ -214,16 +235,16 @@ fn watchdog(timeout: Duration) {
         // Never released: the process ends here, or main is printing and
         // ends first.
         let _printing = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        print_line(&line);
         std::process::exit(State::Unknown.code().into());
     });
 }
 
 /// Reads the files directly: once, or twice a window apart.
 fn from_dir(dir: &Path, spec: &Spec, timeout: Duration) -> Result<Measure, String> {
-    if !dir.exists() {
+    // A glob names no file itself: the sample says if it matched none.
+    let glob = dir.to_string_lossy().contains(['*', '?', '[']);
+    if !glob && !dir.exists() {
         return Err(format!(
             "--dir {}: no such file or directory",
             dir.display()
@@ -304,12 +325,29 @@ fn from_mmash(args: &Args, spec: &Spec, deadline: Instant) -> Result<Measure, St
         )
     })?;
     if let Some(m) = json.get("measure").filter(|m| !m.is_null()) {
-        return measure_json(m).ok_or_else(|| {
+        let m = measure_json(m).ok_or_else(|| {
             format!(
                 "malformed answer from {where_}: the measure lacks a field: {}",
                 m.to_string().chars().take(120).collect::<String>()
             )
-        });
+        })?;
+        // Never judge a value that is not the one asked for.
+        let what = match (spec.aggr, spec.rate, spec.stat) {
+            (Some(mmstats::aggregate::Aggregator::Count), _, _) => Some("count".to_owned()),
+            (_, Some(_), _) => Some("rate".to_owned()),
+            (_, _, Some(s)) => Some(s.name()),
+            _ => None,
+        };
+        if m.label != spec.label || what.as_ref().is_some_and(|w| *w != m.what) {
+            return Err(format!(
+                "malformed answer from {where_}: asked for {:?}{}, answered with {:?} {}",
+                spec.label,
+                what.map(|w| format!(" {w}")).unwrap_or_default(),
+                m.label,
+                m.what
+            ));
+        }
+        return Ok(m);
     }
     if let Some(e) = json.get("error").and_then(Json::as_str) {
         return Err(format!("{where_}: {e}"));

@@ -320,6 +320,16 @@ fn exit_codes_and_perfdata_over_mmash() {
         &["-H", "127.0.0.1", "-p", &closed, "-l", "x"],
         "cannot reach mmash",
     );
+    // A proxy in the environment is not used: the check goes to -H.
+    let out = Command::new(BIN)
+        .args(base)
+        .args(["-l", "web.status.2xx", "-w", "20"])
+        .env("ALL_PROXY", format!("http://127.0.0.1:{closed}"))
+        .env("http_proxy", format!("http://127.0.0.1:{closed}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
     // Bad arguments are UNKNOWN too, not clap's 2.
     unknown(&["-l", "x", "--no-such-flag"], "bad arguments");
     unknown(&["-l", "x"], "bad arguments");
@@ -358,7 +368,7 @@ fn token_malformed_answers_and_timeout_are_unknown() {
     assert!(out.contains("refused the token (HTTP 401)"), "{out}");
 
     // A server that answers garbage, and one that never answers.
-    let fake = |answer: Option<&'static str>| {
+    let fake = |answer: Option<String>| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -367,7 +377,7 @@ fn token_malformed_answers_and_timeout_are_unknown() {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf);
                 match answer {
-                    Some(a) => {
+                    Some(ref a) => {
                         let _ = s.write_all(a.as_bytes());
                     }
                     // Hold the connection open, say nothing.
@@ -377,20 +387,62 @@ fn token_malformed_answers_and_timeout_are_unknown() {
         });
         port.to_string()
     };
+    // A good answer in chunks is read whole.
+    let measure =
+        r#"{"measure":{"label":"x","what":"total","value":5,"uom":"c","min":0,"note":""}}"#;
+    let (a, b) = measure.split_at(20);
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let port = fake(Some(chunked));
+    let (got, out, _) = run(&["-H", "127.0.0.1", "-p", &port, "-l", "x", "-w", "4"]);
+    assert_eq!(got, 1, "{out}");
+    assert_eq!(split(&out).1[0].value, 5.0, "{out}");
+    // A value for another label, or not the rate asked, is never judged.
+    let plain = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{measure}",
+        measure.len()
+    );
+    for args in [&["-l", "xy"][..], &["-l", "x", "--rate", "1m"]] {
+        let port = fake(Some(plain.clone()));
+        let mut all = vec!["-H", "127.0.0.1", "-p", &port, "-c", "100"];
+        all.extend_from_slice(args);
+        let (got, out, _) = run(&all);
+        assert_eq!(got, 3, "{out}");
+        assert!(out.contains("answered with \"x\" total"), "{out}");
+    }
+    let n = 2 << 20;
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{}",
+        " ".repeat(n)
+    );
     for (answer, needle) in [
         (
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{nope",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{nope".to_owned(),
             "malformed JSON",
         ),
         (
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n{}".to_owned(),
+            "reading the response",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_owned(),
+            "reading the response",
+        ),
+        ("HTTP/1.1 999 x\r\n\r\n".to_owned(), "not an HTTP response"),
+        (huge, "over 1048576 bytes"),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
             "no measure and no error",
         ),
         (
-            "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n{\"measure\":{\"label\":\"x\"}}    ",
+            "HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n{\"measure\":{\"label\":\"x\"}}    "
+                .to_owned(),
             "the measure lacks a field",
         ),
-        ("SSH-2.0-OpenSSH_9.2\r\n", "not an HTTP response"),
+        ("SSH-2.0-OpenSSH_9.2\r\n".to_owned(), "not an HTTP response"),
     ] {
         let port = fake(Some(answer));
         let (got, out, _) = run(&["-H", "127.0.0.1", "-p", &port, "-l", "x"]);
@@ -422,6 +474,21 @@ fn dir_reads_the_files_without_a_daemon() {
     let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "5"]);
     assert_eq!(got, 1, "{out}");
     assert_eq!(split(&out).1[0].value, 7.0);
+    // An empty -w or -c, as a Nagios command template passes it, is none.
+    let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "", "-c", "5"]);
+    assert_eq!(got, 2, "{out}");
+    assert!(out.ends_with("=7c;;5;0;\n"), "{out}");
+    let (got, out, _) = run(&["--dir", d, "-l", "web.status.2xx", "-w", "5", "-c", ""]);
+    assert_eq!(got, 1, "{out}");
+    // A glob, as --help says, is read too; one matching nothing is UNKNOWN.
+    let all = format!("{d}/*");
+    let (got, out, _) = run(&["--dir", &all, "-l", "web.status.2xx", "-w", "5"]);
+    assert_eq!(got, 1, "{out}");
+    assert_eq!(split(&out).1[0].value, 7.0);
+    let none = format!("{d}/nothing-*");
+    let (got, out, _) = run(&["--dir", &none, "-l", "web.status.2xx"]);
+    assert_eq!(got, 3, "{out}");
+    assert!(out.contains("no stats files in"), "{out}");
     // One live writer has the label: `-c 1:` is fine; none has another.
     let (got, out, _) = run(&[
         "--dir",
@@ -497,4 +564,37 @@ fn help_and_version() {
     let (got, out, _) = run(&["-V"]);
     assert_eq!(got, 0);
     assert!(out.starts_with("check_mmash "), "{out}");
+}
+
+#[test]
+fn a_failing_stdout_keeps_the_exit_code() {
+    // /dev/full refuses every write: the state is still the exit code, for
+    // bad arguments (3), for a value (2) and for --help (0).
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let w = Web::builder()
+        .dir(dir.path())
+        .command("webw")
+        .open()
+        .unwrap();
+    w.ok.add(7);
+    let d = dir.path().to_str().unwrap();
+    for (args, code) in [
+        (&["-l", "x", "--no-such-flag"][..], 3),
+        (&["--dir", d, "-l", "web.status.2xx", "-c", "5"], 2),
+        (&["--help"], 0),
+    ] {
+        let status = Command::new(BIN)
+            .args(args)
+            .stdout(full())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
 }

@@ -95,17 +95,19 @@ pub async fn handler(
     }
     let asked = Instant::now();
     let a = Arc::clone(&app);
-    let watch = spec.stat.is_some().then(|| label.clone());
+    let watch = spec.history().is_some().then(|| label.clone());
+    let (rate, stat) = (spec.rate.is_some(), spec.stat.is_some());
     let cur = match tokio::task::spawn_blocking(move || {
         let cur = a.collector.current(asked);
-        // Only a label that is a timer or histogram takes one of the few
-        // places for kept distributions.
+        // Only a label the files have, of the kind the check measures,
+        // takes one of the few places for kept labels.
         if let Some(l) = watch {
-            let is_hist = cur.families.iter().any(|f| {
-                f.label == l && matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer)
-            });
-            if is_hist {
-                a.history.want(None, Some(&l));
+            match cur.families.iter().find(|f| f.label == l).map(|f| f.kind) {
+                Some(FamilyKind::Histogram | FamilyKind::Timer) if stat => {
+                    a.history.want(None, Some(&l));
+                }
+                Some(FamilyKind::Counter) if rate => a.history.want_counter(&l),
+                _ => {}
             }
         }
         a.history.record(&cur);

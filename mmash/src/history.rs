@@ -2,12 +2,15 @@
 //! window: a counter's rate over the last minute, a timer's p99 over the
 //! last five.
 //!
-//! Each entry holds the collector's cumulative series at one moment: every
-//! counter's total (summed over the `--by` groups; totals never go down,
-//! so a rate never goes negative when writers die), and the cumulative
-//! distribution of the timers and histograms that checks asked for. A
-//! value over a window is the newest entry minus the newest entry at least
-//! that old.
+//! Each entry holds the collector's cumulative series at one moment: the
+//! total of each counter that a check asked a rate of (summed over the
+//! `--by` groups; totals never go down, so a rate never goes negative when
+//! writers die), and the cumulative distribution of the timers and
+//! histograms that checks asked for. A value over a window is the newest
+//! entry minus the newest entry at least that old. A label is kept from the
+//! first check that asks for it, so that check is answered over the life
+//! of the files, and the next ones over the window (or the part of it
+//! seen since).
 //!
 //! **Bounds.** Entries are kept for the longest window any check asked for
 //! (at most [`MAX_RETENTION`]), taken about every 1/20 of the shortest
@@ -17,12 +20,14 @@
 //! and old ones thin out geometrically. A window of any length then starts
 //! within a few percent of its age of an entry (for 100 entries over a day,
 //! within about 15%; a 10 s window next to a 1 h one, within a second).
-//! At most [`MAX_WATCHED`] timer and histogram labels
-//! are kept (the least recently asked one is dropped), each as its
-//! non-empty buckets only. So memory is at most `MAX_ENTRIES` x (one
-//! integer per counter label + `MAX_WATCHED` x non-empty buckets): for 1000
-//! counter labels and 16 timers with 200 non-empty buckets each, about 10
-//! MB; at worst (16 histograms with all 3776 buckets filled) about 100 MB.
+//! At most [`MAX_WATCHED_COUNTERS`] counter labels and [`MAX_WATCHED`]
+//! timer and histogram labels are kept (the least recently asked one is
+//! dropped), only labels the files have, histograms as their non-empty
+//! buckets only. So memory does not grow with the number of labels in the
+//! files: at most `MAX_ENTRIES` x (`MAX_WATCHED_COUNTERS` integers +
+//! `MAX_WATCHED` x non-empty buckets): for 16 timers with 200 non-empty
+//! buckets each, about 7 MB; at worst (16 histograms with all 3776 buckets
+//! filled) about 100 MB.
 //!
 //! A sampler task ([`crate::check`]) reads the files every [`spacing`] once
 //! a check asked for a window; until then nothing is kept and nothing runs.
@@ -45,6 +50,8 @@ pub const MAX_ENTRIES: usize = 100;
 pub const MAX_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Most timer and histogram labels kept.
 pub const MAX_WATCHED: usize = 16;
+/// Most counter labels kept.
+pub const MAX_WATCHED_COUNTERS: usize = 256;
 /// Shortest time between entries.
 pub const MIN_SPACING: Duration = Duration::from_secs(1);
 /// Longest time between readings of the sampler.
@@ -98,6 +105,39 @@ struct Ring {
     shortest: Option<Duration>,
     /// Timer and histogram labels asked for, with when.
     watched: Vec<(String, Instant)>,
+    /// Counter labels asked a rate of, with when.
+    counters: Vec<(String, Instant)>,
+}
+
+/// Notes that `label` was asked for now; when `list` already holds `max`
+/// labels, drops the least recently asked one, from `list` and from every
+/// entry (through `forget`).
+fn watch(
+    list: &mut Vec<(String, Instant)>,
+    entries: &mut VecDeque<Entry>,
+    label: &str,
+    max: usize,
+    forget: fn(&mut Entry, &str),
+) {
+    let now = Instant::now();
+    if let Some(e) = list.iter_mut().find(|(x, _)| x == label) {
+        e.1 = now;
+        return;
+    }
+    if list.len() >= max {
+        if let Some(i) = list
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (_, t))| *t)
+            .map(|(i, _)| i)
+        {
+            let (gone, _) = list.swap_remove(i);
+            for e in entries.iter_mut() {
+                forget(e, &gone);
+            }
+        }
+    }
+    list.push((label.to_owned(), now));
 }
 
 /// The ring; shared by every request.
@@ -139,30 +179,27 @@ impl History {
             ring.shortest = Some(ring.shortest.map_or(w, |s| s.min(w)));
         }
         if let Some(l) = hist_label {
-            let now = Instant::now();
-            match ring.watched.iter_mut().find(|(x, _)| x == l) {
-                Some(e) => e.1 = now,
-                None => {
-                    if ring.watched.len() >= MAX_WATCHED {
-                        // Drop the least recently asked.
-                        if let Some(i) = ring
-                            .watched
-                            .iter()
-                            .enumerate()
-                            .min_by_key(|(_, (_, t))| *t)
-                            .map(|(i, _)| i)
-                        {
-                            let (gone, _) = ring.watched.swap_remove(i);
-                            for e in &mut ring.entries {
-                                e.hists.remove(&gone);
-                            }
-                        }
-                    }
-                    ring.watched.push((l.to_owned(), now));
-                }
-            }
+            let Ring {
+                watched, entries, ..
+            } = &mut *ring;
+            watch(watched, entries, l, MAX_WATCHED, |e, l| {
+                e.hists.remove(l);
+            });
         }
         ring.shortest.map(spacing)
+    }
+
+    /// Notes that a check asks a rate of the counter `label` (one the files
+    /// have), so that its total is kept from the next [`History::record`]
+    /// on.
+    pub fn want_counter(&self, label: &str) {
+        let mut ring = self.lock();
+        let Ring {
+            counters, entries, ..
+        } = &mut *ring;
+        watch(counters, entries, label, MAX_WATCHED_COUNTERS, |e, l| {
+            e.counters.remove(l);
+        });
     }
 
     /// Keeps `cur` if windows are wanted and the newest entry is at least a
@@ -179,20 +216,31 @@ impl History {
             if at <= last.at {
                 return;
             }
-            let new_label = ring
-                .watched
+            // A watched distribution the files no longer have is not new:
+            // it would make every request a reading.
+            let new_label = ring.watched.iter().any(|(l, _)| {
+                !last.hists.contains_key(l)
+                    && cur.families.iter().any(|f| {
+                        f.label == *l && matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer)
+                    })
+            }) || ring
+                .counters
                 .iter()
-                .any(|(l, _)| !last.hists.contains_key(l));
+                .any(|(l, _)| !last.counters.contains_key(l));
             if !new_label && at.duration_since(last.at) < gap {
                 return;
             }
         }
-        let mut counters: HashMap<String, i128> = HashMap::new();
+        // A watched counter the files no longer have totals 0 now.
+        let mut counters: HashMap<String, i128> =
+            ring.counters.iter().map(|(l, _)| (l.clone(), 0)).collect();
         let mut hists: HashMap<String, HistogramSnapshot> = HashMap::new();
         for fam in &cur.families {
             match fam.kind {
                 FamilyKind::Counter => {
-                    let total = counters.entry(fam.label.clone()).or_insert(0);
+                    let Some(total) = counters.get_mut(&fam.label) else {
+                        continue;
+                    };
                     for s in &fam.series {
                         if let SeriesValue::Int(n) = s.value {
                             *total = total.saturating_add(n);
@@ -242,8 +290,8 @@ impl History {
     }
 
     /// A counter's total at the newest entry at least `window` before
-    /// `now`, or the oldest entry that has any reading if none is that old.
-    /// `None` if no entry before `now` exists.
+    /// `now`, or the oldest entry that kept it if none is that old. `None`
+    /// if no entry before `now` kept it.
     pub fn counter_baseline(
         &self,
         label: &str,
@@ -251,10 +299,11 @@ impl History {
         now: Instant,
     ) -> Option<Baseline<i128>> {
         let ring = self.lock();
-        let e = pick(&ring.entries, window, now, |_| true)?;
+        let e = pick(&ring.entries, window, now, |e| {
+            e.counters.contains_key(label)
+        })?;
         Some(Baseline {
-            // A label an entry lacks had no files yet then: a total of 0.
-            value: e.counters.get(label).copied().unwrap_or(0),
+            value: *e.counters.get(label)?,
             covered: now.duration_since(e.at),
         })
     }
@@ -371,6 +420,7 @@ mod tests {
             h.want(Some(Duration::from_secs(10)), None),
             Some(MIN_SPACING)
         );
+        h.want_counter("req");
         for s in 0..=1000u64 {
             // One reading every 100 ms: only one a second is kept.
             let at = t0 + Duration::from_millis(100 * s);
@@ -389,13 +439,10 @@ mod tests {
             .counter_baseline("req", Duration::from_secs(60), now)
             .unwrap();
         assert!(b.covered < Duration::from_secs(12));
-        // An unknown label had a total of 0.
-        assert_eq!(
-            h.counter_baseline("nope", Duration::from_secs(1), now)
-                .unwrap()
-                .value,
-            0
-        );
+        // A label no check asked for is not kept.
+        assert!(h
+            .counter_baseline("nope", Duration::from_secs(1), now)
+            .is_none());
         // Nothing before the first entry.
         assert!(h
             .counter_baseline("req", Duration::from_secs(1), t0)
@@ -413,6 +460,7 @@ mod tests {
     fn short_and_long_windows_both_start_near_an_entry() {
         let h = History::default();
         h.want(Some(Duration::from_secs(3600)), None);
+        h.want_counter("req");
         assert_eq!(
             h.want(Some(Duration::from_secs(10)), None),
             Some(MIN_SPACING)
@@ -436,6 +484,63 @@ mod tests {
             // Totals were the second count, plus 1 from the other group.
             assert_eq!(b.value, 7200 - c as i128 + 1);
         }
+    }
+
+    #[test]
+    fn many_labels_in_the_files_cost_only_the_asked_ones() {
+        let h = History::default();
+        h.want(Some(Duration::from_secs(60)), None);
+        let t0 = Instant::now();
+        let mut cur = current(t0, 0);
+        let template = cur.families[0].clone();
+        for i in 0..5000 {
+            let mut f = template.clone();
+            f.label = format!("hostile.{i}");
+            cur.families.push(f);
+        }
+        h.record(&cur);
+        assert!(h.lock().entries.iter().all(|e| e.counters.is_empty()));
+        // Asked for: kept from the next reading on, 0 when it goes.
+        h.want_counter("hostile.7");
+        cur.sample.instant = t0 + Duration::from_secs(1);
+        h.record(&cur);
+        cur.families.clear();
+        cur.sample.instant = t0 + Duration::from_secs(5);
+        h.record(&cur);
+        let ring = h.lock();
+        let kept: Vec<Vec<(&String, &i128)>> = ring
+            .entries
+            .iter()
+            .map(|e| e.counters.iter().collect())
+            .collect();
+        let label = "hostile.7".to_owned();
+        assert_eq!(kept, vec![vec![], vec![(&label, &1)], vec![(&label, &0)]]);
+        drop(ring);
+        // Before it was asked for there is no baseline, after there is.
+        let b = h
+            .counter_baseline(
+                "hostile.7",
+                Duration::from_secs(60),
+                t0 + Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!((b.value, b.covered), (1, Duration::from_secs(4)));
+        // Counter labels asked for are bounded too.
+        for i in 0..1000 {
+            h.want_counter(&format!("c{i}"));
+        }
+        assert_eq!(h.lock().counters.len(), MAX_WATCHED_COUNTERS);
+    }
+
+    #[test]
+    fn a_watched_label_the_files_lost_does_not_make_every_request_a_reading() {
+        let h = History::default();
+        h.want(Some(Duration::from_secs(60)), Some("gone"));
+        let t0 = Instant::now();
+        for ms in 0..500u64 {
+            h.record(&current(t0 + Duration::from_millis(ms), 0));
+        }
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -331,3 +331,34 @@ fn check_http_with_the_token_header() {
         "{out}"
     );
 }
+
+#[test]
+fn dead_writers_gauges_do_not_count_and_no_live_worker_is_critical() {
+    let dir = stats_dir();
+    let mut a = Writer::start(dir.path());
+    let mut b = Writer::start(dir.path());
+    a.send("gauge 10");
+    b.send("gauge 5");
+    let m = Mmash::on(dir.path(), &[]);
+    let sum = m.get("/check/web.in_flight?crit=12");
+    assert_eq!(sum.status, 503, "{}", sum.body);
+    assert_eq!(perf_value(&sum.body), 15.0, "{}", sum.body);
+    let alive = "/check/web.in_flight?aggr=count&crit=1:";
+    assert_eq!(perf_value(&m.get(alive).body), 2.0);
+    // One killed (its file stays, last gauge 10), one ended cleanly: the
+    // dead writers' last gauges are not summed.
+    a.kill();
+    let r = m.get("/check/web.in_flight?crit=12");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(perf_value(&r.body), 5.0, "{}", r.body);
+    assert_eq!(perf_value(&m.get(alive).body), 1.0);
+    b.quit();
+    // No live writer: the sum is UNKNOWN (never an OK 0), the count 0 and
+    // CRITICAL.
+    let r = m.get("/check/web.in_flight?crit=12");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("no live writer has it"), "{}", r.body);
+    let r = m.get(alive);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(perf_value(&r.body), 0.0, "{}", r.body);
+}
