@@ -10,6 +10,7 @@
 mod collect;
 mod http;
 mod prom;
+mod retire;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -93,6 +94,12 @@ struct Args {
     /// Most connections served at once; more wait in the listen queue
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+
+    /// Fold dead writers' files older than this into archives, in the
+    /// directories this user owns (e.g. 90s, 5m, 1h; off: never).
+    /// `mmash retire` does it once, for cron.
+    #[arg(long, default_value = retire::DEFAULT_RETIRE_AFTER, value_name = "DURATION")]
+    retire_after: String,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +127,10 @@ fn parse_by(s: &str) -> Result<ByList, String> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "retire") {
+        return retire::main(argv[1..].to_vec());
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -166,12 +177,22 @@ fn main() -> ExitCode {
         eprintln!("mmash: cannot install the SIGBUS guard readers need: {e}");
         return ExitCode::FAILURE;
     }
+    let retire_after = match retire::parse_duration(&args.retire_after) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("mmash: --retire-after {e}");
+            return ExitCode::from(2);
+        }
+    };
     let dirs = stats_dirs(&args.paths);
     let collector = Collector::new(
         &args.paths,
         args.by.0.clone(),
         Duration::from_secs_f64(args.rescan),
     );
+    if let Some(after) = retire_after {
+        retire::spawn(args.paths.clone(), after);
+    }
     let app = Arc::new(App {
         collector,
         namespace: args.namespace.clone(),

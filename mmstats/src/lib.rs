@@ -170,6 +170,7 @@ mod protocol;
 mod publish;
 mod reader;
 mod registry;
+pub mod retire;
 mod schema;
 #[allow(unsafe_code)]
 mod sigbus;

@@ -171,7 +171,7 @@ fn text_lists_fields_sorted_and_aligned() {
         )),
         "{header}"
     );
-    assert!(header.ends_with(", version 1.1"), "{header}");
+    assert!(header.ends_with(", version 1.2"), "{header}");
     assert_eq!(
         field_lines(&text),
         [
@@ -300,7 +300,7 @@ fn json_has_file_facts_and_exact_values() {
     assert_eq!(f["model"], json!("mixed"));
     assert_eq!(f["alive"], json!(true));
     assert_eq!(f["state"], json!("active"));
-    assert_eq!(f["version"], json!("1.1"));
+    assert_eq!(f["version"], json!("1.2"));
     assert_eq!(f["fallbacks"], json!(0));
     let created = u128::from(f["created_unix_ns"].as_u64().unwrap());
     assert!(before.as_nanos() <= created && created <= after.as_nanos());
