@@ -48,7 +48,11 @@ Endpoints (GET only):
                        ?glob=PATTERN (file names in the stats directory)
   /files/, /files/GLOB {\"files\": [paths]}
 
-With --token-file, every request needs `Authorization: Bearer <token>`.";
+With --token-file, every request needs `Authorization: Bearer <token>`.
+
+Dead writers' files older than --retire-after are folded into one archive per \
+command and model, in the directories this user owns (format-spec.md §2.8); \
+`mmash retire [DIR...]` does it once, for cron (see `mmash retire --help`).";
 
 /// Serve every mmstats file on the host over HTTP.
 #[derive(Parser, Debug)]

@@ -239,6 +239,11 @@ struct RetireArgs {
     /// Fault injection for tests: abort after this step of each fold.
     #[arg(long, hide = true)]
     abort_at: Option<String>,
+
+    /// Tests of pruning only: a prune delay below 1m (readers running at
+    /// the same time may then count a folded file twice).
+    #[arg(long, hide = true, value_name = "DURATION")]
+    test_prune_after: Option<String>,
 }
 
 /// `mmash retire ARGS`: `args` starts with the program name.
@@ -263,6 +268,15 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(Some(d)) if d >= mmstats::retire::MIN_PRUNE_AFTER => opts.prune_after = d,
         Ok(_) => return usage("--prune-after must be at least 1m"),
         Err(e) => return usage(&format!("--prune-after {e}")),
+    }
+    if let Some(p) = &args.test_prune_after {
+        match parse_duration(p) {
+            Ok(d) => {
+                opts.prune_after = d.unwrap_or_default();
+                opts.prune_floor = Duration::ZERO;
+            }
+            Err(e) => return usage(&format!("--test-prune-after {e}")),
+        }
     }
     if let Some(step) = &args.abort_at {
         match step.parse::<FoldStep>() {

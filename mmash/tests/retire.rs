@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use common::{writer_main, Writer, BIN};
 use mmstats::aggregate::{SeriesValue, Sources, View};
-use mmstats::{ReadLimits, Value};
+use mmstats::{ReadLimits, Stats, Value};
 
 #[test]
 fn writer_child() {
@@ -238,4 +238,257 @@ fn a_sampling_reader_never_sees_a_total_go_down() {
     assert!(samples > 2);
     assert_eq!(cumulative, expected as i128);
     assert_eq!(oneshot, expected);
+}
+
+/// Runs a short-lived writer if this test process was started as one: it
+/// adds `MMASH_TEST_ADD` and times one request, then exits normally or
+/// aborts (no exit handler, as if killed), as `MMASH_TEST_DIE` says.
+#[test]
+fn churn_child() {
+    let Ok(dir) = std::env::var("MMASH_TEST_CHURN") else {
+        return;
+    };
+    let add: u64 = std::env::var("MMASH_TEST_ADD").unwrap().parse().unwrap();
+    let w = common::Web::builder()
+        .dir(&dir)
+        .command("churn")
+        .open()
+        .expect("open writer");
+    w.ok.add(add);
+    w.request.record(std::time::Duration::from_micros(add));
+    w.in_flight.set(1);
+    if std::env::var("MMASH_TEST_DIE").as_deref() == Ok("abort") {
+        std::process::abort();
+    }
+    drop(w);
+    std::process::exit(0);
+}
+
+/// The `web_status_2xx` counter series of a /metrics page for command `cmd`.
+fn counter_of(page: &str, cmd: &str) -> Option<f64> {
+    common::counters(page)
+        .into_iter()
+        .find(|(s, _)| s.starts_with("web_status_2xx") && s.contains(&format!("\"{cmd}\"")))
+        .map(|(_, v)| v)
+}
+
+/// Writers are started and die (half of them without closing their file)
+/// while mmash serves and folds the directory every second. The CI run
+/// uses 2,000 writers (about 9 s on 2 cores); `MMASH_CHURN_WRITERS=10000` runs the issue's full
+/// count by hand.
+#[test]
+fn churn_keeps_the_directory_bounded_and_metrics_monotonic() {
+    let n: usize = std::env::var("MMASH_CHURN_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = common::stats_dir();
+    let mmash = common::Mmash::on(dir.path(), &["--retire-after", "200ms", "--rescan", "0.5"]);
+    let addr = mmash.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut last: std::collections::HashMap<String, f64> = Default::default();
+            let mut scrapes = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let r = common::request(
+                    addr,
+                    "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                );
+                assert_eq!(r.status, 200);
+                for (series, v) in common::counters(&r.body) {
+                    if let Some(&before) = last.get(&series) {
+                        assert!(v >= before, "{series} went down from {before} to {v}");
+                    }
+                    last.insert(series, v);
+                }
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    let exe = std::env::current_exe().unwrap();
+    let mut expected = 0u64;
+    let batch = 16;
+    let started = std::time::Instant::now();
+    for b in 0..n.div_ceil(batch) {
+        let kids: Vec<_> = (b * batch..((b + 1) * batch).min(n))
+            .map(|i| {
+                let add = (i % 97) as u64 + 1;
+                expected += add;
+                Command::new(&exe)
+                    .args(["churn_child", "--exact", "--test-threads=1"])
+                    .env("MMASH_TEST_CHURN", dir.path())
+                    .env("MMASH_TEST_ADD", add.to_string())
+                    .env("MMASH_TEST_DIE", if i % 2 == 0 { "exit" } else { "abort" })
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut k in kids {
+            k.wait().unwrap();
+        }
+    }
+    let churned = started.elapsed();
+    // Wait (bounded) until every dead writer is folded and mmash shows it.
+    let mut settled = None;
+    for _ in 0..600 {
+        let files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".mmstats") && !n.starts_with('.'))
+            .collect();
+        let page = mmash.get("/metrics").body;
+        if files.len() == 1 && counter_of(&page, "churn") == Some(expected as f64) {
+            settled = Some((files, page));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let scrapes = scraper.join().unwrap();
+    let (files, page) = settled.unwrap_or_else(|| {
+        panic!(
+            "not folded: {:?}\n{}",
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            mmash.log.lock().unwrap()
+        )
+    });
+    assert_eq!(files, ["churn.web.archive.mmstats"]);
+    let (sum, timed, writers, archives) = totals_of(dir.path());
+    assert_eq!((sum, timed, writers, archives), (expected, n as u64, 0, 1));
+    assert!(page.contains("mmash_files{state=\"archive\"} 1"), "{page}");
+    let folded = page
+        .lines()
+        .find_map(|l| l.strip_prefix("mmash_retire_files_folded_total "))
+        .unwrap();
+    assert_eq!(folded, n.to_string());
+    eprintln!(
+        "churn: {n} writers in {churned:?}, {scrapes} scrapes of /metrics, all monotonic; \
+         the archive is {} bytes",
+        std::fs::metadata(dir.path().join(&files[0])).unwrap().len()
+    );
+}
+
+/// [`totals`] for command `churn`.
+fn totals_of(dir: &Path) -> (u64, u64, usize, usize) {
+    mmstats::install_sigbus_guard().unwrap();
+    let (files, _) = mmstats::scan(&[dir]);
+    let (mut sum, mut timed, mut writers, mut archives) = (0, 0, 0, 0);
+    for (_, snap) in mmstats::retire::read_all(&files, &ReadLimits::default()) {
+        let snap = snap.unwrap();
+        if snap.info.is_archive() {
+            archives += 1;
+        } else {
+            writers += 1;
+        }
+        if let Some(Value::Counter(n)) = snap.field("web.status.2xx").map(|f| &f.value) {
+            sum += n;
+        }
+        if let Some(Value::Histogram(h)) = snap.field("web.request").map(|f| &f.value) {
+            timed += h.count();
+        }
+    }
+    (sum, timed, writers, archives)
+}
+
+#[test]
+fn identities_are_pruned_only_after_their_files_are_long_gone() {
+    let dir = common::stats_dir();
+    let expected = dead_writers(dir.path(), 4, 0);
+    mmstats::install_sigbus_guard().unwrap();
+    let ids = |dir: &Path| {
+        let (files, _) = mmstats::scan(&[dir]);
+        mmstats::retire::read_all(&files, &ReadLimits::default())
+            .into_iter()
+            .filter_map(|(_, s)| s.ok()?.info.archive.clone())
+            .map(|a| {
+                (
+                    a.ids.len(),
+                    a.ids.iter().filter(|(_, gone)| gone.is_some()).count(),
+                )
+            })
+            .next()
+    };
+    let run = |prune: &str| {
+        let out = Command::new(BIN)
+            .args(["retire", "--retire-after", "0", "--test-prune-after", prune])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("1h");
+    assert_eq!(ids(dir.path()), Some((4, 0)), "folded, files just removed");
+    run("1h");
+    assert_eq!(ids(dir.path()), Some((4, 4)), "found gone, not pruned yet");
+    run("1h");
+    assert_eq!(ids(dir.path()), Some((4, 4)), "not gone long enough");
+    run("0");
+    assert_eq!(ids(dir.path()), Some((0, 0)), "pruned");
+    // Pruning drops identities, never counts.
+    assert_eq!(totals(dir.path()).0, expected);
+}
+
+#[test]
+fn the_real_default_floor_keeps_identities_a_minute() {
+    let dir = common::stats_dir();
+    mmstats::install_sigbus_guard().unwrap();
+    dead_writers(dir.path(), 2, 0);
+    for _ in 0..3 {
+        // --prune-after below 1m is refused; the hidden test flag is not used.
+        retire(dir.path(), None);
+    }
+    let (files, _) = mmstats::scan(&[dir.path()]);
+    let kept = mmstats::retire::read_all(&files, &ReadLimits::default())
+        .into_iter()
+        .filter_map(|(_, s)| s.ok()?.info.archive.clone())
+        .map(|a| a.ids.len())
+        .sum::<usize>();
+    assert_eq!(kept, 2);
+    let out = Command::new(BIN)
+        .args(["retire", "--prune-after", "5s"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1m"));
+}
+
+#[test]
+fn a_directory_others_can_write_or_own_is_not_folded() {
+    let dir = common::stats_dir();
+    // Owned by another user (CI runs as root, which may give it away).
+    let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path()).unwrap());
+    std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+    let out = Command::new(BIN)
+        .args(["retire"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    std::os::unix::fs::chown(dir.path(), Some(me), None).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["retire"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable by group or others"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
 }

@@ -316,6 +316,10 @@ pub struct RetireOptions {
     /// Abort the process after this step (fault-injection tests).
     #[doc(hidden)]
     pub abort_at: Option<FoldStep>,
+    /// The floor of `prune_after`: [`MIN_PRUNE_AFTER`], lowered only by
+    /// tests that prove pruning, with no reader running.
+    #[doc(hidden)]
+    pub prune_floor: Duration,
 }
 
 /// The shortest [`RetireOptions::prune_after`] a fold accepts.
@@ -332,6 +336,7 @@ impl Default for RetireOptions {
             min_age: Duration::from_secs(300),
             prune_after: Duration::from_secs(600),
             abort_at: None,
+            prune_floor: MIN_PRUNE_AFTER,
         }
     }
 }
@@ -474,14 +479,63 @@ pub fn fold(dir: &Path, opts: &RetireOptions) -> Result<FoldReport, RetireError>
     }
     // What is left, for the caller's metrics.
     let mut after = FoldReport::default();
+    let mut tokens = HashSet::new();
     for (_, snap) in list(dir, euid, &mut after)? {
         if snap.info.is_archive() {
             report.archives += 1;
         } else {
             report.files += 1;
+            tokens.insert(snap.info.lock_token);
         }
     }
+    report.removed += remove_dead_lock_files(dir, euid, &tokens);
     Ok(report)
+}
+
+/// How old an unlocked lock file must be before a fold removes it: a
+/// writer locks its lock file right after creating it (spec §2.4), so one
+/// unlocked this long after its creation belongs to a dead process.
+pub const LOCK_FILE_MIN_AGE: Duration = Duration::from_secs(60);
+
+/// Removes the lock files (spec §2.4) of dead processes that no stats file
+/// names any more: a process killed without its exit handler leaves its
+/// lock file behind, one per process. Returns how many were removed.
+fn remove_dead_lock_files(dir: &Path, euid: u32, tokens: &HashSet<u64>) -> usize {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(token) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".lock.")?.strip_suffix(".mmstats-lock"))
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
+        else {
+            continue;
+        };
+        if tokens.contains(&token) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+        else {
+            continue;
+        };
+        let old = file.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.uid() == euid
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= LOCK_FILE_MIN_AGE)
+        });
+        if old && crate::liveness::is_locked(&file) == Some(false) && fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Opens and reads every stats file of `dir` owned by `euid`.
@@ -620,7 +674,7 @@ fn fold_group(
     let mut ids: Vec<(SourceId, u64)> = Vec::new();
     let mut marked = false;
     let mut pruned = 0;
-    let prune_after = opts.prune_after.max(MIN_PRUNE_AFTER);
+    let prune_after = opts.prune_after.max(opts.prune_floor);
     if let Some(a) = current.as_ref().and_then(|s| s.info.archive.as_ref()) {
         for (id, absent) in &a.ids {
             let absent_ns = absent.map_or(0, nanos);
