@@ -903,9 +903,11 @@ impl Archive {
             strings_len: (strings_len as u32).into(),
             values_off: (values_off as u32).into(),
             values_len: (values_len as u32).into(),
-            pid: std::process::id().into(),
-            tid: crate::sys::gettid().into(),
-            proc_start: crate::procfs::process_start_ticks().into(),
+            // No writer: 0, so that every archive of a (command, model)
+            // falls in one group when a reader groups by pid.
+            pid: 0.into(),
+            tid: 0.into(),
+            proc_start: 0.into(),
             created_ns: ext.folded_ns.into(),
             command: StrRef::default(),
             model: StrRef::default(),
