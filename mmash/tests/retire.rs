@@ -183,39 +183,51 @@ fn a_sampling_reader_never_sees_a_total_go_down() {
     let reader = {
         let (dir, stop) = (dir.path().to_owned(), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let mut sources = Sources::new(&[&dir]);
+            // One kept up to date by file system events, one that lists
+            // the directory on every sample.
+            let by_events = Sources::new(&[&dir]);
+            let mut by_listing = Sources::new(&[&dir]);
+            by_listing.set_rescan_interval(std::time::Duration::ZERO);
+            let mut sources = [by_events, by_listing];
             let view = View::default();
-            let (mut cumulative, mut last_oneshot, mut samples) = (0i128, 0u64, 0);
-            let mut prev = None;
+            let mut cumulative = [0i128; 2];
+            let mut prev = [None, None];
+            let (mut last_oneshot, mut samples) = (0u64, 0);
             loop {
                 let done = stop.load(Ordering::SeqCst);
-                let next = sources.sample();
-                let delta = view.delta(prev.as_ref(), &next);
-                if let Some(s) = delta.get("web.status.2xx", None) {
-                    let SeriesValue::Int(n) = s.value else {
-                        panic!("{s:?}")
-                    };
-                    assert!(n >= 0);
-                    cumulative += n;
+                for k in 0..2 {
+                    let next = sources[k].sample();
+                    let delta = view.delta(prev[k].as_ref(), &next);
+                    if let Some(s) = delta.get("web.status.2xx", None) {
+                        let SeriesValue::Int(n) = s.value else {
+                            panic!("{s:?}")
+                        };
+                        assert!(n >= 0);
+                        cumulative[k] += n;
+                    }
+                    assert!(delta.warnings.is_empty(), "{:?}", delta.warnings);
+                    // The sample's own total, not only the deltas.
+                    let total: u64 = next
+                        .files
+                        .iter()
+                        .filter_map(|f| match f.snapshot.field("web.status.2xx")?.value {
+                            Value::Counter(n) => Some(n),
+                            _ => None,
+                        })
+                        .sum();
+                    assert_eq!(
+                        total as i128, cumulative[k],
+                        "sources {k}, sample {samples}"
+                    );
+                    prev[k] = Some(next);
                 }
-                assert!(delta.warnings.is_empty(), "{:?}", delta.warnings);
-                // The sample's own total, not only the delta.
-                let total: u64 = next
-                    .files
-                    .iter()
-                    .filter_map(|f| match f.snapshot.field("web.status.2xx")?.value {
-                        Value::Counter(n) => Some(n),
-                        _ => None,
-                    })
-                    .sum();
-                assert_eq!(total as i128, cumulative, "sample {samples}");
                 let (oneshot, ..) = totals(&dir);
                 assert!(oneshot >= last_oneshot, "one-shot total went down");
                 last_oneshot = oneshot;
-                prev = Some(next);
                 samples += 1;
                 if done {
-                    return (cumulative, oneshot, samples);
+                    assert_eq!(cumulative[0], cumulative[1]);
+                    return (cumulative[0], oneshot, samples);
                 }
             }
         })
@@ -228,7 +240,7 @@ fn a_sampling_reader_never_sees_a_total_go_down() {
         None,
         Some("temp-written"),
     ];
-    for round in 0..10 {
+    for round in 0..20 {
         expected += dead_writers(dir.path(), 3, round);
         retire(dir.path(), steps[round as usize % steps.len()]);
     }

@@ -246,7 +246,17 @@ impl Sources {
         // A problem that went away may be reported again if it comes back.
         self.reported.retain(|k| seen.contains(k));
         let wanted: HashSet<&PathBuf> = paths.iter().collect();
-        self.files.retain(|p, _| wanted.contains(p));
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(t) = self.files.remove(&p) {
+                self.check_archive_of(&t);
+            }
+        }
         self.failed.retain(|p, _| wanted.contains(p));
         for p in &paths {
             self.check(p);
@@ -295,7 +305,9 @@ impl Sources {
         let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(_) => {
-                self.files.remove(path);
+                if let Some(gone) = self.files.remove(path) {
+                    self.check_archive_of(&gone);
+                }
                 self.failed.remove(path);
                 return;
             }
@@ -339,6 +351,21 @@ impl Sources {
                     self.failed.insert(path.to_owned(), reason);
                 }
             }
+        }
+    }
+
+    /// A writer file that vanished may have been folded (spec §2.8): its
+    /// archive is opened now, even if no event or listing named it yet, so
+    /// that its counts are not missing from the next sample.
+    fn check_archive_of(&mut self, gone: &Tracked) {
+        let info = &gone.last.info;
+        if info.is_archive() {
+            return;
+        }
+        let stem = crate::retire::archive_stem(&info.command, &info.model);
+        let archive = parent(&gone.id.path).join(format!("{stem}.mmstats"));
+        if archive != gone.id.path && self.matcher.canonical(&archive).is_some() {
+            self.check(&archive);
         }
     }
 
