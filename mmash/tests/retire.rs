@@ -504,3 +504,171 @@ fn a_directory_others_can_write_or_own_is_not_folded() {
     assert!(err.contains("writable by group or others"), "{err}");
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
 }
+
+/// Starts `n` short-lived writers of command `churn` in batches of 16,
+/// `pause` apart; half exit, half abort. Returns what they added.
+fn churn(dir: &Path, n: usize, first: usize, pause: std::time::Duration) -> u64 {
+    let exe = std::env::current_exe().unwrap();
+    let mut added = 0;
+    for b in 0..n.div_ceil(16) {
+        let kids: Vec<_> = (b * 16..((b + 1) * 16).min(n))
+            .map(|i| {
+                let add = ((first + i) % 97) as u64 + 1;
+                added += add;
+                Command::new(&exe)
+                    .args(["churn_child", "--exact", "--test-threads=1"])
+                    .env("MMASH_TEST_CHURN", dir)
+                    .env("MMASH_TEST_ADD", add.to_string())
+                    .env("MMASH_TEST_DIE", if i % 2 == 0 { "exit" } else { "abort" })
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut k in kids {
+            k.wait().unwrap();
+        }
+        std::thread::sleep(pause);
+    }
+    added
+}
+
+/// A Prometheus instant query; `None` while it starts up (refused
+/// connections, connections closed without an answer, 503) or if empty.
+fn prom_query(port: u16, q: &str, at: f64) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let enc: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    write!(
+        s,
+        "GET /api/v1/query?query={enc}&time={at} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["data"]["result"].as_array()?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A real Prometheus scrapes mmash every second while writers churn and
+/// are folded: `increase()` over the churn is what the writers recorded,
+/// within its extrapolation, and the counter never resets.
+#[test]
+fn prometheus_increase_over_a_churn_with_folds_is_what_writers_recorded() {
+    let dir = common::stats_dir();
+    // The series exists before the churn starts.
+    let before = churn(dir.path(), 1, 0, std::time::Duration::ZERO);
+    let m = common::Mmash::on(dir.path(), &["--retire-after", "200ms", "--rescan", "0.5"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let config = data.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mmash\n    static_configs:\n      - targets: ['{}']\n",
+            m.addr
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(
+        Command::new(common::tool("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let series = "web_status_2xx_total{command=\"churn\"}";
+    // Wait (bounded) for two scrapes of the value before the churn.
+    let mut seen = 0;
+    for _ in 0..120 {
+        if prom_query(port, series, unix_now()) == Some(before as f64) {
+            seen += 1;
+            if seen == 3 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(seen, 3, "Prometheus never scraped mmash");
+    // A few scrapes of the value before, inside the window below.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let start = unix_now();
+    let added = churn(dir.path(), 400, 1, std::time::Duration::from_millis(100));
+    // Wait (bounded) until the last writer is folded and scraped, and two
+    // more scrapes land.
+    let mut settled = false;
+    for _ in 0..120 {
+        if prom_query(port, series, unix_now()) == Some((before + added) as f64) {
+            settled = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(settled, "the total never reached {}", before + added);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let end = unix_now();
+    let window = (end - start).ceil() + 1.0;
+    let q = |e: &str| {
+        prom_query(port, e, end)
+            .unwrap_or_else(|| panic!("no result for {e}: {}", prom_raw(port, e, end)))
+    };
+    assert_eq!(q(&format!("resets({series}[{window}s])")), 0.0);
+    assert_eq!(
+        q(series) - q(&format!("{series} offset {window}s")),
+        added as f64
+    );
+    // increase() extrapolates the samples in the window to its edges: the
+    // samples cover at least window - 2 scrape intervals, so it is between
+    // the exact increase and that times window / (window - 2 s).
+    let increase = q(&format!("increase({series}[{window}s])"));
+    let most = added as f64 * window / (window - 2.0);
+    assert!(
+        increase >= added as f64 - 1e-9 && increase <= most,
+        "increase() = {increase}, writers added {added}, window {window} s"
+    );
+    eprintln!(
+        "prometheus: 400 writers added {added}; increase() over {window} s = {increase} \
+         (allowed {added}..{most:.1})"
+    );
+    let page = m.get("/metrics").body;
+    assert!(page.contains("mmash_files{state=\"archive\"} 1"), "{page}");
+}
+
+fn prom_raw(port: u16, q: &str, at: f64) -> String {
+    let enc: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    common::request(
+        ([127, 0, 0, 1], port).into(),
+        &format!("GET /api/v1/query?query={enc}&time={at} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"),
+    )
+    .body
+}
