@@ -83,11 +83,19 @@ impl Sample {
             .count()
     }
 
-    /// Freshly read files whose writer is gone.
+    /// Freshly read files whose writer is gone (archives not counted).
     pub fn dead(&self) -> usize {
         self.files
             .iter()
-            .filter(|f| f.fresh && !f.snapshot.info.writing())
+            .filter(|f| f.fresh && !f.snapshot.info.writing() && !f.snapshot.info.is_archive())
+            .count()
+    }
+
+    /// Archives of folded dead writers read (format-spec.md §2.8).
+    pub fn archives(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.snapshot.info.is_archive())
             .count()
     }
 
