@@ -205,3 +205,66 @@ fn a_field_that_does_not_fit_the_archive_is_left_unfolded() {
     );
     assert!(made[0].exists());
 }
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden.mmstats");
+const GOLDEN_ARCHIVE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/golden-archive.mmstats"
+);
+/// The fold time written into the golden archive (its only varying words).
+const GOLDEN_FOLDED_NS: u64 = 1_700_000_100_000_000_000;
+
+/// The archive a fold makes today of `golden.mmstats` (a dead writer's
+/// file: its lock file does not exist), with the fold time fixed.
+fn fold_golden() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(GOLDEN, dir.path().join("golden.mmstats")).unwrap();
+    let report = fold(dir.path(), &RetireOptions::default()).unwrap();
+    assert_eq!(report.folded, 1, "{report:?}");
+    let mut bytes = fs::read(dir.path().join("golden.Golden.archive.mmstats")).unwrap();
+    raw::put_u64(&mut bytes, raw::H_CREATED_NS, GOLDEN_FOLDED_NS);
+    raw::put_u64(&mut bytes, raw::A_FOLDED_NS, GOLDEN_FOLDED_NS);
+    bytes
+}
+
+/// The committed archive of the golden file is what the reader reads and
+/// what the fold writes today: a change to the archive format cannot pass
+/// unnoticed. `MMSTATS_REGENERATE_GOLDEN=1` rewrites it (review
+/// format-spec.md §2.8 and the version in the same commit).
+#[test]
+fn the_golden_archive_reads_as_expected_and_is_what_a_fold_writes() {
+    mmstats::install_sigbus_guard().unwrap();
+    let today = fold_golden();
+    if std::env::var_os("MMSTATS_REGENERATE_GOLDEN").is_some() {
+        fs::write(GOLDEN_ARCHIVE, &today).unwrap();
+    }
+    let committed = fs::read(GOLDEN_ARCHIVE).unwrap();
+    let first = today.iter().zip(&committed).position(|(a, b)| a != b);
+    assert!(
+        today == committed,
+        "the fold no longer writes tests/data/golden-archive.mmstats: {} bytes today, {} committed, \
+         first difference at {first:?}; if the change is intended, regenerate with \
+         MMSTATS_REGENERATE_GOLDEN=1 cargo test --test retire and update format-spec.md §2.8",
+        today.len(),
+        committed.len()
+    );
+    let snap = Reader::open(GOLDEN_ARCHIVE).unwrap().snapshot().unwrap();
+    let source = Reader::open(GOLDEN).unwrap().snapshot().unwrap();
+    assert_eq!(snap.info.version, (1, 2));
+    assert_eq!((snap.info.pid, snap.info.alive), (0, false));
+    let a = snap.info.archive.as_ref().unwrap();
+    assert_eq!((a.writers, a.folds, a.ids.len()), (1, 1, 1));
+    assert_eq!(a.since, source.info.created);
+    let mut id = source.info.source_id();
+    // The identity names the file as it was folded: `golden.mmstats`.
+    id.name_hash = mmstats::retire::fnv1a32(b"golden.mmstats");
+    assert!(a.holds(&id));
+    // Every field but the gauges, with the source's values.
+    for f in &source.fields {
+        let folded = snap.field(&f.label);
+        match &f.value {
+            Value::Gauge(_) | Value::GaugeF64(_) => assert!(folded.is_none(), "{}", f.label),
+            v => assert_eq!(folded.map(|x| &x.value), Some(v), "{}", f.label),
+        }
+    }
+}
