@@ -208,7 +208,7 @@ pub fn render(sample: &Sample, out: &mut String) {
 const RETIRE_ABOUT: &str = "\
 Fold the dead writers of stats directories into archives, once (for cron).
 
-Each PATH is a stats directory; with none, the default directories \
+Each DIR is a stats directory; with none, the default directories \
 ($MMSTATS_DIR if set, else /dev/shm/mmstats-*) that this user owns. A \
 directory is folded only by its owner. A file is folded when its writer \
 process is proven dead and the file is older than --retire-after; its \
@@ -220,7 +220,12 @@ throughout, and totals never go backwards (format-spec.md §2.8).
 Exit status: 0 if every directory was folded, 1 if one could not be.";
 
 #[derive(Parser, Debug)]
-#[command(name = "mmash retire", long_about = RETIRE_ABOUT, args_override_self = true)]
+#[command(
+    name = "mmash retire",
+    bin_name = "mmash retire",
+    long_about = RETIRE_ABOUT,
+    args_override_self = true
+)]
 struct RetireArgs {
     /// Stats directories.
     #[arg(value_name = "DIR")]

@@ -672,3 +672,38 @@ fn prom_raw(port: u16, q: &str, at: f64) -> String {
     )
     .body
 }
+
+#[test]
+fn retire_usage_errors_name_the_flag_and_exit_2() {
+    let help = Command::new(BIN)
+        .args(["retire", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("Usage: mmash retire") && text.contains("--retire-after"),
+        "{text}"
+    );
+    for (args, says) in [
+        (
+            &["retire", "--retire-after", "5 parsecs"][..],
+            "--retire-after",
+        ),
+        (&["retire", "--retire-after", "5x"][..], "unknown unit"),
+        (&["retire", "--prune-after", "off"][..], "at least 1m"),
+        (&["--retire-after", "soon"][..], "--retire-after"),
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let missing = Command::new(BIN)
+        .args(["retire", "/nonexistent-stats-dir"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("/nonexistent-stats-dir: not a directory"));
+}

@@ -236,6 +236,9 @@ pub struct Reader {
     size: u64,
     /// The owner `fstat` gave at open.
     owner: u32,
+    /// The link count the last snapshot's closing `fstat` gave; `u64::MAX`
+    /// before any.
+    nlink: std::sync::atomic::AtomicU64,
     limits: ReadLimits,
 }
 
@@ -332,6 +335,7 @@ impl Reader {
             map,
             size,
             owner: meta.uid(),
+            nlink: std::sync::atomic::AtomicU64::new(u64::MAX),
             limits: limits.clone(),
         })
     }
@@ -345,8 +349,18 @@ impl Reader {
     /// opened (its link count is 0), or cannot be checked. A fold removes a
     /// writer's file only after publishing the archive that holds it
     /// (spec §2.8), so a reader that finds a file unlinked leaves it out.
+    ///
+    /// After a [`snapshot`](Reader::snapshot), this is what the `fstat`
+    /// that closed it saw (no extra system call): a file still linked then
+    /// was linked after everything that snapshot read, which is what the
+    /// protocol needs.
     pub fn unlinked(&self) -> bool {
-        self.file.metadata().map_or(true, |m| m.nlink() == 0)
+        // Relaxed: the word is this reader's own record of its last fstat;
+        // no other memory is published with it.
+        match self.nlink.load(Ordering::Relaxed) {
+            u64::MAX => self.file.metadata().map_or(true, |m| m.nlink() == 0),
+            n => n == 0,
+        }
     }
 
     /// Reads the file: header, fields and values.
@@ -362,8 +376,14 @@ impl Reader {
         // the last page reads zeros silently, so the size is checked too,
         // against the length the snapshot relied on. Either way, what was
         // read may mix old values with zeros.
-        let shrunk =
-            file_len.is_some_and(|len| self.file.metadata().map_or(true, |m| m.len() < len));
+        let shrunk = file_len.is_some_and(|len| match self.file.metadata() {
+            Ok(m) => {
+                // Relaxed: see `unlinked`.
+                self.nlink.store(m.nlink(), Ordering::Relaxed);
+                m.len() < len
+            }
+            Err(_) => true,
+        });
         if self.map.faulted() || shrunk {
             return Err(ReadError::Truncated {
                 path: self.path.clone(),
