@@ -268,3 +268,54 @@ fn the_golden_archive_reads_as_expected_and_is_what_a_fold_writes() {
         }
     }
 }
+
+/// A watching reader through a fold and the pruning of the folded files'
+/// identities: its totals and deltas stay exact, no dip, no spike.
+#[test]
+fn a_watching_reader_sees_no_dip_or_spike_through_fold_and_prune() {
+    use mmstats::aggregate::{SeriesValue, Sources, View};
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    dead(dir.path(), "a", 3);
+    dead(dir.path(), "b", 4);
+    let mut sources = Sources::new(&[dir.path()]);
+    let view = View::default();
+    let sum = |s: &mmstats::aggregate::Sample| -> u64 {
+        s.files
+            .iter()
+            .filter_map(|f| match f.snapshot.field("done")?.value {
+                Value::Counter(n) => Some(n),
+                _ => None,
+            })
+            .sum()
+    };
+    let increase = |d: &mmstats::aggregate::Delta| match d.get("done", None).map(|s| &s.value) {
+        Some(SeriesValue::Int(n)) => *n,
+        other => panic!("{other:?}"),
+    };
+    let first = sources.sample();
+    assert_eq!(sum(&first), 7);
+    let mut opts = now();
+    opts.prune_after = Duration::ZERO;
+    opts.prune_floor = Duration::ZERO;
+    fold(dir.path(), &opts).unwrap();
+    let second = sources.sample();
+    assert_eq!((sum(&second), second.archives(), second.dead()), (7, 1, 0));
+    let d = view.delta(Some(&first), &second);
+    assert_eq!(increase(&d), 0, "{:?}", d.warnings);
+    // Marked gone, then pruned: the archive is rewritten twice.
+    fold(dir.path(), &opts).unwrap();
+    let report = fold(dir.path(), &opts).unwrap();
+    assert_eq!(report.pruned, 2);
+    let third = sources.sample();
+    assert_eq!(sum(&third), 7);
+    assert_eq!(increase(&view.delta(Some(&second), &third)), 0);
+    // A new dead writer, folded: exactly its count.
+    dead(dir.path(), "c", 5);
+    let fourth = sources.sample();
+    fold(dir.path(), &opts).unwrap();
+    let fifth = sources.sample();
+    assert_eq!((sum(&fourth), sum(&fifth)), (12, 12));
+    assert_eq!(increase(&view.delta(Some(&third), &fourth)), 5);
+    assert_eq!(increase(&view.delta(Some(&fourth), &fifth)), 0);
+}

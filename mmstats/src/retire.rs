@@ -347,8 +347,9 @@ impl Default for RetireOptions {
 pub struct FoldReport {
     /// Writer files folded into an archive.
     pub folded: usize,
-    /// Files removed: those folded, and leftovers of an interrupted fold
-    /// that an archive already held.
+    /// Files removed: those folded, leftovers of an interrupted fold that
+    /// an archive already held, and lock files of dead processes that no
+    /// file names any more ([`LOCK_FILE_MIN_AGE`]).
     pub removed: usize,
     /// Archives written.
     pub archives_written: usize,
