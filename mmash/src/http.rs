@@ -222,6 +222,7 @@ async fn metrics(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
     let cur = current(&app).await?;
     let mut out = String::with_capacity(64 * 1024);
     let collisions = prom::render(&app.namespace, &cur.families, &mut out);
+    crate::retire::render(&cur.sample, &mut out);
     if !collisions.is_empty() {
         app.collector.report_collisions(&collisions);
     }

@@ -28,6 +28,10 @@
 //! - Many files, one view: [`aggregate`] keeps readers open over a
 //!   watched set of files and turns two samples into per-series rates,
 //!   gauges and latency windows (what `pollstats` shows).
+//! - Bounded directories: [`retire::fold`] folds the files of dead writers
+//!   into one archive per command and model and removes them, while every
+//!   reader of this crate keeps each total exact and never decreasing
+//!   ([`retire::read_all`] for one-shot readers).
 //!
 //! # Reading files other users own
 //!
@@ -114,6 +118,8 @@
 //!               writer mappings
 //!   json.rs     the JSON contract as Serialize types
 //!   aggregate/  many files, one view: watched sources, samples, deltas
+//!   retire.rs   folding dead writers into archives, and the readers'
+//!               rule that counts each of them once
 //! ```
 //!
 //! # Example
@@ -175,6 +181,7 @@ mod protocol;
 mod publish;
 mod reader;
 mod registry;
+pub mod retire;
 mod schema;
 #[allow(unsafe_code)]
 mod sigbus;

@@ -185,7 +185,7 @@ fn model_schema<T: crate::Stats>() -> Result<Schema, Error> {
 }
 
 /// Keeps file names portable and free of separators.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     let out: String = s
         .chars()
         .map(|c| {

@@ -296,6 +296,9 @@ impl View {
                 .unwrap_or_default(),
         };
         let with_dead = self.include_dead || self.aggregator.is_some();
+        let baselines = prev
+            .map(|p| super::retired::baselines(p, next))
+            .unwrap_or_default();
         // Keyed by borrowed label and group index while combining, so a
         // pass allocates per series, not per field.
         let mut groups: Vec<Option<String>> = Vec::new();
@@ -303,7 +306,11 @@ impl View {
         let mut accs: HashMap<(&str, usize), Acc> = HashMap::new();
         for file in next.files.iter().filter(|f| f.fresh) {
             let snap = &*file.snapshot;
-            let before = prev.and_then(|p| p.file(&file.id)).map(|f| &*f.snapshot);
+            // An archive replaced by a fold is measured against what it
+            // replaced (see `retired.rs`).
+            let before = baselines
+                .get(&file.id)
+                .or_else(|| prev.and_then(|p| p.file(&file.id)).map(|f| &*f.snapshot));
             let group = self.group_by.group_of(&snap.info);
             let g = match group_ix.get(&group) {
                 Some(&g) => g,
@@ -467,6 +474,9 @@ mod tests {
                     model: "m".into(),
                     alive,
                     fallbacks: 0,
+                    lock_token: 0,
+                    owner: 0,
+                    archive: None,
                     state: if alive {
                         WriterState::Active
                     } else {
