@@ -332,10 +332,12 @@ impl Drop for WriterRange {
     }
 }
 
-/// How many writer ranges went dark since the process started.
+/// How many writer ranges went dark since the process started. A caller
+/// that sees a count sees every range it counts dark (`protocol::darken`).
 pub(crate) fn dark_events() -> u64 {
-    // Relaxed: a hint to look; the ranges' own states are acquired.
-    DARK_EVENTS.load(Ordering::Relaxed)
+    // Acquire: pairs with the handler's Release increment, made after it
+    // stored DARK.
+    DARK_EVENTS.load(Ordering::Acquire)
 }
 
 thread_local! {
@@ -620,18 +622,13 @@ fn darken(slot: &Slot, start: usize, len: usize) -> bool {
                 0,
             )
         };
-        if res == libc::MAP_FAILED {
-            return false;
-        }
-        // Relaxed: a counter; the Release store of DARK publishes it.
-        DARK_EVENTS.fetch_add(1, Ordering::Relaxed);
-        true
+        res != libc::MAP_FAILED
     };
     // SAFETY: sched_yield has no preconditions and is a plain system call.
     let pause = || unsafe {
         libc::sched_yield();
     };
-    protocol::darken(&slot.dark, map, pause)
+    protocol::darken(&slot.dark, &DARK_EVENTS, map, pause)
 }
 
 /// Hands a fault that is not ours to the action from before the guard.
