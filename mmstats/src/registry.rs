@@ -13,7 +13,6 @@
 //! parent's files (§6.7), and after another process truncated the file,
 //! which put private memory over it (§6.9).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
@@ -31,7 +30,7 @@ use crate::format::{Kind, WriterState};
 use crate::liveness::lock_file_name;
 use crate::options::render_template_for;
 use crate::publish::publish_with;
-use crate::sys::FileMap;
+use crate::sys::{FileMap, HeldAcrossFork};
 
 /// A parked file's identity: its directory and everything of its image
 /// that does not depend on the thread that made it (see [`pool_key`]).
@@ -520,10 +519,11 @@ fn rehome_dark(reg: &mut Registry) {
 
 // ------------------------------------------------------------------ fork --
 
-thread_local! {
-    /// The registry, held by the forking thread across `fork`.
-    static FORK_HELD: RefCell<Option<MutexGuard<'static, Registry>>> =
-        const { RefCell::new(None) };
+/// The registry, held by the forking thread across `fork`.
+static FORK_HELD: HeldAcrossFork<Registry> = HeldAcrossFork::new(registry_lock);
+
+fn registry_lock() -> &'static Mutex<Registry> {
+    &REGISTRY
 }
 
 /// Registers, once, the handlers that give a child made by `fork` files of
@@ -534,12 +534,11 @@ fn install_fork_handlers() {
 }
 
 /// Before `fork`: takes every lock the child's handler needs, so none is
-/// inherited held by a thread that does not exist in the child.
+/// inherited held by a thread that does not exist in the child. (Held in
+/// statics, not thread locals: a thread that forks while its thread locals
+/// are being destroyed must get a child that re-homes its files too.)
 extern "C" fn before_fork() {
-    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    // try_with: a thread tearing down its locals forks without the lock
-    // held, and its child then keeps its parent's files as before.
-    let _ = FORK_HELD.try_with(|h| *h.borrow_mut() = Some(reg));
+    FORK_HELD.hold();
     crate::sigbus::hold_alloc_for_fork();
     crate::procfs::hold_for_fork();
 }
@@ -547,7 +546,7 @@ extern "C" fn before_fork() {
 extern "C" fn after_fork_in_parent() {
     crate::procfs::release_after_fork();
     crate::sigbus::release_alloc_after_fork();
-    let _ = FORK_HELD.try_with(|h| drop(h.borrow_mut().take()));
+    FORK_HELD.release();
 }
 
 /// In the child, the only thread now: makes every live file of the parent
@@ -556,9 +555,9 @@ extern "C" fn after_fork_in_parent() {
 /// path. If a file cannot be made, private memory goes over the range
 /// instead (counted as a fallback): the parent's file is never touched.
 extern "C" fn after_fork_in_child() {
-    crate::procfs::release_after_fork();
-    crate::sigbus::release_alloc_after_fork();
-    let Some(mut reg) = FORK_HELD.try_with(|h| h.borrow_mut().take()).ok().flatten() else {
+    crate::procfs::release_after_fork_in_child();
+    crate::sigbus::release_alloc_after_fork_in_child();
+    let Some(mut reg) = FORK_HELD.take_in_child() else {
         return;
     };
     let pid = std::process::id();

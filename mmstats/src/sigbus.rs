@@ -340,22 +340,27 @@ pub(crate) fn dark_events() -> u64 {
     DARK_EVENTS.load(Ordering::Acquire)
 }
 
-thread_local! {
-    /// The allocation lock, held by the forking thread across `fork`.
-    static ALLOC_HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, Alloc>>> =
-        const { std::cell::RefCell::new(None) };
+/// The allocation lock, held by the forking thread across `fork`.
+static ALLOC_HELD: crate::sys::HeldAcrossFork<Alloc> = crate::sys::HeldAcrossFork::new(alloc_lock);
+
+fn alloc_lock() -> &'static Mutex<Alloc> {
+    &ALLOC
 }
 
 /// Takes the registry's allocation lock before `fork`, so that the child
 /// never inherits it held by a thread that does not exist there.
 pub(crate) fn hold_alloc_for_fork() {
-    let guard = ALLOC.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = ALLOC_HELD.try_with(|h| *h.borrow_mut() = Some(guard));
+    ALLOC_HELD.hold();
 }
 
-/// Releases what [`hold_alloc_for_fork`] took, in the parent and the child.
+/// Releases what [`hold_alloc_for_fork`] took, in the parent.
 pub(crate) fn release_alloc_after_fork() {
-    let _ = ALLOC_HELD.try_with(|h| drop(h.borrow_mut().take()));
+    ALLOC_HELD.release();
+}
+
+/// Releases what [`hold_alloc_for_fork`] took, in the child.
+pub(crate) fn release_alloc_after_fork_in_child() {
+    drop(ALLOC_HELD.take_in_child());
 }
 
 // --------------------------------------------------------------- registry --
