@@ -436,6 +436,15 @@ fn rehome(live: &mut Live, token: u64, why: Rehome) -> Result<(), Error> {
     let fallbacks = fallback_count();
     image[raw::H_FALLBACKS..raw::H_FALLBACKS + 8].copy_from_slice(&fallbacks.to_le_bytes());
     if why == Rehome::Truncated {
+        // A file closed while dark (its exit store went to private memory)
+        // stays closed in its successor.
+        // Relaxed: this process's own store, as the values above.
+        let state = map.word(raw::H_STATE).load(Ordering::Relaxed);
+        if state != 0 {
+            image[raw::H_STATE..raw::H_STATE + 8].copy_from_slice(&state.to_le_bytes());
+        }
+    }
+    if why == Rehome::Truncated {
         // The truncated file is ours no more than in name: free the name
         // for its successor, unless someone put another file there.
         let truncated = fs::symlink_metadata(&home.path)
@@ -658,5 +667,36 @@ mod tests {
             .filter(|n| n.ends_with(".mmstats"))
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    fn truncate(path: &std::path::Path) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+
+    /// A file truncated, then closed (its exit store faults and lands in
+    /// private memory), is made again by that close as a closed file, not
+    /// as one still in use.
+    #[test]
+    fn a_file_closed_while_dark_is_made_again_closed() {
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("DarkClose");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path());
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        a.add(3);
+        let path = file.path().unwrap().to_owned();
+        truncate(&path);
+        drop(a);
+        drop(file);
+        let snap = crate::read_file(&path).unwrap();
+        assert_eq!(snap.info.state, crate::WriterState::Exited);
     }
 }
