@@ -444,6 +444,12 @@ fn rehome(live: &mut Live, token: u64, why: Rehome) -> Result<(), Error> {
             image[raw::H_STATE..raw::H_STATE + 8].copy_from_slice(&state.to_le_bytes());
         }
     }
+    // The directory gets the checks of every first open (§2.1): a
+    // directory made writable to others since is not published into. (A
+    // missing one is not made again: publishing fails.)
+    if fs::symlink_metadata(&home.dir).is_ok() {
+        crate::publish::ensure_private_dir(&home.dir)?;
+    }
     if why == Rehome::Truncated {
         // The truncated file is ours no more than in name: free the name
         // for its successor, unless someone put another file there.
@@ -698,5 +704,40 @@ mod tests {
         drop(file);
         let snap = crate::read_file(&path).unwrap();
         assert_eq!(snap.info.state, crate::WriterState::Exited);
+    }
+
+    /// Re-homing checks the directory as a first open does: one made
+    /// writable to others since gets no new file (the mapping stays dark,
+    /// counted as a fallback).
+    #[test]
+    fn a_file_is_not_made_again_in_a_directory_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("DarkDir");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path());
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        let path = file.path().unwrap().to_owned();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        truncate(&path);
+        a.add(3);
+        let _ = super::fallbacks();
+        a.incr();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0, "made again");
+        let files = fs::read_dir(dir.path()).unwrap();
+        let names: Vec<_> = files
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".mmstats"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // Made again once the directory is safe again.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = super::fallbacks();
+        a.incr();
+        let snap = crate::read_file(&path).unwrap();
+        assert_eq!(snap.field("a").unwrap().value, Value::Counter(5));
     }
 }
