@@ -603,6 +603,9 @@ extern "C" fn after_fork_in_child() {
         live.noted_dark = false;
         let Err(err) = done else {
             live.map.set_owner(pid);
+            // A file again, though the parent had private memory here (its
+            // own fork fallback): parked and re-homed like any file.
+            live.private = false;
             continue;
         };
         live.private = true;
