@@ -391,6 +391,14 @@ extern "C" fn mark_all_exited() {
     }
 }
 
+/// The mapping of the live file at `path`, for tests.
+#[cfg(test)]
+pub(crate) fn live_map(path: &Path) -> Option<Arc<FileMap>> {
+    let reg = registry();
+    let live = reg.live.values().find(|l| l.home.path == path)?;
+    Some(Arc::clone(&live.map))
+}
+
 // ------------------------------------------------------------- re-homing --
 
 /// Why a mapping is made again: which values the new file starts with.
@@ -591,6 +599,9 @@ extern "C" fn after_fork_in_child() {
         OWNER_PID.store(pid, Ordering::Relaxed);
     }
     let tid = crate::sys::gettid();
+    for live in reg.live.values() {
+        live.map.reset_in_child();
+    }
     let addrs: Vec<usize> = reg.live.keys().copied().collect();
     for a in addrs {
         let dir = reg.live[&a].home.dir.clone();
@@ -627,7 +638,7 @@ extern "C" fn after_fork_in_child() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::{Counter, FieldDef, Options, Schema, StatsFile, Value};
     use std::fs;
 
@@ -678,7 +689,7 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
-    fn truncate(path: &std::path::Path) {
+    pub(crate) fn truncate(path: &std::path::Path) {
         fs::OpenOptions::new()
             .write(true)
             .open(path)

@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::ReadError;
-use crate::protocol::{self, DARK, HEALTHY};
+use crate::protocol::{self, DARK, DARKENING, HEALTHY};
 
 /// Slots per registry chunk.
 const CHUNK_SLOTS: usize = 1024;
@@ -322,6 +322,27 @@ impl WriterRange {
         // Release: a handler that sees HEALTHY again sees the new mapping
         // (a fault from then on is a truncation of the new file).
         self.slot.dark.store(HEALTHY, Ordering::Release);
+    }
+
+    /// In a child made by `fork`, whose only thread runs this: a range the
+    /// parent's SIGBUS handler was darkening on another thread (a thread
+    /// the child does not have) is marked healthy again, so a fault in it
+    /// darkens it here, instead of waiting forever for that thread.
+    /// Whichever memory is over the range, that is right: the truncated
+    /// file faults and is darkened; private memory never faults.
+    pub(crate) fn reset_in_child(&self) {
+        // Relaxed: the only thread of the process.
+        if self.slot.dark.load(Ordering::Relaxed) == DARKENING {
+            // Relaxed: as above.
+            self.slot.dark.store(HEALTHY, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the range's state, as a handler on another thread would.
+    #[cfg(test)]
+    pub(crate) fn set_state(&self, state: u32) {
+        // Relaxed: a test, on one thread.
+        self.slot.dark.store(state, Ordering::Relaxed);
     }
 }
 

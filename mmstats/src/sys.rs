@@ -120,6 +120,17 @@ impl FileMap {
         self.range.is_dark()
     }
 
+    /// See `WriterRange::reset_in_child`.
+    pub(crate) fn reset_in_child(&self) {
+        self.range.reset_in_child();
+    }
+
+    /// See `WriterRange::set_state`.
+    #[cfg(test)]
+    pub(crate) fn set_dark_state(&self, state: u32) {
+        self.range.set_state(state);
+    }
+
     /// The process whose file backs the range.
     pub(crate) fn owner(&self) -> u32 {
         // Relaxed: written only in a forked child's single thread, before
@@ -461,6 +472,7 @@ pub(crate) fn gettid() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Counter, FieldDef, Options, Schema, StatsFile};
     use std::io::Write;
 
     #[test]
@@ -481,6 +493,70 @@ mod tests {
             let state = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
             assert_eq!(state, expected, "pid delta {pid_delta}");
         }
+    }
+
+    /// A fork while another thread's SIGBUS handler is darkening a
+    /// truncated range (claimed, not yet mapped over): the child, which
+    /// does not have that thread, faults in the range as it makes its own
+    /// file, darkens it itself and goes on, instead of waiting forever.
+    #[test]
+    fn a_fork_during_a_darkening_does_not_hang_the_child() {
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("ForkDarkening");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path());
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        a.add(3);
+        let path = file.path().unwrap().to_owned();
+        crate::registry::tests::truncate(&path);
+        // What a handler on another thread leaves between its claim and
+        // its mapping: DARKENING over the still-shared, truncated file.
+        let map = crate::registry::live_map(&path).unwrap();
+        map.set_dark_state(crate::protocol::DARKENING);
+        // SAFETY: the child only exits (after the fork handlers ran).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: _exit has no preconditions.
+            unsafe { libc::_exit(0) };
+        }
+        // A hung child would hang this test: a watchdog ends it instead
+        // (not a timing assertion: the child takes milliseconds).
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    // Relaxed: a flag; at worst one more round.
+                    if done.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                // SAFETY: kill has no memory preconditions; `pid` is our
+                // child, not reaped yet (`done` is set once it is).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // Relaxed: see the watchdog.
+        done.store(true, Ordering::Relaxed);
+        watchdog.join().unwrap();
+        // The parent's own range, before anything can store to it (also
+        // the drops of a failing assertion): its next store darkens it.
+        map.set_dark_state(crate::protocol::HEALTHY);
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child hung in fork() (status {status})"
+        );
+        a.incr();
+        let _ = crate::fallbacks();
     }
 
     #[test]
