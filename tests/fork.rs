@@ -284,7 +284,89 @@ fn child() {
             w.note.set("after");
             say("done", 1);
         }
+        "fork-twice" => {
+            let w = Worker::open().unwrap();
+            w.hits.add(5);
+            let dir = PathBuf::from(std::env::var_os("MMSTATS_DIR").unwrap());
+            let moved = dir.with_extension("moved");
+            fs::rename(&dir, &moved).unwrap();
+            let pid = fork();
+            if pid == 0 {
+                in_forked_child(|| {
+                    // No directory: private memory.
+                    assert_eq!(mmstats::fallbacks().count, 1);
+                    fs::rename(&moved, &dir).unwrap();
+                    let pid = fork();
+                    if pid == 0 {
+                        in_forked_child(|| {
+                            // The grandchild has a file of its own again;
+                            // it is a file like any other when truncated.
+                            w.hits.add(3);
+                            let path = w_path(std::process::id());
+                            fs::OpenOptions::new()
+                                .write(true)
+                                .open(&path)
+                                .unwrap()
+                                .set_len(0)
+                                .unwrap();
+                            w.hits.add(4);
+                            let fb = mmstats::fallbacks();
+                            assert_eq!(fb.count, 1, "{fb:?}");
+                            w.hits.add(2);
+                            let snap = mmstats::read_file(&path).unwrap();
+                            assert_eq!(counter(&snap, "hits"), 6);
+                            say("grandchild", std::process::id());
+                        });
+                    }
+                    assert_eq!(wait_pid(pid), 0, "the grandchild failed");
+                });
+            }
+            assert_eq!(wait_pid(pid), 0, "the forked child failed");
+        }
+        "fork-in-tls-dtor" => {
+            let w = Worker::open().unwrap();
+            w.hits.add(5);
+            std::thread::spawn(move || {
+                // Registered first, so destroyed last: after the thread
+                // locals the library's fork handlers use were destroyed.
+                LAST.with(|l| *l.borrow_mut() = Some(ForkOnDrop(w)));
+                // A first fork on this thread, so the library's fork
+                // handlers have touched whatever per-thread state they use.
+                let pid = fork();
+                if pid == 0 {
+                    // SAFETY: _exit has no preconditions.
+                    unsafe { libc::_exit(0) };
+                }
+                assert_eq!(wait_pid(pid), 0);
+            })
+            .join()
+            .unwrap();
+            say("parent", std::process::id());
+        }
         other => panic!("unknown task {other}"),
+    }
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<Option<ForkOnDrop>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Forks when dropped (at its thread's end); the child counts `N` into
+/// the inherited model, the parent waits for it.
+struct ForkOnDrop(Worker);
+
+impl Drop for ForkOnDrop {
+    fn drop(&mut self) {
+        let pid = fork();
+        if pid == 0 {
+            in_forked_child(|| {
+                for _ in 0..N {
+                    self.0.hits.incr();
+                }
+                say("forked", std::process::id());
+            });
+        }
+        assert_eq!(wait_pid(pid), 0, "the forked child failed");
     }
 }
 
@@ -456,6 +538,51 @@ fn a_child_that_cannot_make_its_file_counts_privately_never_into_the_parents() {
     assert_eq!(counter(&snaps[0], "hits"), 5 + N, "nothing of the child's");
     assert_eq!(snaps[0].info.state, WriterState::Exited);
     assert!(!dir.exists(), "the child made no directory");
+}
+
+/// A child whose inherited file fell back to private memory (no
+/// directory) forks again once the directory is back: the grandchild's
+/// file, made at the fork, is re-homed like any other when truncated.
+#[test]
+fn a_grandchild_of_a_private_fallback_has_a_file_like_any_other() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_child("child", dir.path(), "fork-twice");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("grandchild="), "{stdout}");
+}
+
+/// A thread that forks while its thread locals are being destroyed (from
+/// a thread local's destructor) gets a child that counts into a file of
+/// its own too, never into the parent's.
+#[test]
+fn a_fork_during_thread_local_teardown_never_writes_the_parents_file() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_child("child", dir.path(), "fork-in-tls-dtor");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let said = |k: &str| -> u32 {
+        let p = format!("{k}=");
+        let line = stdout.lines().find_map(|l| l.strip_prefix(&p));
+        line.unwrap_or_else(|| panic!("no {k} in {stdout}"))
+            .parse()
+            .unwrap()
+    };
+    let (parent, forked) = (said("parent"), said("forked"));
+    let procs = by_pid(snapshots(dir.path()));
+    assert_eq!(procs[&parent].len(), 1);
+    assert_eq!(
+        counter(&procs[&parent][0], "hits"),
+        5,
+        "nothing of the child's"
+    );
+    let mine = procs.get(&forked).expect("the child's own file");
+    assert_eq!(counter(&mine[0], "hits"), N);
+    assert_eq!(mine[0].info.state, WriterState::Exited);
 }
 
 #[test]

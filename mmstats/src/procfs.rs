@@ -41,22 +41,27 @@ pub(crate) fn process_start_ticks() -> u64 {
 
 static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
 
-thread_local! {
-    /// The cache lock, held by the forking thread across `fork`.
-    static HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, (u32, u64)>>> =
-        const { std::cell::RefCell::new(None) };
+/// The cache lock, held by the forking thread across `fork`.
+static HELD: crate::sys::HeldAcrossFork<(u32, u64)> = crate::sys::HeldAcrossFork::new(cache_lock);
+
+fn cache_lock() -> &'static Mutex<(u32, u64)> {
+    &CACHE
 }
 
 /// Takes the cache lock before `fork`, so that the child never inherits
 /// it held by a thread that does not exist there.
 pub(crate) fn hold_for_fork() {
-    let guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = HELD.try_with(|h| *h.borrow_mut() = Some(guard));
+    HELD.hold();
 }
 
-/// Releases what [`hold_for_fork`] took, in the parent and the child.
+/// Releases what [`hold_for_fork`] took, in the parent.
 pub(crate) fn release_after_fork() {
-    let _ = HELD.try_with(|h| drop(h.borrow_mut().take()));
+    HELD.release();
+}
+
+/// Releases what [`hold_for_fork`] took, in the child.
+pub(crate) fn release_after_fork_in_child() {
+    drop(HELD.take_in_child());
 }
 
 /// Parses the start time out of a `/proc/PID/stat` line. The command name

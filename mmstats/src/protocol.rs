@@ -301,16 +301,44 @@ impl State for std::sync::atomic::AtomicU32 {
     }
 }
 
+/// The process-wide count of writer ranges that went dark, which the
+/// writer's cold paths compare with the count they last handled.
+pub(crate) trait Events {
+    /// Adds one, with ordering `order`.
+    fn bump(&self, order: Ordering);
+}
+
+impl Events for std::sync::atomic::AtomicU64 {
+    #[inline]
+    fn bump(&self, order: Ordering) {
+        self.fetch_add(1, order);
+    }
+}
+
 /// A fault in a writer range whose file was truncated: the first thread to
 /// get here calls `map` (which puts private memory over the whole range;
-/// `false` if it could not) and marks the range dark; any other waits,
-/// calling `pause`, until that is done. Returns whether the faulting
-/// access can be retried: the range is private memory now (or healthy
-/// again, mapped to a new file).
+/// `false` if it could not), marks the range dark and then counts it in
+/// `events`; any other waits, calling `pause`, until the range is dark.
+/// Returns whether the faulting access can be retried: the range is
+/// private memory now (or healthy again, mapped to a new file).
+///
+/// The count comes after the DARK store, so a cold path that
+/// Acquire-loads the new count also sees the range dark: counted first, a
+/// cold path could take the count as handled while the range was still
+/// DARKENING, and the range would stay dark, uncounted, for good.
 #[inline]
-pub(crate) fn darken<S: State>(state: &S, map: impl FnOnce() -> bool, pause: impl Fn()) -> bool {
+pub(crate) fn darken<S: State, E: Events>(
+    state: &S,
+    events: &E,
+    map: impl FnOnce() -> bool,
+    pause: impl Fn(),
+) -> bool {
     match state.claim(HEALTHY, DARKENING) {
         Ok(_) => {
+            if mutated!("dark_counted_early") {
+                // Relaxed: the mutant under test (never in a normal build).
+                events.bump(Ordering::Relaxed);
+            }
             if !map() {
                 // Release: undo the claim; the fault goes on as before us.
                 state.store(HEALTHY, Ordering::Release);
@@ -319,6 +347,11 @@ pub(crate) fn darken<S: State>(state: &S, map: impl FnOnce() -> bool, pause: imp
             // Release: a thread that Acquire-loads DARK retries its access
             // after the mapping made before this store.
             state.store(DARK, relaxed_if!("dark_relaxed", Ordering::Release));
+            if !mutated!("dark_counted_early") {
+                // Release: pairs with the cold path's Acquire load of the
+                // count, which then sees DARK stored above.
+                events.bump(relaxed_if!("dark_count_relaxed", Ordering::Release));
+            }
             true
         }
         Err(_) => {
@@ -577,6 +610,43 @@ mod models {
         }
     }
 
+    impl Events for AtomicU64 {
+        fn bump(&self, order: Ordering) {
+            self.fetch_add(1, order);
+        }
+    }
+
+    /// A fault darkens a writer range while a cold path looks for dark
+    /// ranges: if the cold path sees the range counted, it sees it dark
+    /// (else it would take the count as handled and never re-home it).
+    fn dark_counted() {
+        model(|| {
+            let state = Arc::new(loom::sync::atomic::AtomicU32::new(HEALTHY));
+            let events = Arc::new(AtomicU64::new(0));
+            let fault = {
+                let (state, events) = (state.clone(), events.clone());
+                thread::spawn(move || {
+                    assert!(darken(&*state, &*events, || true, thread::yield_now));
+                })
+            };
+            // The cold path (`registry::rehome_dark`).
+            // Acquire: as `sigbus::dark_events`.
+            let seen = events.load(Ordering::Acquire);
+            // Acquire: as `WriterRange::is_dark`.
+            let dark = state.load(Ordering::Acquire) == DARK;
+            assert!(
+                seen == 0 || dark,
+                "{BROKEN}: a dark range counted before a cold path could see it dark"
+            );
+            fault.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_counted_dark_range_is_seen_dark() {
+        dark_counted();
+    }
+
     /// Two threads fault in one truncated writer range: the range is
     /// mapped over once, and neither retries its access before the
     /// mapping is done (the mapping is modelled as a Relaxed flag that
@@ -587,11 +657,14 @@ mod models {
             let state = Arc::new(AtomicU32::new(HEALTHY));
             let mapped = Arc::new(AtomicBool::new(false));
             let maps = Arc::new(AtomicUsize::new(0));
+            let events = Arc::new(AtomicU64::new(0));
             let fault = {
-                let (state, mapped, maps) = (state.clone(), mapped.clone(), maps.clone());
+                let (state, mapped, maps, events) =
+                    (state.clone(), mapped.clone(), maps.clone(), events.clone());
                 move || {
                     let retry = darken(
                         &*state,
+                        &*events,
                         || {
                             // Relaxed: a count and a flag, ordered (or not)
                             // by the protocol under test.
@@ -694,5 +767,7 @@ mod models {
         text_no_second_fence => text_read_is_whole,
         dark_relaxed => dark_range,
         dark_wait_relaxed => dark_range,
+        dark_counted_early => dark_counted,
+        dark_count_relaxed => dark_counted,
     }
 }

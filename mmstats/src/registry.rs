@@ -13,7 +13,6 @@
 //! parent's files (§6.7), and after another process truncated the file,
 //! which put private memory over it (§6.9).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
@@ -31,7 +30,7 @@ use crate::format::{Kind, WriterState};
 use crate::liveness::lock_file_name;
 use crate::options::render_template_for;
 use crate::publish::publish_with;
-use crate::sys::FileMap;
+use crate::sys::{FileMap, HeldAcrossFork};
 
 /// A parked file's identity: its directory and everything of its image
 /// that does not depend on the thread that made it (see [`pool_key`]).
@@ -392,6 +391,14 @@ extern "C" fn mark_all_exited() {
     }
 }
 
+/// The mapping of the live file at `path`, for tests.
+#[cfg(test)]
+pub(crate) fn live_map(path: &Path) -> Option<Arc<FileMap>> {
+    let reg = registry();
+    let live = reg.live.values().find(|l| l.home.path == path)?;
+    Some(Arc::clone(&live.map))
+}
+
 // ------------------------------------------------------------- re-homing --
 
 /// Why a mapping is made again: which values the new file starts with.
@@ -436,6 +443,21 @@ fn rehome(live: &mut Live, token: u64, why: Rehome) -> Result<(), Error> {
     image[raw::H_LOCK_TOKEN..raw::H_LOCK_TOKEN + 8].copy_from_slice(&token.to_le_bytes());
     let fallbacks = fallback_count();
     image[raw::H_FALLBACKS..raw::H_FALLBACKS + 8].copy_from_slice(&fallbacks.to_le_bytes());
+    if why == Rehome::Truncated {
+        // A file closed while dark (its exit store went to private memory)
+        // stays closed in its successor.
+        // Relaxed: this process's own store, as the values above.
+        let state = map.word(raw::H_STATE).load(Ordering::Relaxed);
+        if state != 0 {
+            image[raw::H_STATE..raw::H_STATE + 8].copy_from_slice(&state.to_le_bytes());
+        }
+    }
+    // The directory gets the checks of every first open (§2.1): a
+    // directory made writable to others since is not published into. (A
+    // missing one is not made again: publishing fails.)
+    if fs::symlink_metadata(&home.dir).is_ok() {
+        crate::publish::ensure_private_dir(&home.dir)?;
+    }
     if why == Rehome::Truncated {
         // The truncated file is ours no more than in name: free the name
         // for its successor, unless someone put another file there.
@@ -520,10 +542,11 @@ fn rehome_dark(reg: &mut Registry) {
 
 // ------------------------------------------------------------------ fork --
 
-thread_local! {
-    /// The registry, held by the forking thread across `fork`.
-    static FORK_HELD: RefCell<Option<MutexGuard<'static, Registry>>> =
-        const { RefCell::new(None) };
+/// The registry, held by the forking thread across `fork`.
+static FORK_HELD: HeldAcrossFork<Registry> = HeldAcrossFork::new(registry_lock);
+
+fn registry_lock() -> &'static Mutex<Registry> {
+    &REGISTRY
 }
 
 /// Registers, once, the handlers that give a child made by `fork` files of
@@ -534,12 +557,11 @@ fn install_fork_handlers() {
 }
 
 /// Before `fork`: takes every lock the child's handler needs, so none is
-/// inherited held by a thread that does not exist in the child.
+/// inherited held by a thread that does not exist in the child. (Held in
+/// statics, not thread locals: a thread that forks while its thread locals
+/// are being destroyed must get a child that re-homes its files too.)
 extern "C" fn before_fork() {
-    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    // try_with: a thread tearing down its locals forks without the lock
-    // held, and its child then keeps its parent's files as before.
-    let _ = FORK_HELD.try_with(|h| *h.borrow_mut() = Some(reg));
+    FORK_HELD.hold();
     crate::sigbus::hold_alloc_for_fork();
     crate::procfs::hold_for_fork();
 }
@@ -547,7 +569,7 @@ extern "C" fn before_fork() {
 extern "C" fn after_fork_in_parent() {
     crate::procfs::release_after_fork();
     crate::sigbus::release_alloc_after_fork();
-    let _ = FORK_HELD.try_with(|h| drop(h.borrow_mut().take()));
+    FORK_HELD.release();
 }
 
 /// In the child, the only thread now: makes every live file of the parent
@@ -556,9 +578,9 @@ extern "C" fn after_fork_in_parent() {
 /// path. If a file cannot be made, private memory goes over the range
 /// instead (counted as a fallback): the parent's file is never touched.
 extern "C" fn after_fork_in_child() {
-    crate::procfs::release_after_fork();
-    crate::sigbus::release_alloc_after_fork();
-    let Some(mut reg) = FORK_HELD.try_with(|h| h.borrow_mut().take()).ok().flatten() else {
+    crate::procfs::release_after_fork_in_child();
+    crate::sigbus::release_alloc_after_fork_in_child();
+    let Some(mut reg) = FORK_HELD.take_in_child() else {
         return;
     };
     let pid = std::process::id();
@@ -577,6 +599,9 @@ extern "C" fn after_fork_in_child() {
         OWNER_PID.store(pid, Ordering::Relaxed);
     }
     let tid = crate::sys::gettid();
+    for live in reg.live.values() {
+        live.map.reset_in_child();
+    }
     let addrs: Vec<usize> = reg.live.keys().copied().collect();
     for a in addrs {
         let dir = reg.live[&a].home.dir.clone();
@@ -589,6 +614,9 @@ extern "C" fn after_fork_in_child() {
         live.noted_dark = false;
         let Err(err) = done else {
             live.map.set_owner(pid);
+            // A file again, though the parent had private memory here (its
+            // own fork fallback): parked and re-homed like any file.
+            live.private = false;
             continue;
         };
         live.private = true;
@@ -610,7 +638,7 @@ extern "C" fn after_fork_in_child() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::{Counter, FieldDef, Options, Schema, StatsFile, Value};
     use std::fs;
 
@@ -659,5 +687,71 @@ mod tests {
             .filter(|n| n.ends_with(".mmstats"))
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    pub(crate) fn truncate(path: &std::path::Path) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+
+    /// A file truncated, then closed (its exit store faults and lands in
+    /// private memory), is made again by that close as a closed file, not
+    /// as one still in use.
+    #[test]
+    fn a_file_closed_while_dark_is_made_again_closed() {
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("DarkClose");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path());
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        a.add(3);
+        let path = file.path().unwrap().to_owned();
+        truncate(&path);
+        drop(a);
+        drop(file);
+        let snap = crate::read_file(&path).unwrap();
+        assert_eq!(snap.info.state, crate::WriterState::Exited);
+    }
+
+    /// Re-homing checks the directory as a first open does: one made
+    /// writable to others since gets no new file (the mapping stays dark,
+    /// counted as a fallback).
+    #[test]
+    fn a_file_is_not_made_again_in_a_directory_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("DarkDir");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path());
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        let path = file.path().unwrap().to_owned();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        truncate(&path);
+        a.add(3);
+        let _ = super::fallbacks();
+        a.incr();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0, "made again");
+        let files = fs::read_dir(dir.path()).unwrap();
+        let names: Vec<_> = files
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".mmstats"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // Made again once the directory is safe again.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = super::fallbacks();
+        a.incr();
+        let snap = crate::read_file(&path).unwrap();
+        assert_eq!(snap.field("a").unwrap().value, Value::Counter(5));
     }
 }

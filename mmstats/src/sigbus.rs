@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::ReadError;
-use crate::protocol::{self, DARK, HEALTHY};
+use crate::protocol::{self, DARK, DARKENING, HEALTHY};
 
 /// Slots per registry chunk.
 const CHUNK_SLOTS: usize = 1024;
@@ -323,6 +323,27 @@ impl WriterRange {
         // (a fault from then on is a truncation of the new file).
         self.slot.dark.store(HEALTHY, Ordering::Release);
     }
+
+    /// In a child made by `fork`, whose only thread runs this: a range the
+    /// parent's SIGBUS handler was darkening on another thread (a thread
+    /// the child does not have) is marked healthy again, so a fault in it
+    /// darkens it here, instead of waiting forever for that thread.
+    /// Whichever memory is over the range, that is right: the truncated
+    /// file faults and is darkened; private memory never faults.
+    pub(crate) fn reset_in_child(&self) {
+        // Relaxed: the only thread of the process.
+        if self.slot.dark.load(Ordering::Relaxed) == DARKENING {
+            // Relaxed: as above.
+            self.slot.dark.store(HEALTHY, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the range's state, as a handler on another thread would.
+    #[cfg(test)]
+    pub(crate) fn set_state(&self, state: u32) {
+        // Relaxed: a test, on one thread.
+        self.slot.dark.store(state, Ordering::Relaxed);
+    }
 }
 
 impl Drop for WriterRange {
@@ -332,28 +353,35 @@ impl Drop for WriterRange {
     }
 }
 
-/// How many writer ranges went dark since the process started.
+/// How many writer ranges went dark since the process started. A caller
+/// that sees a count sees every range it counts dark (`protocol::darken`).
 pub(crate) fn dark_events() -> u64 {
-    // Relaxed: a hint to look; the ranges' own states are acquired.
-    DARK_EVENTS.load(Ordering::Relaxed)
+    // Acquire: pairs with the handler's Release increment, made after it
+    // stored DARK.
+    DARK_EVENTS.load(Ordering::Acquire)
 }
 
-thread_local! {
-    /// The allocation lock, held by the forking thread across `fork`.
-    static ALLOC_HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, Alloc>>> =
-        const { std::cell::RefCell::new(None) };
+/// The allocation lock, held by the forking thread across `fork`.
+static ALLOC_HELD: crate::sys::HeldAcrossFork<Alloc> = crate::sys::HeldAcrossFork::new(alloc_lock);
+
+fn alloc_lock() -> &'static Mutex<Alloc> {
+    &ALLOC
 }
 
 /// Takes the registry's allocation lock before `fork`, so that the child
 /// never inherits it held by a thread that does not exist there.
 pub(crate) fn hold_alloc_for_fork() {
-    let guard = ALLOC.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = ALLOC_HELD.try_with(|h| *h.borrow_mut() = Some(guard));
+    ALLOC_HELD.hold();
 }
 
-/// Releases what [`hold_alloc_for_fork`] took, in the parent and the child.
+/// Releases what [`hold_alloc_for_fork`] took, in the parent.
 pub(crate) fn release_alloc_after_fork() {
-    let _ = ALLOC_HELD.try_with(|h| drop(h.borrow_mut().take()));
+    ALLOC_HELD.release();
+}
+
+/// Releases what [`hold_alloc_for_fork`] took, in the child.
+pub(crate) fn release_alloc_after_fork_in_child() {
+    drop(ALLOC_HELD.take_in_child());
 }
 
 // --------------------------------------------------------------- registry --
@@ -620,18 +648,13 @@ fn darken(slot: &Slot, start: usize, len: usize) -> bool {
                 0,
             )
         };
-        if res == libc::MAP_FAILED {
-            return false;
-        }
-        // Relaxed: a counter; the Release store of DARK publishes it.
-        DARK_EVENTS.fetch_add(1, Ordering::Relaxed);
-        true
+        res != libc::MAP_FAILED
     };
     // SAFETY: sched_yield has no preconditions and is a plain system call.
     let pause = || unsafe {
         libc::sched_yield();
     };
-    protocol::darken(&slot.dark, map, pause)
+    protocol::darken(&slot.dark, &DARK_EVENTS, map, pause)
 }
 
 /// Hands a fault that is not ours to the action from before the guard.

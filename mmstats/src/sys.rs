@@ -7,14 +7,14 @@
 //! plain type: every access is an atomic load or store of an aligned `u64`
 //! through a raw pointer, as the format (one writer, 8-byte words) allows.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -118,6 +118,17 @@ impl FileMap {
     /// Whether the range is private memory because its file was truncated.
     pub(crate) fn is_dark(&self) -> bool {
         self.range.is_dark()
+    }
+
+    /// See `WriterRange::reset_in_child`.
+    pub(crate) fn reset_in_child(&self) {
+        self.range.reset_in_child();
+    }
+
+    /// See `WriterRange::set_state`.
+    #[cfg(test)]
+    pub(crate) fn set_dark_state(&self, state: u32) {
+        self.range.set_state(state);
     }
 
     /// The process whose file backs the range.
@@ -370,6 +381,81 @@ pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: 
     }
 }
 
+/// A lock that the thread calling `fork` holds across it: taken by the
+/// prepare handler ([`hold`](Self::hold)), released by the parent and
+/// child handlers ([`release`](Self::release), [`take_in_child`](Self::take_in_child)),
+/// which run on that same thread (in the child, on its copy). The guard
+/// sits in this static, not in a thread local: a thread may fork while its
+/// thread locals are being destroyed, and the child must then still get
+/// the lock, not a copy of it held by a thread that does not exist there.
+pub(crate) struct HeldAcrossFork<T: 'static> {
+    lock: fn() -> &'static Mutex<T>,
+    guard: UnsafeCell<Option<MutexGuard<'static, T>>>,
+    /// The process and thread that hold the guard (0 while nobody does).
+    holder: AtomicU64,
+}
+
+// SAFETY: `guard` is only touched by `hold`, `release` and `take_in_child`.
+// `hold` writes it while holding `lock`; `release` only by the thread that
+// holds it (checked against `holder`); `take_in_child` only in a forked
+// child, whose only thread is the copy of the holder. So no two threads
+// ever touch `guard` at once, and a guard is dropped by the thread (or the
+// copy of the thread) that locked it.
+unsafe impl<T> Sync for HeldAcrossFork<T> {}
+
+impl<T> HeldAcrossFork<T> {
+    /// Holds the lock that `lock` returns.
+    pub(crate) const fn new(lock: fn() -> &'static Mutex<T>) -> Self {
+        HeldAcrossFork {
+            lock,
+            guard: UnsafeCell::new(None),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    fn me() -> u64 {
+        (u64::from(std::process::id()) << 32) | u64::from(gettid())
+    }
+
+    /// Before `fork`: locks and keeps the guard.
+    pub(crate) fn hold(&self) {
+        let g = (self.lock)().lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: we hold `lock`, so no other thread is in `hold`, and
+        // `holder` is 0 (or another process's), so none is in `release`.
+        unsafe { *self.guard.get() = Some(g) };
+        // Relaxed: only read back by this thread (or its copy in the child).
+        self.holder.store(Self::me(), Ordering::Relaxed);
+    }
+
+    /// After `fork`, in the parent: unlocks, if this thread holds it.
+    pub(crate) fn release(&self) {
+        // Relaxed: a thread only matches its own store.
+        if self.holder.load(Ordering::Relaxed) != Self::me() {
+            return;
+        }
+        // Relaxed: as above.
+        self.holder.store(0, Ordering::Relaxed);
+        // SAFETY: this thread holds `lock`, so it alone touches `guard`.
+        drop(unsafe { (*self.guard.get()).take() });
+    }
+
+    /// After `fork`, in the child: the guard its forking thread held (or
+    /// `None` in any other process, where this thread did not fork).
+    pub(crate) fn take_in_child(&self) -> Option<MutexGuard<'static, T>> {
+        // Relaxed: the copy of the forking thread's own store.
+        let holder = self.holder.load(Ordering::Relaxed);
+        if holder == 0 || holder >> 32 == u64::from(std::process::id()) {
+            return None;
+        }
+        // Relaxed: as above.
+        self.holder.store(0, Ordering::Relaxed);
+        // SAFETY: another process's thread held `lock` when this memory was
+        // copied, so this is a child made by `fork` from inside `hold`'s
+        // hold, whose only thread is the copy of that holder.
+        unsafe { (*self.guard.get()).take() }
+    }
+}
+
 /// The effective user id of this process.
 pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -386,6 +472,7 @@ pub(crate) fn gettid() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Counter, FieldDef, Options, Schema, StatsFile};
     use std::io::Write;
 
     #[test]
@@ -406,6 +493,70 @@ mod tests {
             let state = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
             assert_eq!(state, expected, "pid delta {pid_delta}");
         }
+    }
+
+    /// A fork while another thread's SIGBUS handler is darkening a
+    /// truncated range (claimed, not yet mapped over): the child, which
+    /// does not have that thread, faults in the range as it makes its own
+    /// file, darkens it itself and goes on, instead of waiting forever.
+    #[test]
+    fn a_fork_during_a_darkening_does_not_hang_the_child() {
+        let _m = crate::sigbus::tests::mapping();
+        crate::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("ForkDarkening");
+        schema.push(FieldDef::counter("a"));
+        let options = Options::new().dir(dir.path());
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let a: Counter = file.take("a").unwrap();
+        a.add(3);
+        let path = file.path().unwrap().to_owned();
+        crate::registry::tests::truncate(&path);
+        // What a handler on another thread leaves between its claim and
+        // its mapping: DARKENING over the still-shared, truncated file.
+        let map = crate::registry::live_map(&path).unwrap();
+        map.set_dark_state(crate::protocol::DARKENING);
+        // SAFETY: the child only exits (after the fork handlers ran).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: _exit has no preconditions.
+            unsafe { libc::_exit(0) };
+        }
+        // A hung child would hang this test: a watchdog ends it instead
+        // (not a timing assertion: the child takes milliseconds).
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    // Relaxed: a flag; at worst one more round.
+                    if done.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                // SAFETY: kill has no memory preconditions; `pid` is our
+                // child, not reaped yet (`done` is set once it is).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // Relaxed: see the watchdog.
+        done.store(true, Ordering::Relaxed);
+        watchdog.join().unwrap();
+        // The parent's own range, before anything can store to it (also
+        // the drops of a failing assertion): its next store darkens it.
+        map.set_dark_state(crate::protocol::HEALTHY);
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child hung in fork() (status {status})"
+        );
+        a.incr();
+        let _ = crate::fallbacks();
     }
 
     #[test]
