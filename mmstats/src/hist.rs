@@ -13,6 +13,7 @@
 //! `format-spec.md` gives worked examples.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Default precision bits for timers and histograms: buckets at most
 /// 1/64 = 1.56% wide, so a reported quantile (a bucket midpoint) is within
@@ -165,11 +166,14 @@ pub(crate) fn index_of(v: u64, max_value: u64, precision: u32) -> usize {
 /// A histogram read from a file (or several, merged): bucket counts and sum.
 ///
 /// The count is the sum of the buckets, so it always agrees with them.
+///
+/// Cloning is cheap: the buckets are shared until one of the copies
+/// changes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistogramSnapshot {
     layout: Layout,
     sum: u64,
-    counts: Vec<u64>,
+    counts: Arc<Vec<u64>>,
 }
 
 /// Why two histogram snapshots cannot be combined.
@@ -215,24 +219,25 @@ impl HistogramSnapshot {
         HistogramSnapshot {
             layout,
             sum: 0,
-            counts: vec![0; layout.buckets()],
+            counts: Arc::new(vec![0; layout.buckets()]),
         }
     }
 
     /// A snapshot from bucket counts (one per bucket of `layout`) and a sum.
     /// Returns `None` if the number of counts is wrong.
     pub fn from_parts(layout: Layout, sum: u64, counts: Vec<u64>) -> Option<HistogramSnapshot> {
-        (counts.len() == layout.buckets()).then_some(HistogramSnapshot {
+        (counts.len() == layout.buckets()).then(|| HistogramSnapshot {
             layout,
             sum,
-            counts,
+            counts: Arc::new(counts),
         })
     }
 
     /// Counts one value, as a writer would. For tests and tools that build
     /// snapshots in memory.
     pub fn record(&mut self, v: u64) {
-        let c = &mut self.counts[self.layout.index(v)];
+        let i = self.layout.index(v);
+        let c = &mut Arc::make_mut(&mut self.counts)[i];
         *c = c.saturating_add(1);
         self.sum = self.sum.wrapping_add(v);
     }
@@ -318,10 +323,63 @@ impl HistogramSnapshot {
                 right: other.layout,
             });
         }
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+        for (a, b) in Arc::make_mut(&mut self.counts)
+            .iter_mut()
+            .zip(other.counts.iter())
+        {
             *a = a.saturating_add(*b);
         }
         self.sum = self.sum.wrapping_add(other.sum);
+        Ok(())
+    }
+
+    /// Whether the two share their buckets (one is a clone of the other
+    /// and neither one's buckets changed since), so their counts are equal.
+    pub(crate) fn shares_counts(&self, other: &HistogramSnapshot) -> bool {
+        Arc::ptr_eq(&self.counts, &other.counts)
+    }
+
+    /// Adds `now.since(then)` into this one, without making the window:
+    /// the same result as `self.merge(&now.since(then)?)`, and on error
+    /// this one is unchanged.
+    pub(crate) fn merge_since(
+        &mut self,
+        now: &HistogramSnapshot,
+        then: &HistogramSnapshot,
+    ) -> Result<(), CombineError> {
+        if now.layout != then.layout {
+            return Err(CombineError::LayoutMismatch {
+                left: now.layout,
+                right: then.layout,
+            });
+        }
+        if self.layout != now.layout {
+            return Err(CombineError::LayoutMismatch {
+                left: self.layout,
+                right: now.layout,
+            });
+        }
+        if now.shares_counts(then) {
+            self.sum = self.sum.wrapping_add(now.sum.wrapping_sub(then.sum));
+            return Ok(());
+        }
+        if let Some(bucket) = now
+            .counts
+            .iter()
+            .zip(then.counts.iter())
+            .position(|(n, t)| n < t)
+        {
+            return Err(CombineError::NotLater { bucket });
+        }
+        let acc = Arc::make_mut(&mut self.counts);
+        for ((a, &n), &t) in acc
+            .iter_mut()
+            .zip(now.counts.iter())
+            .zip(then.counts.iter())
+        {
+            *a = a.saturating_add(n - t);
+        }
+        self.sum = self.sum.wrapping_add(now.sum.wrapping_sub(then.sum));
         Ok(())
     }
 
@@ -335,7 +393,7 @@ impl HistogramSnapshot {
             });
         }
         let mut counts = Vec::with_capacity(self.counts.len());
-        for (bucket, (&now, &then)) in self.counts.iter().zip(&earlier.counts).enumerate() {
+        for (bucket, (&now, &then)) in self.counts.iter().zip(earlier.counts.iter()).enumerate() {
             counts.push(
                 now.checked_sub(then)
                     .ok_or(CombineError::NotLater { bucket })?,
@@ -344,7 +402,7 @@ impl HistogramSnapshot {
         Ok(HistogramSnapshot {
             layout: self.layout,
             sum: self.sum.wrapping_sub(earlier.sum),
-            counts,
+            counts: Arc::new(counts),
         })
     }
 }

@@ -185,7 +185,9 @@ pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
 pub use options::{Builder, Options, DEFAULT_TEMPLATE};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
-pub use reader::{probe_alive, read_file, Field, FileInfo, ReadLimits, Reader, Snapshot, Value};
+pub use reader::{
+    probe_alive, read_file, Field, FileInfo, LivenessMemo, ReadLimits, Reader, Snapshot, Value,
+};
 pub use registry::{fallbacks, Fallbacks};
 pub use schema::{FieldDef, Schema};
 pub use sigbus::{install_sigbus_guard, MAX_MAPPINGS};

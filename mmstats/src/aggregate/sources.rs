@@ -15,7 +15,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use super::Warning;
 use crate::dirs::default_dirs;
 use crate::discover::{is_stats_name, pattern_matches, scan};
-use crate::reader::{ReadLimits, Reader, Snapshot};
+use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
 
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
@@ -130,6 +130,8 @@ pub struct Sources {
     /// Problems in other users' directories at the last rescan.
     foreign_skipped: usize,
     limits: ReadLimits,
+    /// Writers' lock files, kept open between samples.
+    liveness: LivenessMemo,
 }
 
 impl std::fmt::Debug for Sources {
@@ -194,6 +196,7 @@ impl Sources {
             owners: HashMap::new(),
             foreign_skipped: 0,
             limits: ReadLimits::default(),
+            liveness: LivenessMemo::new(),
         };
         sources.rescan();
         sources
@@ -324,7 +327,7 @@ impl Sources {
                     Tracked {
                         id,
                         reader,
-                        last: Arc::new(snap),
+                        last: snap,
                         unsent: true,
                         error: None,
                     },
@@ -409,13 +412,17 @@ impl Sources {
         let time = SystemTime::now();
         let instant = Instant::now();
         let mut files = Vec::with_capacity(self.files.len());
+        // Files of one writer process share its lock file: probed once.
+        self.liveness.next_pass();
         for t in self.files.values_mut() {
             let fresh = if std::mem::take(&mut t.unsent) {
                 true
             } else {
-                match t.reader.snapshot() {
+                // Shared: an idle file gives the very snapshot it gave last
+                // time, which `View::delta` then skips over cheaply.
+                match t.reader.snapshot_shared_with(&mut self.liveness) {
                     Ok(snap) => {
-                        t.last = Arc::new(snap);
+                        t.last = snap;
                         t.error = None;
                         true
                     }
@@ -438,7 +445,9 @@ impl Sources {
                 fresh,
             });
         }
-        files.sort_by(|a, b| a.id.cmp(&b.id));
+        // Already sorted: `files` is ordered by path, which orders FileIds
+        // since paths are unique in it.
+        debug_assert!(files.is_sorted_by(|a, b| a.id <= b.id));
         Sample {
             time,
             instant,
@@ -455,14 +464,14 @@ fn open(
     path: &Path,
     limits: &ReadLimits,
     owner: Option<u32>,
-) -> Result<(FileId, Reader, Snapshot), String> {
+) -> Result<(FileId, Reader, Arc<Snapshot>), String> {
     let mut last = String::new();
     for _ in 0..3 {
         let before = fs::metadata(path).map_err(|e| e.to_string())?;
-        let reader = Reader::open_owned(path, limits, owner)
+        let mut reader = Reader::open_owned(path, limits, owner)
             .map_err(|e| strip_path(&e.to_string(), path))?;
         let snap = reader
-            .snapshot()
+            .snapshot_shared()
             .map_err(|e| strip_path(&e.to_string(), path))?;
         let after = fs::metadata(path).map_err(|e| e.to_string())?;
         if (before.dev(), before.ino()) != (after.dev(), after.ino()) {

@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::select::{Aggregator, GroupBy, Selector};
-use super::sources::Sample;
+use super::sources::{FileId, FileSample, Sample};
 use super::Warning;
 use crate::format::Kind;
 use crate::hist::HistogramSnapshot;
@@ -264,6 +265,27 @@ impl Acc {
     }
 }
 
+/// The file `id` in `prev`, looked for from `cursor` on (files of both
+/// samples are sorted by id, and mostly the same), then anywhere.
+fn same_file<'a>(prev: &'a Sample, cursor: &mut usize, id: &FileId) -> Option<&'a FileSample> {
+    // Cheap words first: a path comparison goes component by component.
+    let eq = |a: &FileId| {
+        a.ino == id.ino
+            && a.dev == id.dev
+            && a.created_ns == id.created_ns
+            && a.path.as_os_str() == id.path.as_os_str()
+    };
+    if let Some(f) = prev.files.get(*cursor) {
+        if eq(&f.id) {
+            *cursor += 1;
+            return Some(f);
+        }
+    }
+    let i = prev.files.binary_search_by(|f| f.id.cmp(id)).ok()?;
+    *cursor = i + 1;
+    Some(&prev.files[i])
+}
+
 /// The same field in an earlier snapshot of the same file: usually at the
 /// same index, since fields are only ever appended.
 fn earlier<'a>(prev: &'a Snapshot, i: usize, label: &str) -> Option<&'a Field> {
@@ -300,10 +322,24 @@ impl View {
         // pass allocates per series, not per field.
         let mut groups: Vec<Option<String>> = Vec::new();
         let mut group_ix: HashMap<Option<String>, usize> = HashMap::new();
-        let mut accs: HashMap<(&str, usize), Acc> = HashMap::new();
+        let mut accs: Vec<Acc> = Vec::new();
+        let mut keys: Vec<(&str, usize)> = Vec::new();
+        let mut index: HashMap<(&str, usize), usize> = HashMap::new();
+        // The series of each field of the file before: files mostly share
+        // their layout, so a label equal to the one at the same position
+        // needs no hashing.
+        let mut layout: Vec<Option<(&str, usize, usize)>> = Vec::new();
+        // Both samples are sorted by FileId: walked side by side.
+        let mut cursor = 0;
         for file in next.files.iter().filter(|f| f.fresh) {
             let snap = &*file.snapshot;
-            let before = prev.and_then(|p| p.file(&file.id)).map(|f| &*f.snapshot);
+            let before = prev
+                .and_then(|p| same_file(p, &mut cursor, &file.id))
+                .map(|f| &f.snapshot);
+            // The reader gave the very same snapshot: nothing changed, so
+            // every counter's increase is 0 and every window empty.
+            let idle = before.is_some_and(|b| Arc::ptr_eq(b, &file.snapshot));
+            let before = before.map(|b| &**b);
             let group = self.group_by.group_of(&snap.info);
             let g = match group_ix.get(&group) {
                 Some(&g) => g,
@@ -314,13 +350,27 @@ impl View {
                 }
             };
             let alive = snap.info.writing();
+            if layout.len() < snap.fields.len() {
+                layout.resize(snap.fields.len(), None);
+            }
             for (i, field) in snap.fields.iter().enumerate() {
                 if !self.selector.matches(&field.label, field.kind) {
                     continue;
                 }
-                let acc = accs
-                    .entry((field.label.as_str(), g))
-                    .or_insert_with(|| Acc::new(field));
+                let label = field.label.as_str();
+                let ix = match layout[i] {
+                    Some((l, lg, ix)) if lg == g && l == label => ix,
+                    _ => {
+                        let ix = *index.entry((label, g)).or_insert_with(|| {
+                            accs.push(Acc::new(field));
+                            keys.push((label, g));
+                            accs.len() - 1
+                        });
+                        layout[i] = Some((label, g, ix));
+                        ix
+                    }
+                };
+                let acc = &mut accs[ix];
                 if acc.class != class(field.kind) {
                     warnings.push(Warning {
                         path: file.id.path.clone(),
@@ -331,7 +381,11 @@ impl View {
                     });
                     continue;
                 }
-                let old = before.and_then(|b| earlier(b, i, &field.label));
+                let old = if idle {
+                    Some(field)
+                } else {
+                    before.and_then(|b| earlier(b, i, &field.label))
+                };
                 match &field.value {
                     Value::Counter(n) => {
                         acc.files += 1;
@@ -364,6 +418,24 @@ impl View {
                     }
                     Value::Histogram(h) => {
                         acc.files += 1;
+                        // Merged straight into the series, without making
+                        // each file's window.
+                        if let (Some(sum), Some(Value::Histogram(o))) =
+                            (&mut acc.hist, old.map(|o| &o.value))
+                        {
+                            if o.layout() == h.layout() && sum.layout() == h.layout() {
+                                if let Err(e) = sum.merge_since(h, o) {
+                                    warnings.push(Warning {
+                                        path: file.id.path.clone(),
+                                        reason: format!(
+                                            "{}: {e}; counted as no change",
+                                            field.label
+                                        ),
+                                    });
+                                }
+                                continue;
+                            }
+                        }
                         let window = match old.map(|o| &o.value) {
                             Some(Value::Histogram(o)) => match h.since(o) {
                                 Ok(w) => w,
@@ -405,8 +477,9 @@ impl View {
                 }
             }
         }
-        let series = accs
+        let series = keys
             .into_iter()
+            .zip(accs)
             .map(|((label, g), acc)| {
                 let key = SeriesKey {
                     label: label.to_owned(),
