@@ -119,9 +119,15 @@ impl Collector {
         for w in &sample.warnings {
             log_once(&mut inner.logged, w);
         }
-        // Help texts, from files not seen in the previous sample.
+        // Help texts, from files not seen in the previous sample (both
+        // samples are sorted by file: walked side by side).
+        let seen: &[mmstats::aggregate::FileSample] = inner.prev.as_ref().map_or(&[], |p| &p.files);
+        let mut j = 0;
         for f in &sample.files {
-            if inner.prev.as_ref().is_some_and(|p| p.file(&f.id).is_some()) {
+            while seen.get(j).is_some_and(|p| p.id < f.id) {
+                j += 1;
+            }
+            if seen.get(j).is_some_and(|p| p.id == f.id) {
                 continue;
             }
             for field in &f.snapshot.fields {

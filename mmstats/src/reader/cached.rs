@@ -133,11 +133,13 @@ impl Slot {
             }
             Kind::Histogram | Kind::Timer => {
                 let layout = Layout::from_params(self.param0, self.param1).expect("validated");
-                let (sum, counts) = protocol::histogram_read(map, self.off, layout.buckets());
-                self.sig = [sum, counts[0]];
-                Value::Histogram(
-                    HistogramSnapshot::from_parts(layout, sum, counts).expect("bucket count"),
-                )
+                let (sum, used) = protocol::histogram_read(map, self.off, layout.buckets());
+                let zero = used
+                    .first()
+                    .filter(|&&(i, _)| i == 0)
+                    .map_or(0, |&(_, c)| c);
+                self.sig = [sum, zero];
+                Value::Histogram(HistogramSnapshot::from_sorted_used(layout, sum, used))
             }
         }
     }
