@@ -24,6 +24,9 @@ use crate::protocol;
 use crate::sigbus::{self, ReadMap};
 
 mod cached;
+mod layout;
+
+pub(crate) use layout::FieldLayout;
 
 pub use cached::LivenessMemo;
 use cached::Slot;
@@ -124,7 +127,7 @@ pub struct Field {
 }
 
 /// Everything read from one file at one moment.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct Snapshot {
     /// The file and its writer.
@@ -138,6 +141,31 @@ pub struct Snapshot {
     /// label (the first one wins), one entry per ignored field. Writers
     /// never make such files; a reader should warn about them.
     pub duplicates: Vec<String>,
+    /// The labels and kinds of `fields` as read, for the aggregation
+    /// layer; a clone has none (its fields may be changed).
+    pub(crate) layout: Option<FieldLayout>,
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Snapshot {
+        Snapshot {
+            info: self.info.clone(),
+            fields: self.fields.clone(),
+            skipped: self.skipped,
+            duplicates: self.duplicates.clone(),
+            layout: None,
+        }
+    }
+}
+
+impl PartialEq for Snapshot {
+    /// Equal when what was read is equal.
+    fn eq(&self, other: &Snapshot) -> bool {
+        self.info == other.info
+            && self.fields == other.fields
+            && self.skipped == other.skipped
+            && self.duplicates == other.duplicates
+    }
 }
 
 impl Field {
@@ -524,6 +552,7 @@ impl Reader {
         }
         Ok(Snapshot {
             info,
+            layout: Some(FieldLayout::of(&fields)),
             fields,
             skipped,
             duplicates,

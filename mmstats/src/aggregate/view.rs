@@ -10,7 +10,7 @@ use super::sources::{FileId, FileSample, Sample};
 use super::Warning;
 use crate::format::Kind;
 use crate::hist::HistogramSnapshot;
-use crate::reader::{Field, Snapshot, Value};
+use crate::reader::{Field, FieldLayout, Snapshot, Value};
 
 /// What to show and how to combine files; see the [module](super) docs.
 #[derive(Clone, Debug, Default)]
@@ -329,6 +329,9 @@ impl View {
         // their layout, so a label equal to the one at the same position
         // needs no hashing.
         let mut layout: Vec<Option<(&str, usize, usize)>> = Vec::new();
+        // The series of each field, by the files' interned layout and group
+        // (a few layouts at most, usually one): no label is even looked at.
+        let mut by_layout: Vec<(&FieldLayout, usize, Vec<Option<usize>>)> = Vec::new();
         // Both samples are sorted by FileId: walked side by side.
         let mut cursor = 0;
         for file in next.files.iter().filter(|f| f.fresh) {
@@ -353,22 +356,39 @@ impl View {
             if layout.len() < snap.fields.len() {
                 layout.resize(snap.fields.len(), None);
             }
+            let tag = snap.layout.as_ref().filter(|t| t.fits(&snap.fields));
+            let known = tag.and_then(|t| {
+                by_layout
+                    .iter()
+                    .position(|(l, lg, _)| *lg == g && l.same(t))
+            });
+            let mut learned = Vec::new();
             for (i, field) in snap.fields.iter().enumerate() {
-                if !self.selector.matches(&field.label, field.kind) {
-                    continue;
-                }
-                let label = field.label.as_str();
-                let ix = match layout[i] {
-                    Some((l, lg, ix)) if lg == g && l == label => ix,
-                    _ => {
-                        let ix = *index.entry((label, g)).or_insert_with(|| {
-                            accs.push(Acc::new(field));
-                            keys.push((label, g));
-                            accs.len() - 1
-                        });
-                        layout[i] = Some((label, g, ix));
-                        ix
+                let ix = if let Some(k) = known {
+                    match by_layout[k].2[i] {
+                        Some(ix) => ix,
+                        None => continue,
                     }
+                } else {
+                    if !self.selector.matches(&field.label, field.kind) {
+                        learned.push(None);
+                        continue;
+                    }
+                    let label = field.label.as_str();
+                    let ix = match layout[i] {
+                        Some((l, lg, ix)) if lg == g && l == label => ix,
+                        _ => {
+                            let ix = *index.entry((label, g)).or_insert_with(|| {
+                                accs.push(Acc::new(field));
+                                keys.push((label, g));
+                                accs.len() - 1
+                            });
+                            layout[i] = Some((label, g, ix));
+                            ix
+                        }
+                    };
+                    learned.push(Some(ix));
+                    ix
                 };
                 let acc = &mut accs[ix];
                 if acc.class != class(field.kind) {
@@ -476,6 +496,9 @@ impl View {
                     _ => acc.files += 1,
                 }
             }
+            if let (Some(t), None) = (tag, known) {
+                by_layout.push((t, g, learned));
+            }
         }
         let series = keys
             .into_iter()
@@ -528,41 +551,54 @@ mod tests {
                 ino,
                 created_ns: ino,
             },
-            snapshot: Arc::new(Snapshot {
-                info: FileInfo {
-                    path,
-                    version: (1, 0),
-                    pid: ino as u32,
-                    tid: ino as u32,
-                    process_start: 0,
-                    created: UNIX_EPOCH,
-                    command: "cmd".into(),
-                    model: "m".into(),
-                    alive,
-                    fallbacks: 0,
-                    state: if alive {
-                        WriterState::Active
-                    } else {
-                        WriterState::Exited
+            snapshot: Arc::new(with_layout(
+                ino,
+                Snapshot {
+                    info: FileInfo {
+                        path,
+                        version: (1, 0),
+                        pid: ino as u32,
+                        tid: ino as u32,
+                        process_start: 0,
+                        created: UNIX_EPOCH,
+                        command: "cmd".into(),
+                        model: "m".into(),
+                        alive,
+                        fallbacks: 0,
+                        state: if alive {
+                            WriterState::Active
+                        } else {
+                            WriterState::Exited
+                        },
                     },
+                    fields: fields
+                        .iter()
+                        .map(|(l, v)| Field {
+                            label: (*l).into(),
+                            kind: kind(v),
+                            unit: Unit::from_text(""),
+                            unit_text: String::new(),
+                            help: String::new(),
+                            static_labels: Vec::new(),
+                            value: v.clone(),
+                        })
+                        .collect(),
+                    skipped: 0,
+                    duplicates: Vec::new(),
+                    layout: None,
                 },
-                fields: fields
-                    .iter()
-                    .map(|(l, v)| Field {
-                        label: (*l).into(),
-                        kind: kind(v),
-                        unit: Unit::from_text(""),
-                        unit_text: String::new(),
-                        help: String::new(),
-                        static_labels: Vec::new(),
-                        value: v.clone(),
-                    })
-                    .collect(),
-                skipped: 0,
-                duplicates: Vec::new(),
-            }),
+            )),
             fresh: true,
         }
+    }
+
+    /// Odd files carry their layout, as a reader's snapshots do; even ones
+    /// none, as clones: the delta takes both paths.
+    fn with_layout(ino: u64, mut snap: Snapshot) -> Snapshot {
+        if ino % 2 == 1 {
+            snap.layout = Some(FieldLayout::of(&snap.fields));
+        }
+        snap
     }
 
     fn sample(mut files: Vec<FileSample>) -> Sample {

@@ -320,7 +320,8 @@ impl Reader {
         // Release stores of `field_count` and of the state, as the
         // Acquire-load of the full read does.
         fence(Ordering::Acquire);
-        if header != cache.header {
+        // Word by word, not `!=` (a `memcmp` call for 16 words).
+        if header.iter().zip(&cache.header).any(|(a, b)| a != b) {
             return None;
         }
         let minor = cache.snap.info.version.1;
@@ -336,6 +337,8 @@ impl Reader {
         let mut next = None;
         if !changed.is_empty() || alive != cache.snap.info.alive {
             let mut snap = Snapshot::clone(&cache.snap);
+            // Only values change here: the layout is the same.
+            snap.layout = cache.snap.layout.clone();
             snap.info.alive = alive;
             for &i in &changed {
                 snap.fields[i].value = cache.slots[i].read(self);
