@@ -197,6 +197,10 @@ struct Lock {
     file: Option<File>,
     /// This pass's answer, once probed.
     alive: Option<Option<bool>>,
+    /// The lock file was missing: its process exited for good (a lock file
+    /// is made before any stats file names it), so it is not looked for
+    /// again.
+    gone: bool,
     /// Used in this pass or the one before (else dropped).
     used: bool,
 }
@@ -215,7 +219,9 @@ impl LivenessMemo {
             !v.is_empty()
         });
         for l in self.locks.values_mut().flatten() {
-            l.alive = None;
+            if !l.gone {
+                l.alive = None;
+            }
             l.used = false;
         }
     }
@@ -234,6 +240,7 @@ impl LivenessMemo {
                     dir: dir.to_owned(),
                     file: None,
                     alive: None,
+                    gone: false,
                     used: true,
                 });
                 known.last_mut().expect("pushed")
@@ -246,9 +253,10 @@ impl LivenessMemo {
         if lock.file.is_none() {
             match liveness::open_lock_file(&reader.path, token) {
                 Ok(Some(f)) => lock.file = Some(f),
-                // Missing: the process exited. Looked for again next pass.
+                // Missing: the process exited.
                 Ok(None) => {
                     lock.alive = Some(Some(false));
+                    lock.gone = true;
                     return Some(false);
                 }
                 Err(()) => {
