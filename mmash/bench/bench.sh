@@ -6,7 +6,8 @@
 # Starts PROCS real writer processes (THREADS files each, 50 fields a file:
 # 40 counters, 8 gauges, 2 timers), serves them with a release mmash on
 # loopback, and times GET /metrics and GET /stats/bench.c00?aggr=sum over
-# kept-alive connections (each request reads every file again: no cache).
+# kept-alive connections (each request samples every file again; files stay
+# mapped between requests and only changed values are re-read).
 # Then, in a venv it makes, builds the same shape for prometheus_client
 # (PROCS x THREADS fake processes x 50 metrics in multiprocess files) and
 # times MultiProcessCollector + generate_latest, in process, no HTTP.

@@ -23,8 +23,9 @@
 //! - Reading: [`install_sigbus_guard`], called once at program start,
 //!   lets readers survive files truncated under them; [`discover`] (or
 //!   [`scan`]) finds files, [`Reader`] maps one read-only and takes
-//!   [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files and
-//!   subtracts snapshots to get a window.
+//!   [`Snapshot`]s (or, polling, [`Reader::snapshot_shared`], which reads
+//!   again only what changed); [`HistogramSnapshot`] gives quantiles,
+//!   merges files and subtracts snapshots to get a window.
 //! - Many files, one view: [`aggregate`] keeps readers open over a
 //!   watched set of files and turns two samples into per-series rates,
 //!   gauges and latency windows (what `pollstats` shows).

@@ -27,14 +27,15 @@
 //!
 //! Safety against hostile files is that of the full read: the fast path
 //! only loads words at offsets the full read checked against the mapping
-//! (a writer that rewrites a published record or string after that is not
-//! noticed until the header changes or the next full read, but it cannot
-//! make the reader load anything outside the value area it validated), and
+//! (a writer that rewrites a published record or string after that, which
+//! format-spec.md §6.5 forbids, is not noticed until the header changes,
+//! but it cannot make the reader load anything outside the value area it
+//! validated), and
 //! it checks for truncation as [`Reader::snapshot`] does whenever it takes
 //! a value from the file. When nothing changed it only checks for a fault
 //! (saving a `stat` per file per pass): a file that shrank within its last
 //! page, which reads zeros there without faulting, is reported at the next
-//! change or full read instead.
+//! change, or at the next periodic read of every value, instead.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -233,7 +234,11 @@ impl LivenessMemo {
         }
         let dir = reader.path.parent().unwrap_or(Path::new(""));
         let known = self.locks.entry(token).or_default();
-        let lock = match known.iter().position(|l| l.dir == dir) {
+        // As bytes: `Path`'s own comparison goes component by component.
+        let lock = match known
+            .iter()
+            .position(|l| l.dir.as_os_str() == dir.as_os_str())
+        {
             Some(i) => &mut known[i],
             None => {
                 known.push(Lock {
@@ -279,10 +284,12 @@ impl Reader {
     /// again. Any change to the header (new fields, a new state, a reused
     /// file, damage) makes it a full, validated read, as `snapshot` does.
     ///
-    /// What it cannot see: a hostile writer that rewrites a published
-    /// label or help string without touching the header is noticed only at
-    /// the next full read (every few dozen calls); no read ever leaves the
-    /// regions the last full read checked.
+    /// Every 64th call reads every value again, whatever
+    /// its signature says. What it does not see: a hostile writer that
+    /// rewrites a published label or help string without touching the
+    /// header (format-spec.md §6.5 forbids it) keeps its old strings until
+    /// the header changes; no read ever leaves the regions the last full
+    /// read checked.
     pub fn snapshot_shared(&mut self) -> Result<Arc<Snapshot>, ReadError> {
         self.snapshot_shared_with(&mut LivenessMemo::new())
     }
@@ -294,11 +301,16 @@ impl Reader {
         memo: &mut LivenessMemo,
     ) -> Result<Arc<Snapshot>, ReadError> {
         match self.cache.take() {
-            Some(mut cache) if cache.since_full < FULL_EVERY => {
+            Some(mut cache) => {
+                cache.since_full += 1;
+                if cache.since_full >= FULL_EVERY {
+                    // Every value, whatever its signature says.
+                    cache.since_full = 0;
+                    cache.slots.iter_mut().for_each(|s| s.retry = true);
+                }
                 match self.refresh(&mut cache, memo) {
                     Some(result) => {
                         if result.is_ok() {
-                            cache.since_full += 1;
                             self.cache = Some(cache);
                         }
                         result.map(|()| Arc::clone(&self.cache.as_ref().expect("kept").snap))
@@ -306,7 +318,7 @@ impl Reader {
                     None => self.full(memo),
                 }
             }
-            _ => self.full(memo),
+            None => self.full(memo),
         }
     }
 
