@@ -209,6 +209,24 @@ impl Acc {
         }
     }
 
+    /// `number(Num::I(0))`, `times` times: what idle files' counters
+    /// add. (Only `first` would depend on where they come in the file
+    /// order; the caller does not batch for `one`.)
+    fn zeros(&mut self, times: usize) {
+        if times == 0 {
+            return;
+        }
+        let z = Num::I(0);
+        self.values += times;
+        if self.min.is_none_or(|m| z.less(m)) {
+            self.min = Some(z);
+        }
+        if self.max.is_none_or(|m| m.less(z)) {
+            self.max = Some(z);
+        }
+        self.first.get_or_insert(z);
+    }
+
     fn number(&mut self, n: Num) {
         self.values += 1;
         self.sum = self.sum.add(n);
@@ -263,6 +281,20 @@ impl Acc {
             value,
         }
     }
+}
+
+/// What `View::delta` learned of one field layout in one group.
+struct Known<'a> {
+    layout: &'a FieldLayout,
+    group: usize,
+    /// The series of each field; `None` if the view leaves it out.
+    series: Vec<Option<usize>>,
+    /// Which fields are counters of a series.
+    counters: Vec<bool>,
+    /// Whether idle files' counters may be counted all at once.
+    batchable: bool,
+    /// Idle files of this layout whose counters are still to be counted.
+    idle_files: usize,
 }
 
 /// The file `id` in `prev`, looked for from `cursor` on (files of both
@@ -331,7 +363,11 @@ impl View {
         let mut layout: Vec<Option<(&str, usize, usize)>> = Vec::new();
         // The series of each field, by the files' interned layout and group
         // (a few layouts at most, usually one): no label is even looked at.
-        let mut by_layout: Vec<(&FieldLayout, usize, Vec<Option<usize>>)> = Vec::new();
+        let mut by_layout: Vec<Known> = Vec::new();
+        // Idle files' counters add 0 each: counted per layout at the end,
+        // so an idle file's counter fields are not even looked at. (Not for
+        // `one`, which takes the first file's value.)
+        let batch = self.aggregator != Some(Aggregator::One);
         // Both samples are sorted by FileId: walked side by side.
         let mut cursor = 0;
         for file in next.files.iter().filter(|f| f.fresh) {
@@ -356,16 +392,37 @@ impl View {
             if layout.len() < snap.fields.len() {
                 layout.resize(snap.fields.len(), None);
             }
-            let tag = snap.layout.as_ref().filter(|t| t.fits(&snap.fields));
+            // An idle file's snapshot is shared by both samples, so nobody
+            // changed its fields since its layout was checked: only the
+            // count is.
+            let tag = snap.layout.as_ref().filter(|t| {
+                if idle {
+                    t.len() == snap.fields.len()
+                } else {
+                    t.fits(&snap.fields)
+                }
+            });
             let known = tag.and_then(|t| {
                 by_layout
                     .iter()
-                    .position(|(l, lg, _)| *lg == g && l.same(t))
+                    .position(|k| k.group == g && k.layout.same(t))
             });
+            let batched = match known {
+                Some(k) if idle && batch && by_layout[k].batchable => {
+                    by_layout[k].idle_files += 1;
+                    Some(k)
+                }
+                _ => None,
+            };
             let mut learned = Vec::new();
-            for (i, field) in snap.fields.iter().enumerate() {
+            let mut mismatch = false;
+            for i in 0..snap.fields.len() {
+                if batched.is_some_and(|k| by_layout[k].counters[i]) {
+                    continue;
+                }
+                let field = &snap.fields[i];
                 let ix = if let Some(k) = known {
-                    match by_layout[k].2[i] {
+                    match by_layout[k].series[i] {
                         Some(ix) => ix,
                         None => continue,
                     }
@@ -392,6 +449,7 @@ impl View {
                 };
                 let acc = &mut accs[ix];
                 if acc.class != class(field.kind) {
+                    mismatch = true;
                     warnings.push(Warning {
                         path: file.id.path.clone(),
                         reason: format!(
@@ -497,7 +555,28 @@ impl View {
                 }
             }
             if let (Some(t), None) = (tag, known) {
-                by_layout.push((t, g, learned));
+                let counters = snap
+                    .fields
+                    .iter()
+                    .zip(&learned)
+                    .map(|(f, ix)| ix.is_some() && f.kind == Kind::Counter)
+                    .collect();
+                by_layout.push(Known {
+                    layout: t,
+                    group: g,
+                    series: learned,
+                    counters,
+                    // A field left out of its series warns for every file.
+                    batchable: !mismatch,
+                    idle_files: 0,
+                });
+            }
+        }
+        for k in by_layout.iter().filter(|k| k.idle_files > 0) {
+            for (ix, _) in k.series.iter().zip(&k.counters).filter(|(_, &c)| c) {
+                let acc = &mut accs[ix.expect("a counter of the series")];
+                acc.files += k.idle_files;
+                acc.zeros(k.idle_files);
             }
         }
         let series = keys
@@ -525,7 +604,7 @@ impl View {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::{Instant, UNIX_EPOCH};
 
@@ -617,6 +696,67 @@ mod tests {
             Some(SeriesValue::Int(n)) => *n,
             other => panic!("{label}: {other:?}"),
         }
+    }
+
+    /// Idle files (the very same snapshot in both samples) have their
+    /// counters counted all at once; every aggregator gives what it gives
+    /// for equal but separately read snapshots.
+    #[test]
+    fn idle_files_count_the_same_as_files_read_again() {
+        let f = |name: &str, ino, req, busy| {
+            file(
+                name,
+                ino,
+                true,
+                &[("req", Value::Counter(req)), ("busy", Value::Gauge(busy))],
+            )
+        };
+        let s1 = sample(vec![
+            f("a", 1, 10, 1),
+            f("b", 3, 20, 2),
+            f("c", 5, 30, 3),
+            f("d", 7, 40, 0),
+        ]);
+        // a, b and d idle (shared), c counted 5 more.
+        let shared = |name: &str| {
+            s1.files
+                .iter()
+                .find(|x| x.id.path == Path::new(name))
+                .unwrap()
+                .clone()
+        };
+        let idle = sample(vec![
+            shared("a"),
+            shared("b"),
+            f("c", 5, 35, 3),
+            shared("d"),
+        ]);
+        let again = sample(vec![
+            f("a", 1, 10, 1),
+            f("b", 3, 20, 2),
+            f("c", 5, 35, 3),
+            f("d", 7, 40, 0),
+        ]);
+        for aggregator in [
+            None,
+            Some(Aggregator::Sum),
+            Some(Aggregator::Avg),
+            Some(Aggregator::Min),
+            Some(Aggregator::Max),
+            Some(Aggregator::Count),
+            Some(Aggregator::One),
+            Some(Aggregator::NonzeroMin),
+            Some(Aggregator::NonzeroAvg),
+        ] {
+            let view = View {
+                aggregator,
+                ..View::default()
+            };
+            let a = view.delta(Some(&s1), &idle);
+            let b = view.delta(Some(&s1), &again);
+            assert_eq!(a.series, b.series, "{aggregator:?}");
+        }
+        assert_eq!(int(&View::new().delta(Some(&s1), &idle), "req"), 5);
     }
 
     #[test]

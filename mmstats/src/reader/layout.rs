@@ -69,6 +69,11 @@ impl FieldLayout {
         FieldLayout(key)
     }
 
+    /// Number of fields.
+    pub(crate) fn len(&self) -> usize {
+        self.0 .0.len()
+    }
+
     /// Whether both are the same layout.
     pub(crate) fn same(&self, other: &FieldLayout) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
