@@ -49,12 +49,13 @@ def timed(path, n):
 timed("/metrics", 5)
 m, size = timed("/metrics", n)
 s, _ = timed("/stats/bench.c00?aggr=sum", n)
-rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1]
+status = {l.split(":")[0]: l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith(("VmRSS", "RssAnon", "RssFile"))}
+rss, anon, mapped = status["VmRSS"], status["RssAnon"], status["RssFile"]
 p99 = lambda v: v[min(len(v) - 1, int(len(v) * 0.99))]
 print(f"mmash: {files} files x 50 fields")
 print(f"  GET /metrics                 median {statistics.median(m):.2f} ms  p99 {p99(m):.2f} ms  ({size} bytes, {n} requests)")
 print(f"  GET /stats/bench.c00?aggr=sum median {statistics.median(s):.2f} ms  p99 {p99(s):.2f} ms")
-print(f"  mmash resident memory        {int(rss) / 1024:.1f} MiB")
+print(f"  mmash resident memory        {int(rss) / 1024:.1f} MiB ({int(anon) / 1024:.1f} MiB private, {int(mapped) / 1024:.1f} MiB of mapped stats files)")
 open(median_file, "w").write(str(statistics.median(m)))
 PY
 exec 3>&-

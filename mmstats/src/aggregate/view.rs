@@ -416,11 +416,11 @@ impl View {
             };
             let mut learned = Vec::new();
             let mut mismatch = false;
-            for i in 0..snap.fields.len() {
+            for (i, field) in snap.fields.iter().enumerate() {
+                // (A reference: the field itself is not read if skipped.)
                 if batched.is_some_and(|k| by_layout[k].counters[i]) {
                     continue;
                 }
-                let field = &snap.fields[i];
                 let ix = if let Some(k) = known {
                     match by_layout[k].series[i] {
                         Some(ix) => ix,
