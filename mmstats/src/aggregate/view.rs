@@ -370,6 +370,7 @@ impl View {
         let batch = self.aggregator != Some(Aggregator::One);
         // Both samples are sorted by FileId: walked side by side.
         let mut cursor = 0;
+        let mut ungrouped = None;
         for file in next.files.iter().filter(|f| f.fresh) {
             let snap = &*file.snapshot;
             let before = prev
@@ -380,12 +381,23 @@ impl View {
             let idle = before.is_some_and(|b| Arc::ptr_eq(b, &file.snapshot));
             let before = before.map(|b| &**b);
             let group = self.group_by.group_of(&snap.info);
-            let g = match group_ix.get(&group) {
-                Some(&g) => g,
-                None => {
-                    groups.push(group.clone());
-                    group_ix.insert(group, groups.len() - 1);
-                    groups.len() - 1
+            let g = match (&group, ungrouped) {
+                // Ungrouped views need no hashing per file.
+                (None, Some(g)) => g,
+                _ => {
+                    let none = group.is_none();
+                    let g = match group_ix.get(&group) {
+                        Some(&g) => g,
+                        None => {
+                            groups.push(group.clone());
+                            group_ix.insert(group, groups.len() - 1);
+                            groups.len() - 1
+                        }
+                    };
+                    if none {
+                        ungrouped = Some(g);
+                    }
+                    g
                 }
             };
             let alive = snap.info.writing();

@@ -39,7 +39,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
@@ -194,7 +194,8 @@ pub struct LivenessMemo {
 
 #[derive(Debug)]
 struct Lock {
-    dir: PathBuf,
+    /// The directory's path, as bytes.
+    dir: Vec<u8>,
     file: Option<File>,
     /// This pass's answer, once probed.
     alive: Option<Option<bool>>,
@@ -232,17 +233,17 @@ impl LivenessMemo {
             // A 1.0 file: its own lock.
             return liveness::probe(&reader.file, &reader.path, minor, token);
         }
-        let dir = reader.path.parent().unwrap_or(Path::new(""));
+        // The directory as the bytes before the last `/`: cheaper than
+        // `Path::parent`, which parses components, and only a key here
+        // (two spellings of one directory just probe twice).
+        let bytes = reader.path.as_os_str().as_bytes();
+        let dir = &bytes[..bytes.iter().rposition(|&b| b == b'/').unwrap_or(0)];
         let known = self.locks.entry(token).or_default();
-        // As bytes: `Path`'s own comparison goes component by component.
-        let lock = match known
-            .iter()
-            .position(|l| l.dir.as_os_str() == dir.as_os_str())
-        {
+        let lock = match known.iter().position(|l| l.dir.as_slice() == dir) {
             Some(i) => &mut known[i],
             None => {
                 known.push(Lock {
-                    dir: dir.to_owned(),
+                    dir: dir.to_vec(),
                     file: None,
                     alive: None,
                     gone: false,
