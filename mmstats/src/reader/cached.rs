@@ -285,12 +285,12 @@ impl Reader {
     /// again. Any change to the header (new fields, a new state, a reused
     /// file, damage) makes it a full, validated read, as `snapshot` does.
     ///
-    /// Every 64th call reads every value again, whatever
-    /// its signature says. What it does not see: a hostile writer that
-    /// rewrites a published label or help string without touching the
-    /// header (format-spec.md §6.5 forbids it) keeps its old strings until
-    /// the header changes; no read ever leaves the regions the last full
-    /// read checked.
+    /// Every 64th call reads every value again, whatever its signature
+    /// says. What it does not see: a hostile writer that rewrites a
+    /// published label or help string without touching the header
+    /// (format-spec.md §6.5 forbids it) keeps its old strings until the
+    /// header changes; no read ever leaves the regions the last full read
+    /// checked.
     pub fn snapshot_shared(&mut self) -> Result<Arc<Snapshot>, ReadError> {
         self.snapshot_shared_with(&mut LivenessMemo::new())
     }
@@ -370,7 +370,7 @@ impl Reader {
             // Nothing changed: no value is taken from the file, so only a
             // fault is checked here (a shrink inside the last page, which
             // reads zeros without faulting, shows as a change or at the
-            // next full read; see `check_truncation`).
+            // next periodic read of every value; see `check_truncation`).
             if self.map.faulted() {
                 return Some(self.check_truncation(None));
             }
