@@ -31,7 +31,7 @@ files=$(ls "$work/stats" | wc -l)
 
 "$bin/mmash" "$work/stats" --listen 127.0.0.1:0 2> "$work/mmash.log" &
 MMASH=$!
-until grep -q "listening on" "$work/mmash.log"; do sleep 0.1; done
+until grep -q "listening on" "$work/mmash.log" 2>/dev/null; do sleep 0.1; done
 addr=$(sed -n 's|.*listening on http://\(.*\)/|\1|p' "$work/mmash.log")
 
 python3 - "$addr" "$MMASH" "$N" "$files" "$work/median" <<'PY'
