@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Barrier};
 
-use mmstats::format::raw;
+use mmstats::format::{self, raw};
 use mmstats::{Counter, Gauge, Snapshot, Stats, Text, Value, WriterState};
 
 /// The model of these tests.
@@ -359,7 +359,7 @@ fn one_lock_file_per_process_names_every_file() {
     assert_eq!(locks.len(), 1, "{locks:?}");
     for f in stats_files(dir.path()) {
         let bytes = fs::read(&f).unwrap();
-        assert_eq!(raw::get_u16(&bytes, raw::H_MINOR), 1);
+        assert_eq!(raw::get_u16(&bytes, raw::H_MINOR), format::VERSION_MINOR);
         let token = raw::get_u64(&bytes, raw::H_LOCK_TOKEN);
         assert_eq!(
             locks[0].file_name().unwrap().to_string_lossy(),

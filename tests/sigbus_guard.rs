@@ -252,7 +252,11 @@ fn child() {
             fault_outside_readers(dir.path());
         }
         "no-guard" => {
-            let path = stats_file(dir.path());
+            // Not made by this process's writer: opening one installs the
+            // guard (checked at the end).
+            let path = dir.path().join("golden.mmstats");
+            let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden.mmstats");
+            std::fs::copy(golden, &path).unwrap();
             for err in [
                 Reader::open(&path).unwrap_err(),
                 mmstats::read_file(&path).unwrap_err(),
@@ -268,9 +272,13 @@ fn child() {
                 );
                 assert!(msg.contains(&path.display().to_string()), "{msg}");
             }
-            mmstats::install_sigbus_guard().unwrap();
-            mmstats::install_sigbus_guard().unwrap();
+            // A writer's first file installs the guard, which it needs too.
+            let own = dir.path().join("own");
+            std::fs::create_dir(&own).unwrap();
+            let own = stats_file(&own);
+            assert!(mmstats::read_file(&own).is_ok());
             assert!(mmstats::read_file(&path).is_ok());
+            mmstats::install_sigbus_guard().unwrap();
             return;
         }
         other => panic!("unknown {CASE_ENV} {other:?}"),

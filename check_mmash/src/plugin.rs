@@ -61,13 +61,21 @@ pub enum Uom {
 }
 
 impl Uom {
-    fn as_str(self) -> &'static str {
+    /// The unit as perfdata writes it: ``, `s`, `B` or `c`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Uom::None => "",
             Uom::Seconds => "s",
             Uom::Bytes => "B",
             Uom::Counter => "c",
         }
+    }
+
+    /// The unit [`Uom::as_str`] writes, back; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Uom> {
+        [Uom::None, Uom::Seconds, Uom::Bytes, Uom::Counter]
+            .into_iter()
+            .find(|u| u.as_str() == s)
     }
 }
 
@@ -92,8 +100,22 @@ pub struct Perfdata {
 
 impl fmt::Display for Perfdata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Quoted, with a quote doubled, so spaces and '=' are safe.
-        let label = self.label.replace('\'', "''");
+        // Quoted, with a quote doubled, so spaces are safe. The guidelines
+        // allow no '=' in a label even quoted (parsers split at the first
+        // '='), a '|' would end the perfdata for some, and a control
+        // character could break the one line: all become '_'.
+        let label: String = self
+            .label
+            .chars()
+            .map(|c| {
+                if c == '=' || c == '|' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let label = label.replace('\'', "''");
         let opt = |x: Option<f64>| x.map(number).unwrap_or_default();
         let range = |r: Option<&Range>| r.map(Range::to_perfdata).unwrap_or_default();
         write!(
@@ -110,14 +132,22 @@ impl fmt::Display for Perfdata {
     }
 }
 
-/// A number as perfdata wants it: plain decimal, no exponent, at most six
-/// decimals, no trailing zeros.
+/// A number as perfdata wants it: plain decimal, no exponent, no trailing
+/// zeros; six decimals, or six significant digits for a smaller number (a
+/// 300 ns latency is `0.0000003` s, not `0`).
 pub fn number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         return format!("{}", v as i64);
     }
-    let s = format!("{v:.6}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let magnitude = v.abs().log10().floor();
+    let decimals = if magnitude.is_finite() {
+        (5.0 - magnitude).clamp(6.0, 17.0) as usize
+    } else {
+        6
+    };
+    let s = format!("{v:.decimals$}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0" } else { s }.to_owned()
 }
 
 /// The whole plugin output: `MMSTATS STATE - text | perfdata`, one line.
@@ -179,6 +209,11 @@ mod tests {
             max: None,
         };
         assert_eq!(c.to_string(), "'it''s'=12c;;;0;");
+        let odd = Perfdata {
+            label: "http.code=500|x y\nz".into(),
+            ..c
+        };
+        assert_eq!(odd.to_string(), "'http.code_500_x y_z'=12c;;;0;");
         assert_eq!(
             status_line(State::Unknown, "a|b\nc", &[]),
             "MMSTATS UNKNOWN - a b c"
@@ -187,7 +222,12 @@ mod tests {
 
     #[test]
     fn numbers_have_no_exponent() {
-        assert_eq!(number(0.000_001_5), "0.000002");
+        assert_eq!(number(0.000_001_5), "0.0000015");
+        assert_eq!(number(3e-7), "0.0000003");
+        assert_eq!(number(1.234_567_89e-9), "0.00000000123457");
+        assert_eq!(number(-1e-30), "0");
+        assert_eq!(number(7.2), "7.2");
+        assert_eq!(number(1_234.567_891), "1234.567891");
         assert_eq!(number(1e20), "100000000000000000000");
         assert_eq!(number(-3.0), "-3");
         assert_eq!(number(0.25), "0.25");

@@ -40,6 +40,8 @@ pub struct App {
     pub log_requests: bool,
     /// The stats directories: where `glob` patterns are relative to.
     pub dirs: Vec<PathBuf>,
+    /// Past readings, for `/check/` windows.
+    pub history: crate::history::History,
 }
 
 /// A 4xx or 5xx with a JSON body `{"error": message}`.
@@ -84,6 +86,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/files", get(files_all))
         .route("/files/", get(files_all))
         .route("/files/{*glob}", get(files_glob))
+        .route("/check/{*label}", get(crate::check::handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -219,6 +222,7 @@ async fn metrics(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
     let cur = current(&app).await?;
     let mut out = String::with_capacity(64 * 1024);
     let collisions = prom::render(&app.namespace, &cur.families, &mut out);
+    crate::retire::render(&cur.sample, &mut out);
     if !collisions.is_empty() {
         app.collector.report_collisions(&collisions);
     }

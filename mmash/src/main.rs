@@ -1,15 +1,20 @@
 //! `mmash`: every mmstats file on the host over HTTP: the original mmash
 //! JSON API, a Prometheus `/metrics` page, `/api/v1/snapshot` in the
-//! `slurpstats --json` contract, `/healthz` and a live dashboard at `/`.
+//! `slurpstats --json` contract, `/healthz`, a live dashboard at `/` and
+//! Nagios checks at `/check/LABEL` ([`check`], with the windows' readings
+//! in [`history`]).
 //!
 //! The stack is `axum` routing on `hyper` 1 and `tokio`; connections are
 //! served by `hyper-util`'s HTTP/1 builder so that the header read timeout
 //! (slow clients), keep-alive and graceful shutdown are hyper's, not ours.
 #![forbid(unsafe_code)]
 
+mod check;
 mod collect;
+mod history;
 mod http;
 mod prom;
+mod retire;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -46,8 +51,16 @@ Endpoints (GET only):
                        ?exact=1, ?aggr=sum|avg|min|max|one|nonzero-min|nonzero-avg|count,
                        ?glob=PATTERN (file names in the stats directory)
   /files/, /files/GLOB {\"files\": [paths]}
+  /check/LABEL         a Nagios check: one line of plugin output with perfdata;
+                       ?aggr=A, ?rate=60s, ?quantile=0.99 or ?stat=mean|count|max|min
+                       with ?window=5m, ?warn=RANGE, ?crit=RANGE; status 200 OK,
+                       409 WARNING, 503 CRITICAL, 400/404/422 UNKNOWN
 
-With --token-file, every request needs `Authorization: Bearer <token>`.";
+With --token-file, every request needs `Authorization: Bearer <token>`.
+
+Dead writers' files older than --retire-after are folded into one archive per \
+command and model, in the directories this user owns (format-spec.md §2.8); \
+`mmash retire [DIR...]` does it once, for cron (see `mmash retire --help`).";
 
 /// Serve every mmstats file on the host over HTTP.
 #[derive(Parser, Debug)]
@@ -93,6 +106,12 @@ struct Args {
     /// Most connections served at once; more wait in the listen queue
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+
+    /// Fold dead writers' files older than this into archives, in the
+    /// directories this user owns (e.g. 90s, 5m, 1h; off: never).
+    /// `mmash retire` does it once, for cron.
+    #[arg(long, default_value = retire::DEFAULT_RETIRE_AFTER, value_name = "DURATION")]
+    retire_after: String,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +139,10 @@ fn parse_by(s: &str) -> Result<ByList, String> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "retire") {
+        return retire::main(argv[1..].to_vec());
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -166,18 +189,29 @@ fn main() -> ExitCode {
         eprintln!("mmash: cannot install the SIGBUS guard readers need: {e}");
         return ExitCode::FAILURE;
     }
+    let retire_after = match retire::parse_duration(&args.retire_after) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("mmash: --retire-after {e}");
+            return ExitCode::from(2);
+        }
+    };
     let dirs = stats_dirs(&args.paths);
     let collector = Collector::new(
         &args.paths,
         args.by.0.clone(),
         Duration::from_secs_f64(args.rescan),
     );
+    if let Some(after) = retire_after {
+        retire::spawn(args.paths.clone(), after);
+    }
     let app = Arc::new(App {
         collector,
         namespace: args.namespace.clone(),
         auth,
         log_requests: args.log_requests,
         dirs,
+        history: Default::default(),
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

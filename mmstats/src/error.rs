@@ -33,6 +33,16 @@ pub enum Error {
         /// What the system said.
         source: io::Error,
     },
+    /// Another process truncated the live stats file (`truncate`, `: >`, a
+    /// cleanup script). Its values from before are gone; the writer's
+    /// stores since land in private memory until the file is made again at
+    /// the process's next stats open, `fallbacks()` call, close or exit
+    /// (spec §6.9). Fix: do not truncate or
+    /// clean the files of live writers.
+    Truncated {
+        /// The file.
+        path: PathBuf,
+    },
     /// The stats directory belongs to another user, who could then remove
     /// or replace our files. Fix: use another directory (its owner, or
     /// root, can remove it; we cannot in a sticky directory like /dev/shm).
@@ -98,6 +108,11 @@ impl fmt::Display for Error {
             Error::Create { path, source } => {
                 write!(f, "cannot create stats file {}: {source}", path.display())
             }
+            Error::Truncated { path } => write!(
+                f,
+                "stats file {} was truncated while its writer was alive; its values since live in private memory until it is made again",
+                path.display()
+            ),
             Error::ForeignDir { path, owner, euid } => write!(
                 f,
                 "stats directory {} belongs to uid {owner}, not to us (uid {euid}); choose another directory",

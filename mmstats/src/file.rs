@@ -13,7 +13,7 @@ use crate::hist::Layout;
 use crate::layout::Plan;
 use crate::options::{render_template, Options, DEFAULT_TEMPLATE};
 use crate::publish::{publish, usable_dir};
-use crate::registry::{self, PoolKey};
+use crate::registry::{self, Home, PoolKey};
 use crate::schema::{check_handle_type, FieldDef, Schema};
 use crate::sys::{Backing, FileMap, Words};
 
@@ -119,13 +119,12 @@ impl StatsFile {
         StatsFile::layout(schema, options, |image| {
             let dir = usable_dir(options.dir.as_deref())?;
             let template = options.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-            let name = render_template(template, &options.resolved_command(), schema.model())?;
+            let command = options.resolved_command();
+            let name = render_template(template, &command, schema.model())?;
             let key = reusable.then(|| registry::pool_key(&dir, template, image));
-            if let Some(parked) = key.as_ref().and_then(registry::take_parked) {
-                reuse(&parked.map, image);
-                let path = parked.path.clone();
-                let backing = file_backing(parked.map, key.map(|k| (k, path.clone())));
-                return Ok((backing, Some(path)));
+            if let Some((map, path)) = key.as_ref().and_then(registry::take_parked) {
+                reuse(&map, image);
+                return Ok((file_backing(map, key), Some(path)));
             }
             let token = registry::lock_token(&dir)?;
             image[raw::H_LOCK_TOKEN..raw::H_LOCK_TOKEN + 8].copy_from_slice(&token.to_le_bytes());
@@ -133,9 +132,11 @@ impl StatsFile {
             image[raw::H_FALLBACKS..raw::H_FALLBACKS + 8].copy_from_slice(&fallbacks.to_le_bytes());
             let (map, path) = publish(&dir, &name, image)?;
             let map = Arc::new(map);
-            registry::add_live(&map);
-            let backing = file_backing(map, key.map(|k| (k, path.clone())));
-            Ok((backing, Some(path)))
+            let values_off = raw::get_u32(image, raw::H_VALUES_OFF) as usize;
+            let meta = &image[..values_off];
+            let home = Home::new(&dir, &path, template, &command, schema.model(), meta);
+            registry::add_live(&map, home);
+            Ok((file_backing(map, key), Some(path)))
         })
     }
 
@@ -230,6 +231,13 @@ impl StatsFile {
         self.labels.insert(def.label.clone());
         // Publishes the record and strings stored above (a Release store).
         crate::protocol::publish_field_count(self.backing.word(raw::H_FIELD_COUNT), count);
+        if let Some(map) = self.backing.file_map() {
+            // So that a new file made for this one (after a fork or a
+            // truncation) has the field too.
+            self.image[raw::H_FIELD_COUNT..raw::H_FIELD_COUNT + 8]
+                .copy_from_slice(&count.to_le_bytes());
+            registry::update_meta(map, &self.image);
+        }
         Ok(F::bind(Slot::new(
             self.backing.words(value_off, value_len / 8),
             &def,
@@ -271,13 +279,13 @@ impl StatsFile {
 }
 
 /// The backing of a live file mapping, which goes back to the registry when
-/// its last handle is gone: parked under `parking` for reuse, or forgotten.
-fn file_backing(map: Arc<FileMap>, parking: Option<(PoolKey, PathBuf)>) -> Backing {
+/// its last handle is gone: parked under `key` for reuse, or forgotten.
+fn file_backing(map: Arc<FileMap>, key: Option<PoolKey>) -> Backing {
     Backing::file(
         map,
         raw::H_STATE,
         WriterState::EXITED,
-        Box::new(move |map| registry::close(map, parking)),
+        Box::new(move |map| registry::close(map, key)),
     )
 }
 

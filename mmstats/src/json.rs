@@ -44,8 +44,11 @@ pub struct FileJson<'a> {
     pub model: &'a str,
     /// Whether the lock probe proved a live writer.
     pub alive: bool,
-    /// `"active"`, `"exited"` or `"unknown"`.
+    /// `"active"`, `"exited"`, `"archive"` or `"unknown"`.
     pub state: &'static str,
+    /// For an archive only: how many writers it holds and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveJson>,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_unix_ns: u64,
     /// `"MAJOR.MINOR"`.
@@ -87,6 +90,7 @@ impl<'a> FileJson<'a> {
             model: &info.model,
             alive: info.alive,
             state: state_name(info.state),
+            archive: info.archive.as_deref().map(ArchiveJson::new),
             created_unix_ns,
             version: format!("{}.{}", info.version.0, info.version.1),
             skipped_fields: snap.skipped,
@@ -97,11 +101,46 @@ impl<'a> FileJson<'a> {
     }
 }
 
-/// The JSON name of a writer state: `"active"`, `"exited"` or `"unknown"`.
+/// What an archive holds (format-spec.md §2.8), under `"archive"`.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct ArchiveJson {
+    /// How many writer files were folded into it, ever.
+    pub writers: u64,
+    /// Creation time of the oldest of them, ns since the Unix epoch.
+    pub since_unix_ns: u64,
+    /// When the last fold ran, ns since the Unix epoch.
+    pub folded_unix_ns: u64,
+    /// How many folds have written it.
+    pub folds: u64,
+    /// Identities of folded files it still lists.
+    pub ids: usize,
+}
+
+impl ArchiveJson {
+    /// The object for one archive.
+    pub fn new(a: &crate::retire::ArchiveInfo) -> ArchiveJson {
+        let ns = |t: std::time::SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        };
+        ArchiveJson {
+            writers: a.writers,
+            since_unix_ns: ns(a.since),
+            folded_unix_ns: ns(a.folded),
+            folds: a.folds,
+            ids: a.ids.len(),
+        }
+    }
+}
+
+/// The JSON name of a writer state: `"active"`, `"exited"`, `"archive"` or
+/// `"unknown"`.
 pub fn state_name(state: WriterState) -> &'static str {
     match state {
         WriterState::Active => "active",
         WriterState::Exited => "exited",
+        WriterState::Archive => "archive",
         WriterState::Unknown(_) => "unknown",
     }
 }

@@ -29,6 +29,10 @@
 //! - Many files, one view: [`aggregate`] keeps readers open over a
 //!   watched set of files and turns two samples into per-series rates,
 //!   gauges and latency windows (what `pollstats` shows).
+//! - Bounded directories: [`retire::fold`] folds the files of dead writers
+//!   into one archive per command and model and removes them, while every
+//!   reader of this crate keeps each total exact and never decreasing
+//!   ([`retire::read_all`] for one-shot readers).
 //!
 //! # Reading files other users own
 //!
@@ -72,8 +76,11 @@
 //! `loom` models, which run those same functions over every interleaving
 //! and every value the memory model allows a load to return.
 //!
-//! Open stats after `fork()`, never before: a child process would inherit
-//! its parent's mapping and write into the parent's file.
+//! A child made by `fork()` gets files of its own for everything its parent
+//! had open, mapped at the same addresses, so inherited handles count into
+//! the child's files; a file that another process truncates under a live
+//! writer is replaced at the next stats open instead of killing it
+//! (`format-spec.md` §6.7, §6.9).
 //!
 //! # Which module holds what
 //!
@@ -93,7 +100,8 @@
 //!   publish.rs  directory checks, publication under the final name
 //!   file.rs     StatsFile, Slot: a live file and its fields
 //!   registry.rs per-process pool of files for reuse, lock files, exit
-//!               marking, fallback counts
+//!               marking, fallback counts, re-homing files after fork()
+//!               and after truncation
 //!   metrics.rs  the handles: Counter, Gauge, Text, Timer, ...
 //!   per_thread.rs  per_thread!, timer guards across threads, futures
 //!   procfs.rs   /proc parsing (command name, process start)
@@ -107,9 +115,12 @@
 //! reader side
 //!   discover.rs finding files safely: lstat, owner policy, own globbing
 //!   reader.rs   Reader, Snapshot, ReadLimits: validate and copy out
-//!   sigbus.rs   (unsafe) the reader's SIGBUS guard and its registry
+//!   sigbus.rs   (unsafe) the SIGBUS guard and its registry of reader and
+//!               writer mappings
 //!   json.rs     the JSON contract as Serialize types
 //!   aggregate/  many files, one view: watched sources, samples, deltas
+//!   retire.rs   folding dead writers into archives, and the readers'
+//!               rule that counts each of them once
 //! ```
 //!
 //! # Example
@@ -171,6 +182,7 @@ mod protocol;
 mod publish;
 mod reader;
 mod registry;
+pub mod retire;
 mod schema;
 #[allow(unsafe_code)]
 mod sigbus;

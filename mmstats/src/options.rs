@@ -185,7 +185,7 @@ fn model_schema<T: crate::Stats>() -> Result<Schema, Error> {
 }
 
 /// Keeps file names portable and free of separators.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     let out: String = s
         .chars()
         .map(|c| {
@@ -205,6 +205,16 @@ fn sanitize(s: &str) -> String {
 
 /// Fills in a file name template.
 pub(crate) fn render_template(template: &str, command: &str, model: &str) -> Result<String, Error> {
+    render_template_for(template, command, model, sys::gettid())
+}
+
+/// Fills in a file name template for thread `tid` of this process.
+pub(crate) fn render_template_for(
+    template: &str,
+    command: &str,
+    model: &str,
+    tid: u32,
+) -> Result<String, Error> {
     let bad = |reason: &str| Error::Template {
         template: template.to_owned(),
         reason: reason.to_owned(),
@@ -229,7 +239,7 @@ pub(crate) fn render_template(template: &str, command: &str, model: &str) -> Res
             "cmd" => out.push_str(&sanitize(command)),
             "model" => out.push_str(&sanitize(model)),
             "pid" => out.push_str(&std::process::id().to_string()),
-            "tid" => out.push_str(&sys::gettid().to_string()),
+            "tid" => out.push_str(&tid.to_string()),
             other => {
                 return Err(bad(&format!(
                     "unknown placeholder {{{other}}}; known: {{cmd}} {{model}} {{pid}} {{tid}}"

@@ -27,7 +27,6 @@ pub(crate) fn command_name() -> String {
 /// reads its own): every open needs it, and reading `/proc` costs more
 /// than the rest of a reused open.
 pub(crate) fn process_start_ticks() -> u64 {
-    static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
     let pid = std::process::id();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if cache.0 != pid {
@@ -38,6 +37,26 @@ pub(crate) fn process_start_ticks() -> u64 {
         *cache = (pid, ticks);
     }
     cache.1
+}
+
+static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
+
+thread_local! {
+    /// The cache lock, held by the forking thread across `fork`.
+    static HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, (u32, u64)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Takes the cache lock before `fork`, so that the child never inherits
+/// it held by a thread that does not exist there.
+pub(crate) fn hold_for_fork() {
+    let guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = HELD.try_with(|h| *h.borrow_mut() = Some(guard));
+}
+
+/// Releases what [`hold_for_fork`] took, in the parent and the child.
+pub(crate) fn release_after_fork() {
+    let _ = HELD.try_with(|h| drop(h.borrow_mut().take()));
 }
 
 /// Parses the start time out of a `/proc/PID/stat` line. The command name

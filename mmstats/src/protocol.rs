@@ -1,4 +1,5 @@
-//! The memory-ordering protocols of format-spec.md §6 and §7.3, written
+//! The memory-ordering protocols of format-spec.md §6 and §7.3 (and the
+//! SIGBUS handler's claim on a truncated writer range, §6.9), written
 //! once and generic over the memory they run on.
 //!
 //! The writer's handles and the reader call these functions on the real
@@ -272,6 +273,73 @@ pub(crate) fn text_read<M: Load>(
     Err(format!("still being rewritten after {attempts} attempts"))
 }
 
+// ------------------------------------------------ a writer's dark range --
+
+/// A writer range backed by its file (format-spec.md §6.9).
+pub(crate) const HEALTHY: u32 = 0;
+/// The SIGBUS handler of one thread is putting private memory over it.
+pub(crate) const DARKENING: u32 = 1;
+/// Private memory is over it: its file was truncated.
+pub(crate) const DARK: u32 = 2;
+
+/// The state word of a writer range, as the SIGBUS handler uses it.
+pub(crate) trait State {
+    /// A compare-and-exchange with Acquire ordering on success and failure.
+    fn claim(&self, current: u32, new: u32) -> Result<u32, u32>;
+    /// A load with ordering `order`.
+    fn load(&self, order: Ordering) -> u32;
+    /// A store with ordering `order`.
+    fn store(&self, v: u32, order: Ordering);
+}
+
+impl State for std::sync::atomic::AtomicU32 {
+    #[inline]
+    fn claim(&self, current: u32, new: u32) -> Result<u32, u32> {
+        // Acquire (both): see `darken`.
+        self.compare_exchange(current, new, Ordering::Acquire, Ordering::Acquire)
+    }
+
+    #[inline]
+    fn load(&self, order: Ordering) -> u32 {
+        std::sync::atomic::AtomicU32::load(self, order)
+    }
+
+    #[inline]
+    fn store(&self, v: u32, order: Ordering) {
+        std::sync::atomic::AtomicU32::store(self, v, order);
+    }
+}
+
+/// A fault in a writer range whose file was truncated: the first thread to
+/// get here calls `map` (which puts private memory over the whole range;
+/// `false` if it could not) and marks the range dark; any other waits,
+/// calling `pause`, until that is done. Returns whether the faulting
+/// access can be retried: the range is private memory now (or healthy
+/// again, mapped to a new file).
+#[inline]
+pub(crate) fn darken<S: State>(state: &S, map: impl FnOnce() -> bool, pause: impl Fn()) -> bool {
+    match state.claim(HEALTHY, DARKENING) {
+        Ok(_) => {
+            if !map() {
+                // Release: undo the claim; the fault goes on as before us.
+                state.store(HEALTHY, Ordering::Release);
+                return false;
+            }
+            // Release: a thread that Acquire-loads DARK retries its access
+            // after the mapping made before this store.
+            state.store(DARK, relaxed_if!("dark_relaxed", Ordering::Release));
+            true
+        }
+        Err(_) => {
+            // Acquire: pairs with the Release store of DARK above.
+            while state.load(relaxed_if!("dark_wait_relaxed", Ordering::Acquire)) == DARKENING {
+                pause();
+            }
+            true
+        }
+    }
+}
+
 #[cfg(all(test, loom))]
 #[allow(unsafe_code)] // loom's unsync_load, in the models only
 mod models {
@@ -508,6 +576,70 @@ mod models {
         });
     }
 
+    impl State for loom::sync::atomic::AtomicU32 {
+        fn claim(&self, current: u32, new: u32) -> Result<u32, u32> {
+            self.compare_exchange(current, new, Ordering::Acquire, Ordering::Acquire)
+        }
+
+        fn load(&self, order: Ordering) -> u32 {
+            loom::sync::atomic::AtomicU32::load(self, order)
+        }
+
+        fn store(&self, v: u32, order: Ordering) {
+            loom::sync::atomic::AtomicU32::store(self, v, order);
+        }
+    }
+
+    /// Two threads fault in one truncated writer range: the range is
+    /// mapped over once, and neither retries its access before the
+    /// mapping is done (the mapping is modelled as a Relaxed flag that
+    /// the mapping thread sets).
+    fn dark_range() {
+        use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+        model(|| {
+            let state = Arc::new(AtomicU32::new(HEALTHY));
+            let mapped = Arc::new(AtomicBool::new(false));
+            let maps = Arc::new(AtomicUsize::new(0));
+            let fault = {
+                let (state, mapped, maps) = (state.clone(), mapped.clone(), maps.clone());
+                move || {
+                    let retry = darken(
+                        &*state,
+                        || {
+                            // Relaxed: a count and a flag, ordered (or not)
+                            // by the protocol under test.
+                            maps.fetch_add(1, Ordering::Relaxed);
+                            mapped.store(true, Ordering::Relaxed);
+                            true
+                        },
+                        thread::yield_now,
+                    );
+                    assert!(retry, "{BROKEN}: a fault in a writer range not repaired");
+                    assert!(
+                        // Relaxed: see above.
+                        mapped.load(Ordering::Relaxed),
+                        "{BROKEN}: an access retried before the range was mapped over"
+                    );
+                }
+            };
+            let other = thread::spawn(fault.clone());
+            fault();
+            other.join().unwrap();
+            // Relaxed: both threads are joined.
+            assert_eq!(
+                maps.load(Ordering::Relaxed),
+                1,
+                "{BROKEN}: mapped over twice"
+            );
+            assert_eq!(state.load(Ordering::Relaxed), DARK);
+        });
+    }
+
+    #[test]
+    fn a_dark_range_is_mapped_over_once_before_any_retry() {
+        dark_range();
+    }
+
     #[test]
     fn text_reader_returns_only_complete_writes() {
         text_read_is_whole();
@@ -573,5 +705,7 @@ mod models {
         text_end_relaxed => text_read_is_whole,
         text_no_first_fence => text_read_is_whole,
         text_no_second_fence => text_read_is_whole,
+        dark_relaxed => dark_range,
+        dark_wait_relaxed => dark_range,
     }
 }

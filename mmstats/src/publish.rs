@@ -104,6 +104,17 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
 /// wrote it: it may hold counts. The descriptor is closed before returning;
 /// the mapping lives on. Returns the mapping and the final path.
 pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(FileMap, PathBuf), Error> {
+    publish_with(dir, name, image, |file| FileMap::new(file, image.len()))
+}
+
+/// As [`publish`], with `map` mapping the new file (open read-write,
+/// holding `image`) before it gets its name.
+pub(crate) fn publish_with<T>(
+    dir: &Path,
+    name: &str,
+    image: &[u8],
+    map: impl FnOnce(&fs::File) -> io::Result<T>,
+) -> Result<(T, PathBuf), Error> {
     let stem = name.strip_suffix(".mmstats").unwrap_or(name);
     let tmp = dir.join(format!(".{stem}.tmp"));
     let create_err = |path: &Path| {
@@ -128,7 +139,7 @@ pub(crate) fn publish(dir: &Path, name: &str, image: &[u8]) -> Result<(FileMap, 
         file.write_all(image)?;
         // Readers of other users need 0644 (whatever the umask made of it).
         file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        FileMap::new(&file, image.len())
+        map(&file)
     })();
     drop(file);
     let map = match result {

@@ -67,6 +67,14 @@ pub struct FileInfo {
     /// How many stats instances of the writer's process fell back to
     /// private memory (their stats are missing); 0 in a 1.0 file.
     pub fallbacks: u64,
+    /// The token of the writing process's lock file (spec §2.4); 0 in a 1.0
+    /// file and in an archive.
+    pub lock_token: u64,
+    /// The file's owner (uid), as `fstat` gave it when it was opened.
+    pub owner: u32,
+    /// What an archive holds (state [`WriterState::Archive`], spec §2.8);
+    /// `None` for a writer's file.
+    pub archive: Option<std::sync::Arc<crate::retire::ArchiveInfo>>,
 }
 
 impl FileInfo {
@@ -74,7 +82,18 @@ impl FileInfo {
     /// it has not marked the file exited. What readers count as a live
     /// writer (gauges of other files are a dead writer's last word).
     pub fn writing(&self) -> bool {
-        self.alive && self.state != WriterState::Exited
+        self.alive && self.state != WriterState::Exited && self.state != WriterState::Archive
+    }
+
+    /// Whether this is an archive of folded writers (spec §2.8).
+    pub fn is_archive(&self) -> bool {
+        self.archive.is_some()
+    }
+
+    /// The identity of this file as a fold records it (spec §2.8): stable
+    /// once its writer is dead, and unique over time.
+    pub fn source_id(&self) -> crate::retire::SourceId {
+        crate::retire::SourceId::of(self)
     }
 
     /// Time since the file was created (zero if its clock is in the future).
@@ -248,6 +267,11 @@ pub struct Reader {
     /// The size `fstat` gave at open; the header's `file_len` must not
     /// exceed it (H4).
     size: u64,
+    /// The owner `fstat` gave at open.
+    owner: u32,
+    /// The link count the last snapshot's closing `fstat` gave; `u64::MAX`
+    /// before any.
+    nlink: std::sync::atomic::AtomicU64,
     limits: ReadLimits,
     /// The last reading of [`Reader::snapshot_shared`].
     cache: Option<Box<cached::Cache>>,
@@ -345,6 +369,8 @@ impl Reader {
             file,
             map,
             size,
+            owner: meta.uid(),
+            nlink: std::sync::atomic::AtomicU64::new(u64::MAX),
             limits: limits.clone(),
             cache: None,
         })
@@ -353,6 +379,24 @@ impl Reader {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file has been removed from its directory since it was
+    /// opened (its link count is 0), or cannot be checked. A fold removes a
+    /// writer's file only after publishing the archive that holds it
+    /// (spec §2.8), so a reader that finds a file unlinked leaves it out.
+    ///
+    /// After a [`snapshot`](Reader::snapshot), this is what the `fstat`
+    /// that closed it saw (no extra system call): a file still linked then
+    /// was linked after everything that snapshot read, which is what the
+    /// protocol needs.
+    pub fn unlinked(&self) -> bool {
+        // Relaxed: the word is this reader's own record of its last fstat;
+        // no other memory is published with it.
+        match self.nlink.load(Ordering::Relaxed) {
+            u64::MAX => self.file.metadata().map_or(true, |m| m.nlink() == 0),
+            n => n == 0,
+        }
     }
 
     /// Reads the file: header, fields and values.
@@ -401,8 +445,14 @@ impl Reader {
         // the last page reads zeros silently, so the size is checked too,
         // against the length the snapshot relied on. Either way, what was
         // read may mix old values with zeros.
-        let shrunk =
-            file_len.is_some_and(|len| self.file.metadata().map_or(true, |m| m.len() < len));
+        let shrunk = file_len.is_some_and(|len| match self.file.metadata() {
+            Ok(m) => {
+                // Relaxed: see `unlinked`.
+                self.nlink.store(m.nlink(), Ordering::Relaxed);
+                m.len() < len
+            }
+            Err(_) => true,
+        });
         if self.map.faulted() || shrunk {
             return Err(ReadError::Truncated {
                 path: self.path.clone(),
@@ -501,8 +551,21 @@ impl Reader {
             } else {
                 0
             },
+            lock_token: if h.minor.get() >= 1 {
+                h.lock_token.get()
+            } else {
+                0
+            },
+            owner: self.owner,
+            archive: None,
             state,
         };
+        let mut info = info;
+        if state == WriterState::Archive {
+            let archive = crate::retire::ArchiveInfo::read(&self.map, &h, |n| budget.spend(n))
+                .map_err(|e| bad(format!("archive: {e}")))?;
+            info.archive = Some(std::sync::Arc::new(archive));
+        }
         let record_len = h.record_len.get() as usize;
         let table = h.field_table_off.get() as usize;
         // Grown as fields are read: `count` comes from the file.

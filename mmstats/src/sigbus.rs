@@ -1,6 +1,8 @@
-//! The reader's SIGBUS guard: read-only mappings of files that another
-//! process may shrink, the registry of their address ranges, and the signal
-//! handler that turns a fault inside one of them into a read of zeros.
+//! The SIGBUS guard: read-only mappings of files that another process may
+//! shrink, the registry of their address ranges and of writers' mappings,
+//! and the signal handler that turns a fault inside a reader mapping into a
+//! read of zeros, and one inside a writer mapping into stores to private
+//! memory (see [`WriterRange`]).
 //!
 //! A load from a mapped page past the end of a file raises SIGBUS. The guard
 //! ([`install_sigbus_guard`]) installs a handler that looks the faulting
@@ -22,12 +24,15 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::ReadError;
+use crate::protocol::{self, DARK, HEALTHY};
 
 /// Slots per registry chunk.
 const CHUNK_SLOTS: usize = 1024;
@@ -48,15 +53,17 @@ pub const MAX_MAPPINGS: usize = MAX_CHUNKS * CHUNK_SLOTS;
 /// Call it once at the start of any program that reads stats files, before
 /// [`Reader::open`](crate::Reader::open) or [`read_file`](crate::read_file),
 /// which fail with [`ReadError::NoSigbusGuard`] until it has been called.
-/// Calling it again, from any thread, does nothing.
+/// Calling it again, from any thread, does nothing. A writer calls it
+/// itself when it maps its first stats file: the guard also keeps a writer
+/// alive when another process truncates its file (spec §6.9).
 ///
-/// The handler only handles faults inside reader mappings. Any other SIGBUS
+/// The handler only handles faults inside reader and writer mappings. Any other SIGBUS
 /// goes to the action that was installed before: a handler function is
 /// called with its own flags (`SA_SIGINFO` or not, `SA_NODEFER`,
 /// `SA_RESETHAND`) and with its `sa_mask` blocked; the default action still
 /// kills the process by SIGBUS. A handler that other code installs *after*
 /// this call replaces the guard, so it must pass on the faults it does not
-/// handle, or readers lose their protection.
+/// handle, or readers and writers lose their protection.
 ///
 /// # Errors
 ///
@@ -206,7 +213,7 @@ impl ReadMap {
             .map_err(MapError::Io)?;
         let index = claim().ok_or(MapError::Full)?;
         let slot = slot(index);
-        slot.publish(map.as_ptr() as usize, map.len());
+        slot.publish(map.as_ptr() as usize, map.len(), false);
         Ok(ReadMap { map, slot, index })
     }
 
@@ -273,6 +280,82 @@ impl Drop for ReadMap {
     }
 }
 
+// ----------------------------------------------------------- writer side --
+
+/// A writer's shared mapping registered with the guard, so that a store
+/// into it after another process truncated its file lands in private
+/// memory instead of killing the writer (spec §6.9).
+///
+/// On such a fault the handler maps private anonymous memory over the whole
+/// range (all zeros: what the file held is gone with the truncation),
+/// marks the range dark and returns, so the store is retried and lands
+/// there. The writer's cold paths find dark ranges through
+/// [`dark_events`] and give them a new file.
+pub(crate) struct WriterRange {
+    slot: &'static Slot,
+    index: usize,
+}
+
+impl WriterRange {
+    /// Registers the mapping at `start..start + len`, installing the guard
+    /// first if it is not installed yet.
+    pub(crate) fn new(start: usize, len: usize) -> io::Result<WriterRange> {
+        install_sigbus_guard()?;
+        let index = claim().ok_or_else(|| {
+            io::Error::other(format!(
+                "{MAX_MAPPINGS} files mapped already; cannot guard one more against truncation"
+            ))
+        })?;
+        let slot = slot(index);
+        slot.publish(start, len, true);
+        Ok(WriterRange { slot, index })
+    }
+
+    /// Whether the range is private memory because its file was truncated.
+    pub(crate) fn is_dark(&self) -> bool {
+        // Acquire: pairs with the handler's Release store of DARK.
+        self.slot.dark.load(Ordering::Acquire) == DARK
+    }
+
+    /// Marks the range backed by a file again, after it was mapped over.
+    pub(crate) fn healed(&self) {
+        // Release: a handler that sees HEALTHY again sees the new mapping
+        // (a fault from then on is a truncation of the new file).
+        self.slot.dark.store(HEALTHY, Ordering::Release);
+    }
+}
+
+impl Drop for WriterRange {
+    fn drop(&mut self) {
+        self.slot.retract();
+        release(self.index);
+    }
+}
+
+/// How many writer ranges went dark since the process started.
+pub(crate) fn dark_events() -> u64 {
+    // Relaxed: a hint to look; the ranges' own states are acquired.
+    DARK_EVENTS.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    /// The allocation lock, held by the forking thread across `fork`.
+    static ALLOC_HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, Alloc>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Takes the registry's allocation lock before `fork`, so that the child
+/// never inherits it held by a thread that does not exist there.
+pub(crate) fn hold_alloc_for_fork() {
+    let guard = ALLOC.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = ALLOC_HELD.try_with(|h| *h.borrow_mut() = Some(guard));
+}
+
+/// Releases what [`hold_alloc_for_fork`] took, in the parent and the child.
+pub(crate) fn release_alloc_after_fork() {
+    let _ = ALLOC_HELD.try_with(|h| drop(h.borrow_mut().take()));
+}
+
 // --------------------------------------------------------------- registry --
 
 /// One registered mapping. `start` and `len` sit under a sequence lock:
@@ -288,8 +371,18 @@ struct Slot {
     /// Address of the first byte, 0 while the slot is free.
     start: AtomicUsize,
     len: AtomicUsize,
+    /// Whether the range is a writer's mapping (under the sequence lock).
+    writer: AtomicBool,
     faulted: AtomicBool,
+    /// A writer range's repair state: `HEALTHY`, `DARKENING` while the
+    /// handler maps private memory over it, `DARK` after (see
+    /// `protocol::darken`).
+    dark: AtomicU32,
 }
+
+/// How many writer ranges went dark since the process started: bumped by
+/// the handler, read by the writer's cold paths to find them.
+static DARK_EVENTS: AtomicU64 = AtomicU64::new(0);
 
 impl Slot {
     #[allow(clippy::declare_interior_mutable_const)]
@@ -297,15 +390,22 @@ impl Slot {
         seq: AtomicU64::new(0),
         start: AtomicUsize::new(0),
         len: AtomicUsize::new(0),
+        writer: AtomicBool::new(false),
         faulted: AtomicBool::new(false),
+        dark: AtomicU32::new(HEALTHY),
     };
 
     /// Sets the range; only the thread that claimed the slot calls this.
-    fn publish(&self, start: usize, len: usize) {
+    fn publish(&self, start: usize, len: usize, writer: bool) {
         self.write(|| {
             // Relaxed: the `faulted` flag is not under the sequence lock; the
             // Release store ending `write` publishes the reset with the range.
             self.faulted.store(false, Ordering::Relaxed);
+            // Relaxed: as `faulted`; no handler looks at a new slot's state
+            // before it sees the range, published by the Release below.
+            self.dark.store(HEALTHY, Ordering::Relaxed);
+            // Relaxed: ordered by the sequence lock around them.
+            self.writer.store(writer, Ordering::Relaxed);
             // Relaxed: ordered by the sequence lock around them.
             self.len.store(len, Ordering::Relaxed);
             // Relaxed: ordered by the sequence lock around them.
@@ -335,7 +435,7 @@ impl Slot {
 
     /// The registered range, if the slot holds one and it is not changing.
     /// Lock-free and wait-free: called by the signal handler.
-    fn range(&self) -> Option<(usize, usize)> {
+    fn range(&self) -> Option<(usize, usize, bool)> {
         // Acquire: pairs with the Release store ending `write`.
         let s1 = self.seq.load(Ordering::Acquire);
         if s1 % 2 == 1 {
@@ -345,12 +445,14 @@ impl Slot {
         let start = self.start.load(Ordering::Relaxed);
         // Relaxed: checked by the sequence lock below.
         let len = self.len.load(Ordering::Relaxed);
+        // Relaxed: checked by the sequence lock below.
+        let writer = self.writer.load(Ordering::Relaxed);
         // Acquire fence: the loads above happen before the re-read of `seq`,
         // so a write that overlapped them shows up as a changed sequence.
         fence(Ordering::Acquire);
         // Relaxed: ordered by the fence above.
         let s2 = self.seq.load(Ordering::Relaxed);
-        (s1 == s2 && start != 0).then_some((start, len))
+        (s1 == s2 && start != 0).then_some((start, len, writer))
     }
 }
 
@@ -455,11 +557,14 @@ fn repair(addr: usize) -> bool {
         // SAFETY: as in `slot`: a leaked, initialised, immortal chunk.
         let chunk = unsafe { &*chunk };
         for slot in chunk {
-            let Some((start, len)) = slot.range() else {
+            let Some((start, len, writer)) = slot.range() else {
                 continue;
             };
             if addr < start || addr - start >= len {
                 continue;
+            }
+            if writer {
+                return darken(slot, start, len);
             }
             let page = addr & !(page_size - 1);
             // SAFETY:
@@ -489,6 +594,44 @@ fn repair(addr: usize) -> bool {
         }
     }
     false
+}
+
+/// A fault inside the writer range `start..start + len`: its file was
+/// truncated. The first thread to fault maps private zeroed memory over the
+/// whole range and marks it dark; others wait for that, then retry
+/// (`protocol::darken`, modelled with loom). Lock-free but for that wait,
+/// which is one system call long.
+fn darken(slot: &Slot, start: usize, len: usize) -> bool {
+    let map = || {
+        // SAFETY:
+        // - `start..start + len` is a live writer mapping made by this
+        //   process (registered until it is unmapped), page-aligned.
+        // - Replacing it with private memory of the same size keeps every
+        //   handle's pointer valid; only this process's stores land there
+        //   from now on, which is the point.
+        // - mmap is a plain system call, safe to make in a handler.
+        let res = unsafe {
+            libc::mmap(
+                start as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if res == libc::MAP_FAILED {
+            return false;
+        }
+        // Relaxed: a counter; the Release store of DARK publishes it.
+        DARK_EVENTS.fetch_add(1, Ordering::Relaxed);
+        true
+    };
+    // SAFETY: sched_yield has no preconditions and is a plain system call.
+    let pause = || unsafe {
+        libc::sched_yield();
+    };
+    protocol::darken(&slot.dark, map, pause)
 }
 
 /// Hands a fault that is not ours to the action from before the guard.
@@ -592,15 +735,15 @@ fn call_previous(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    /// Held by tests that map files, so `a_full_registry_refuses_more`
-    /// does not starve them.
+    /// Held by tests that map files (readers' or writers'), so
+    /// `a_full_registry_refuses_more` does not starve them.
     static MAPPING: Mutex<()> = Mutex::new(());
 
-    fn mapping() -> std::sync::MutexGuard<'static, ()> {
+    pub(crate) fn mapping() -> std::sync::MutexGuard<'static, ()> {
         MAPPING.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -656,8 +799,8 @@ mod tests {
     fn a_slot_reads_back_what_was_published() {
         let slot = Slot::EMPTY;
         assert_eq!(slot.range(), None);
-        slot.publish(0x1000, 24);
-        assert_eq!(slot.range(), Some((0x1000, 24)));
+        slot.publish(0x1000, 24, false);
+        assert_eq!(slot.range(), Some((0x1000, 24, false)));
         slot.retract();
         assert_eq!(slot.range(), None);
         assert_eq!(slot.seq.load(Ordering::Relaxed), 4);

@@ -11,28 +11,126 @@ use std::cell::Cell;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
+
+use crate::sigbus::WriterRange;
 
 // ------------------------------------------------------------- writer side --
 
 /// A writable shared mapping of a stats file. Its descriptor is closed as
 /// soon as it is mapped: a mapping stays valid without it, and a process
 /// with thousands of writer threads must not spend a descriptor on each.
+///
+/// The address range never changes while the map lives, but what backs it
+/// may: a new file after a `fork` (the child's own) or after the file was
+/// truncated, or private memory (see `sigbus::WriterRange`).
 pub(crate) struct FileMap {
+    /// Dropped first: the guard forgets the range before it is unmapped.
+    range: WriterRange,
     map: MmapRaw,
+    /// The process whose file backs the range (a forked child inherits the
+    /// map; it becomes the child's once re-homed).
+    owner: AtomicU32,
 }
 
 impl FileMap {
     /// Maps the first `len` bytes of `file` (opened read-write, already
-    /// `len` long) shared and writable. `file` may be closed afterwards.
+    /// `len` long) shared and writable, guarded against the file being
+    /// truncated. `file` may be closed afterwards.
     pub(crate) fn new(file: &File, len: usize) -> io::Result<FileMap> {
         assert!(len.is_multiple_of(8) && len > 0);
         let map = MmapOptions::new().len(len).map_raw(file)?;
-        Ok(FileMap { map })
+        let range = WriterRange::new(map.as_ptr() as usize, map.len())?;
+        Ok(FileMap {
+            range,
+            map,
+            owner: AtomicU32::new(std::process::id()),
+        })
+    }
+
+    /// Maps `file` (read-write, at least as long as the map) shared over
+    /// this map's range, in place: every handle stores into `file` from now
+    /// on. Values stored into the old backing after the caller copied them
+    /// are lost, so the caller copies them with no other writer running
+    /// (a forked child) or accepts that loss (a truncated file).
+    pub(crate) fn remap_shared(&self, file: &File) -> io::Result<()> {
+        let (ptr, len) = (self.map.as_mut_ptr(), self.map.len());
+        // SAFETY:
+        // - `ptr..ptr + len` is this map's own mapping, page-aligned, and
+        //   stays mapped (MAP_FIXED replaces it atomically, never leaving a
+        //   hole another thread could fault on).
+        // - `file` is open read-write and at least `len` long, so the new
+        //   mapping is valid memory of the same size and protection.
+        // - Handles only access it as aligned atomic words, as before.
+        let res = unsafe {
+            libc::mmap(
+                ptr.cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if res == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        self.range.healed();
+        Ok(())
+    }
+
+    /// Puts process-private memory holding the current values over this
+    /// map's range, so no store reaches the file again. Only for a forked
+    /// child, where no other thread stores meanwhile.
+    pub(crate) fn remap_private(&self) -> io::Result<()> {
+        let words: Vec<u64> = (0..self.map.len() / 8)
+            // Relaxed: the only thread of the process reads its own words.
+            .map(|i| self.word(i * 8).load(Ordering::Relaxed))
+            .collect();
+        let (ptr, len) = (self.map.as_mut_ptr(), self.map.len());
+        // SAFETY: as in `remap_shared`, with anonymous memory of the same
+        // size and protection instead of a file.
+        let res = unsafe {
+            libc::mmap(
+                ptr.cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if res == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, w) in words.into_iter().enumerate() {
+            // Relaxed: private memory of the only thread.
+            self.word(i * 8).store(w, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether the range is private memory because its file was truncated.
+    pub(crate) fn is_dark(&self) -> bool {
+        self.range.is_dark()
+    }
+
+    /// The process whose file backs the range.
+    pub(crate) fn owner(&self) -> u32 {
+        // Relaxed: written only in a forked child's single thread, before
+        // any other thread of the child exists.
+        self.owner.load(Ordering::Relaxed)
+    }
+
+    /// Makes the calling process the owner, once the range is its own.
+    pub(crate) fn set_owner(&self, pid: u32) {
+        // Relaxed: see `owner`.
+        self.owner.store(pid, Ordering::Relaxed);
     }
 
     fn base(&self) -> (NonNull<AtomicU64>, usize) {
@@ -99,8 +197,8 @@ pub(crate) struct Backing {
     /// Word index of the writer state word, stored on drop.
     state_word: usize,
     exited_code: u64,
-    /// The process that made this backing. A child made by `fork` shares
-    /// the mapping but must not declare the parent's file exited.
+    /// The process that made this backing (private memory; a file's owner
+    /// is its map's).
     pid: u32,
     on_close: Option<OnClose>,
 }
@@ -157,6 +255,14 @@ impl Backing {
         word_at(self, self.base(), off)
     }
 
+    /// The file mapping behind this backing, `None` for private memory.
+    pub(crate) fn file_map(&self) -> Option<&FileMap> {
+        match &self.mem {
+            Memory::File(map) => Some(map),
+            Memory::Private(_) => None,
+        }
+    }
+
     /// A handle on `n` words starting at byte offset `off`.
     pub(crate) fn words(self: &Arc<Self>, off: usize, n: usize) -> Words {
         let (ptr, len) = self.base();
@@ -177,8 +283,14 @@ impl Backing {
 
 impl Drop for Backing {
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
-            // A forked child dropping its copy: the file is the parent's.
+        let owner = match &self.mem {
+            Memory::File(map) => map.owner(),
+            Memory::Private(_) => self.pid,
+        };
+        if std::process::id() != owner {
+            // A child made by `fork` dropping a copy it never made its own
+            // (raw `clone` or `vfork` bypass the fork handlers): the file
+            // is the parent's.
             return;
         }
         // Release: a reader that sees "exited" (and fences) sees every value
@@ -246,6 +358,18 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
     }
 }
 
+/// Registers fork handlers, as `pthread_atfork(3)` does: `prepare` runs in
+/// the forking thread before `fork`, `parent` and `child` after it in each
+/// process. They must not unwind (see [`at_exit`]).
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: three plain `extern "C" fn()`s, which is what pthread_atfork
+    // takes; they cannot unwind across the boundary. A failure (ENOMEM)
+    // only loses the fork handling: the child then behaves as before it.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+}
+
 /// The effective user id of this process.
 pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -267,15 +391,15 @@ mod tests {
     #[test]
     fn only_the_creating_process_marks_a_file_exited() {
         use std::io::{Read, Seek};
+        let _m = crate::sigbus::tests::mapping();
         let state_off = 8;
         for (pid_delta, expected) in [(0u32, 2u64), (1, 0)] {
             let mut f = tempfile::tempfile().unwrap();
             f.write_all(&[0; 16]).unwrap();
             let map = Arc::new(FileMap::new(&f, 16).unwrap());
-            let mut backing = Backing::file(map, state_off, 2, Box::new(drop));
             // As if a forked child (another pid) dropped its inherited copy.
-            backing.pid += pid_delta;
-            drop(backing);
+            map.set_owner(map.owner() + pid_delta);
+            drop(Backing::file(map, state_off, 2, Box::new(drop)));
             let mut bytes = [0u8; 16];
             f.rewind().unwrap();
             f.read_exact(&mut bytes).unwrap();

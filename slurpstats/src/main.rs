@@ -211,8 +211,10 @@ fn run(args: &Args) -> io::Result<bool> {
         out.write_all(b"[")?;
     }
     let mut first = true;
-    for found in &files {
-        let snap = match found.open(&limits).and_then(|r| r.snapshot()) {
+    // Writer files first, archives last, and what an archive holds once
+    // (format-spec.md §2.8).
+    for (found, read) in mmstats::retire::read_all(&files, &limits) {
+        let snap = match read {
             Ok(snap) => snap,
             Err(_) if found.foreign => {
                 foreign += 1;

@@ -62,6 +62,15 @@ fn header(snap: &Snapshot) -> String {
 /// never marked it exited (killed, or an exit that ran no handlers: the
 /// reader cannot tell a crash from that, so it does not say "crashed").
 pub fn liveness(info: &FileInfo) -> String {
+    if let Some(a) = &info.archive {
+        return format!(
+            "archive of {} writer{} since {} ago, folded {} ago",
+            a.writers,
+            if a.writers == 1 { "" } else { "s" },
+            human::age(a.since.elapsed().unwrap_or_default()),
+            human::age(a.folded.elapsed().unwrap_or_default()),
+        );
+    }
     match (info.alive, info.state) {
         (true, WriterState::Active) => "alive".into(),
         (true, WriterState::Exited) => "exited (process alive)".into(),

@@ -171,7 +171,7 @@ fn text_lists_fields_sorted_and_aligned() {
         )),
         "{header}"
     );
-    assert!(header.ends_with(", version 1.1"), "{header}");
+    assert!(header.ends_with(", version 1.2"), "{header}");
     assert_eq!(
         field_lines(&text),
         [
@@ -300,7 +300,7 @@ fn json_has_file_facts_and_exact_values() {
     assert_eq!(f["model"], json!("mixed"));
     assert_eq!(f["alive"], json!(true));
     assert_eq!(f["state"], json!("active"));
-    assert_eq!(f["version"], json!("1.1"));
+    assert_eq!(f["version"], json!("1.2"));
     assert_eq!(f["fallbacks"], json!(0));
     let created = u128::from(f["created_unix_ns"].as_u64().unwrap());
     assert!(before.as_nanos() <= created && created <= after.as_nanos());
@@ -1018,4 +1018,64 @@ fn bad_limit_values_name_the_flag() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn archives_show_how_many_writers_they_hold_and_replace_their_files() {
+    let dir = stats_dir();
+    for name in ["one", "two"] {
+        drop(mixed(dir.path(), name));
+        // Dead: the lock file named does not exist (spec §2.4).
+        let path = path_of(&dir, &format!("{name}.mmstats"));
+        let mut bytes = fs::read(&path).unwrap();
+        mmstats::format::raw::put_u64(&mut bytes, mmstats::format::raw::H_LOCK_TOKEN, 1);
+        fs::write(&path, bytes).unwrap();
+    }
+    let live = mixed(dir.path(), "live");
+    let mut opts = mmstats::retire::RetireOptions::default();
+    opts.min_age = std::time::Duration::ZERO;
+    let report = mmstats::retire::fold(dir.path(), &opts).unwrap();
+    assert_eq!((report.folded, report.files, report.archives), (2, 1, 1));
+
+    let out = slurp(&[dir.path()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let headers: Vec<&str> = text.lines().filter(|l| l.contains(": pid ")).collect();
+    assert_eq!(headers.len(), 2, "{text}");
+    let archive = headers
+        .iter()
+        .find(|h| h.contains("mixed.archive.mmstats: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        archive.contains(", archive of 2 writers since ") && archive.contains(" ago, folded "),
+        "{archive}"
+    );
+
+    let files = json_of(&slurp(&[OsStr::new("--json"), dir.path().as_os_str()]));
+    assert_eq!(files.len(), 2);
+    let a = files
+        .iter()
+        .find(|f| f["state"] == json!("archive"))
+        .unwrap();
+    assert_eq!(a["alive"], json!(false));
+    assert_eq!(a["version"], json!("1.2"));
+    assert_eq!(a["archive"]["writers"], json!(2));
+    assert_eq!(a["archive"]["folds"], json!(1));
+    assert_eq!(a["archive"]["ids"], json!(2));
+    assert!(a["archive"]["since_unix_ns"].as_u64().unwrap() > 0);
+    // Counters add (saturating), histograms merge, text and constants keep
+    // the last value, gauges are gone.
+    assert_eq!(a["stats"]["zeta"], json!(14));
+    assert_eq!(a["stats"]["big"], json!(u64::MAX));
+    assert_eq!(a["stats"]["request"]["count"], json!(200));
+    assert_eq!(a["stats"]["size"]["count"], json!(6));
+    assert_eq!(a["stats"]["state"], json!("serving \"x\""));
+    assert_eq!(a["stats"]["version"], json!("1.2.3"));
+    assert!(a["stats"].get("load").is_none() && a["stats"].get("a.much.longer.label").is_none());
+    assert_eq!(a["fields"]["size"]["unit"], json!("bytes"));
+    // The live file is untouched; no other file is left.
+    assert!(files
+        .iter()
+        .any(|f| f["file"] == json!(path_of(&dir, "live.mmstats").display().to_string())));
+    drop(live);
 }

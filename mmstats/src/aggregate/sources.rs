@@ -83,11 +83,19 @@ impl Sample {
             .count()
     }
 
-    /// Freshly read files whose writer is gone.
+    /// Freshly read files whose writer is gone (archives not counted).
     pub fn dead(&self) -> usize {
         self.files
             .iter()
-            .filter(|f| f.fresh && !f.snapshot.info.writing())
+            .filter(|f| f.fresh && !f.snapshot.info.writing() && !f.snapshot.info.is_archive())
+            .count()
+    }
+
+    /// Archives of folded dead writers read (format-spec.md §2.8).
+    pub fn archives(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.snapshot.info.is_archive())
             .count()
     }
 
@@ -249,7 +257,17 @@ impl Sources {
         // A problem that went away may be reported again if it comes back.
         self.reported.retain(|k| seen.contains(k));
         let wanted: HashSet<&PathBuf> = paths.iter().collect();
-        self.files.retain(|p, _| wanted.contains(p));
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(t) = self.files.remove(&p) {
+                self.check_archive_of(&t);
+            }
+        }
         self.failed.retain(|p, _| wanted.contains(p));
         for p in &paths {
             self.check(p);
@@ -298,7 +316,9 @@ impl Sources {
         let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(_) => {
-                self.files.remove(path);
+                if let Some(gone) = self.files.remove(path) {
+                    self.check_archive_of(&gone);
+                }
                 self.failed.remove(path);
                 return;
             }
@@ -342,6 +362,21 @@ impl Sources {
                     self.failed.insert(path.to_owned(), reason);
                 }
             }
+        }
+    }
+
+    /// A writer file that vanished may have been folded (spec §2.8): its
+    /// archive is opened now, even if no event or listing named it yet, so
+    /// that its counts are not missing from the next sample.
+    fn check_archive_of(&mut self, gone: &Tracked) {
+        let info = &gone.last.info;
+        if info.is_archive() {
+            return;
+        }
+        let stem = crate::retire::archive_stem(&info.command, &info.model);
+        let archive = parent(&gone.id.path).join(format!("{stem}.mmstats"));
+        if archive != gone.id.path && self.matcher.canonical(&archive).is_some() {
+            self.check(&archive);
         }
     }
 
@@ -409,12 +444,48 @@ impl Sources {
         if rescan || Instant::now() >= self.next_rescan {
             self.rescan();
         }
-        let time = SystemTime::now();
-        let instant = Instant::now();
+        // Writer files first, archives last, then what archives hold is
+        // left out: each dead writer counted once (spec §2.8, "Reading").
+        // A read that took longer than a fold may wait before pruning an
+        // identity is taken again.
+        let mut tries = 0;
+        let (time, instant, mut files) = loop {
+            let time = SystemTime::now();
+            let instant = Instant::now();
+            let files = self.read_files();
+            tries += 1;
+            if instant.elapsed() <= crate::retire::MAX_READ_SPAN || tries == 3 {
+                break (time, instant, files);
+            }
+        };
+        let snaps: Vec<&Snapshot> = files.iter().map(|f| &*f.snapshot).collect();
+        let folded = crate::retire::folded(&snaps);
+        let mut folded = folded.into_iter();
+        files.retain(|_| !folded.next().unwrap_or(false));
+        files.sort_by(|a, b| a.id.cmp(&b.id));
+        Sample {
+            time,
+            instant,
+            files,
+            warnings: std::mem::take(&mut self.warnings),
+            foreign_skipped: self.foreign_skipped,
+        }
+    }
+
+    /// Reads every writer file, leaves out those removed since they were
+    /// opened, then brings the archives up to date (an archive never
+    /// changes: a fold publishes a new file under its name).
+    fn read_files(&mut self) -> Vec<FileSample> {
         let mut files = Vec::with_capacity(self.files.len());
+        let mut unlinked = Vec::new();
+        let mut archives = Vec::new();
         // Files of one writer process share its lock file: probed once.
         self.liveness.next_pass();
-        for t in self.files.values_mut() {
+        for (path, t) in self.files.iter_mut() {
+            if t.last.info.is_archive() {
+                archives.push(path.clone());
+                continue;
+            }
             let fresh = if std::mem::take(&mut t.unsent) {
                 true
             } else {
@@ -439,22 +510,50 @@ impl Sources {
                     }
                 }
             };
+            // Removed (folded, or deleted): what it counted is in an
+            // archive read below, or gone.
+            if t.reader.unlinked() {
+                unlinked.push(path.clone());
+                // The archive that may hold it, even if no event named it yet.
+                let info = &t.last.info;
+                let stem = crate::retire::archive_stem(&info.command, &info.model);
+                archives.push(parent(path).join(format!("{stem}.mmstats")));
+                continue;
+            }
             files.push(FileSample {
                 id: t.id.clone(),
                 snapshot: Arc::clone(&t.last),
                 fresh,
             });
         }
-        // Already sorted: `files` is ordered by path, which orders FileIds
-        // since paths are unique in it.
-        debug_assert!(files.is_sorted_by(|a, b| a.id <= b.id));
-        Sample {
-            time,
-            instant,
-            files,
-            warnings: std::mem::take(&mut self.warnings),
-            foreign_skipped: self.foreign_skipped,
+        for p in unlinked {
+            self.files.remove(&p);
         }
+        archives.sort();
+        archives.dedup();
+        for p in archives {
+            if !self.files.contains_key(&p) && self.matcher.canonical(&p).is_none() {
+                continue;
+            }
+            // Re-opened if a fold replaced it since it was read.
+            self.check(&p);
+            if self
+                .files
+                .get(&p)
+                .is_some_and(|t| !t.last.info.is_archive())
+            {
+                continue;
+            }
+            if let Some(t) = self.files.get_mut(&p) {
+                t.unsent = false;
+                files.push(FileSample {
+                    id: t.id.clone(),
+                    snapshot: Arc::clone(&t.last),
+                    fresh: true,
+                });
+            }
+        }
+        files
     }
 }
 

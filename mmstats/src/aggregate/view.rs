@@ -350,6 +350,9 @@ impl View {
                 .unwrap_or_default(),
         };
         let with_dead = self.include_dead || self.aggregator.is_some();
+        let baselines = prev
+            .map(|p| super::retired::baselines(p, next))
+            .unwrap_or_default();
         // Keyed by borrowed label and group index while combining, so a
         // pass allocates per series, not per field.
         let mut groups: Vec<Option<String>> = Vec::new();
@@ -373,13 +376,17 @@ impl View {
         let mut ungrouped = None;
         for file in next.files.iter().filter(|f| f.fresh) {
             let snap = &*file.snapshot;
-            let before = prev
-                .and_then(|p| same_file(p, &mut cursor, &file.id))
-                .map(|f| &f.snapshot);
+            // An archive replaced by a fold is measured against what it
+            // replaced (see `retired.rs`).
+            let baseline = baselines.get(&file.id);
+            let was = match baseline {
+                Some(_) => None,
+                None => prev.and_then(|p| same_file(p, &mut cursor, &file.id)),
+            };
             // The reader gave the very same snapshot: nothing changed, so
             // every counter's increase is 0 and every window empty.
-            let idle = before.is_some_and(|b| Arc::ptr_eq(b, &file.snapshot));
-            let before = before.map(|b| &**b);
+            let idle = was.is_some_and(|f| Arc::ptr_eq(&f.snapshot, &file.snapshot));
+            let before = baseline.or_else(|| was.map(|f| &*f.snapshot));
             let group = self.group_by.group_of(&snap.info);
             let g = match (&group, ungrouped) {
                 // Ungrouped views need no hashing per file.
@@ -656,6 +663,9 @@ mod tests {
                         model: "m".into(),
                         alive,
                         fallbacks: 0,
+                        lock_token: 0,
+                        owner: 0,
+                        archive: None,
                         state: if alive {
                             WriterState::Active
                         } else {

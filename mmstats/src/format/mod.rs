@@ -21,7 +21,7 @@ pub const MAGIC: [u8; 8] = *b"MMSTATS\0";
 /// Major version: a reader refuses a file whose major version it does not know.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version: additions a reader of a lower minor version can skip safely.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// Written as a `u32`; reads back as this value only if the file is little-endian.
 pub const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
 
@@ -290,6 +290,9 @@ pub enum WriterState {
     Active,
     /// The writer closed the file; values are final.
     Exited,
+    /// An archive (since 1.2): the folded totals of dead writers, written
+    /// by a fold, never by a writer ([`retire`](crate::retire)).
+    Archive,
     /// A value this version does not know.
     Unknown(u64),
 }
@@ -299,12 +302,15 @@ impl WriterState {
     pub const ACTIVE: u64 = 1;
     /// Code of [`WriterState::Exited`].
     pub const EXITED: u64 = 2;
+    /// Code of [`WriterState::Archive`].
+    pub const ARCHIVE: u64 = 3;
 
     /// The state for a word read from the file.
     pub const fn from_word(word: u64) -> WriterState {
         match word {
             Self::ACTIVE => WriterState::Active,
             Self::EXITED => WriterState::Exited,
+            Self::ARCHIVE => WriterState::Archive,
             other => WriterState::Unknown(other),
         }
     }

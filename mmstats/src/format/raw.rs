@@ -171,6 +171,46 @@ const _: () = assert!(H_LOCK_TOKEN == 0x70 && H_FALLBACKS == 0x78);
 // Words that change while live must be 8-byte aligned.
 const _: () = assert!(H_STATE.is_multiple_of(8) && H_FIELD_COUNT.is_multiple_of(8));
 
+// --------------------------------------------------- archive extension --
+//
+// An archive (state 3, spec §2.8) extends the header past 128 bytes:
+// `header_len` = [`A_IDS`] + [`ID_LEN`] × id count. Readers of 1.1 and
+// earlier ignore these bytes (§8).
+
+/// `u64` archives: how many writer files were folded into it, ever.
+pub const A_WRITERS: usize = HEADER_LEN;
+/// `u64` archives: `created_ns` of the oldest writer file folded in.
+pub const A_SINCE_NS: usize = A_WRITERS + 8;
+/// `u64` archives: when the fold that wrote this archive ran (ns since the epoch).
+pub const A_FOLDED_NS: usize = A_SINCE_NS + 8;
+/// `u64` archives: how many folds wrote an archive of this name, this one included.
+pub const A_FOLDS: usize = A_FOLDED_NS + 8;
+/// `u64` archives: the number of source identities that follow at [`A_IDS`].
+pub const A_ID_COUNT: usize = A_FOLDS + 8;
+/// Archives: 24 reserved bytes, zero.
+pub const A_RESERVED: usize = A_ID_COUNT + 8;
+/// Archives: the first source identity, [`ID_LEN`] bytes each.
+pub const A_IDS: usize = A_RESERVED + 24;
+/// Within a source identity: `u64` the source's `lock_token`.
+pub const ID_LOCK_TOKEN: usize = 0;
+/// Within a source identity: `u64` the source's `created_ns`.
+pub const ID_CREATED_NS: usize = ID_LOCK_TOKEN + 8;
+/// Within a source identity: `u64` the source's `proc_start`.
+pub const ID_PROC_START: usize = ID_CREATED_NS + 8;
+/// Within a source identity: `u32` the source's `pid`.
+pub const ID_PID: usize = ID_PROC_START + 8;
+/// Within a source identity: `u32` FNV-1a (32-bit) of the source's file name.
+pub const ID_NAME_HASH: usize = ID_PID + 4;
+/// Within a source identity: `u64` 0 while the source file may still exist;
+/// else when a fold found it gone (ns since the epoch).
+pub const ID_ABSENT_NS: usize = ID_NAME_HASH + 4;
+/// Length of one source identity.
+pub const ID_LEN: usize = ID_ABSENT_NS + 8;
+
+const _: () = assert!(A_WRITERS == 0x80 && A_ID_COUNT == 0xA0 && A_IDS == 0xC0);
+const _: () =
+    assert!(ID_PID == 0x18 && ID_NAME_HASH == 0x1C && ID_ABSENT_NS == 0x20 && ID_LEN == 40);
+
 // ---------------------------------------------------------- field record --
 
 /// String reference: the label, e.g. `web.status.2xx`.

@@ -31,11 +31,8 @@
 //! format-spec.md §6.5 forbids, is not noticed until the header changes,
 //! but it cannot make the reader load anything outside the value area it
 //! validated), and
-//! it checks for truncation as [`Reader::snapshot`] does whenever it takes
-//! a value from the file. When nothing changed it only checks for a fault
-//! (saving a `stat` per file per pass): a file that shrank within its last
-//! page, which reads zeros there without faulting, is reported at the next
-//! change, or at the next periodic read of every value, instead.
+//! it checks for truncation after every snapshot, as [`Reader::snapshot`]
+//! does.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -379,20 +376,14 @@ impl Reader {
             }
             next = Some(snap);
         }
-        let Some(snap) = next else {
-            // Nothing changed: no value is taken from the file, so only a
-            // fault is checked here (a shrink inside the last page, which
-            // reads zeros without faulting, shows as a change or at the
-            // next periodic read of every value; see `check_truncation`).
-            if self.map.faulted() {
-                return Some(self.check_truncation(None));
-            }
-            return Some(Ok(()));
-        };
+        // The check of every snapshot (§7.5), changed or not: its `fstat`
+        // also tells `unlinked`.
         if let Err(e) = self.check_truncation(Some(header[raw::H_FILE_LEN / 8])) {
             return Some(Err(e));
         }
-        cache.snap = Arc::new(snap);
+        if let Some(snap) = next {
+            cache.snap = Arc::new(snap);
+        }
         Some(Ok(()))
     }
 }

@@ -1,0 +1,357 @@
+//! Retiring dead writers from mmash: the periodic fold behind
+//! `--retire-after`, the one-shot `mmash retire` for cron, and the
+//! `mmash_files` / `mmash_retire_*` series on `/metrics`.
+//!
+//! The fold itself is [`mmstats::retire::fold`]; this module only decides
+//! which directories and when. A directory is folded only by its owner:
+//! mmash running as root serves every user's directory but folds none but
+//! root's, and each user runs `mmash retire` (or an mmash of their own).
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use mmstats::aggregate::Sample;
+use mmstats::retire::{fold, FoldReport, FoldStep, RetireOptions};
+
+/// Default `--retire-after`: see README, "Operating it".
+pub const DEFAULT_RETIRE_AFTER: &str = "5m";
+
+/// What the periodic fold did since mmash started.
+struct Counters {
+    runs: AtomicU64,
+    archives_written: AtomicU64,
+    folded: AtomicU64,
+    removed: AtomicU64,
+    pruned: AtomicU64,
+    errors: AtomicU64,
+}
+
+static COUNTERS: Counters = Counters {
+    runs: AtomicU64::new(0),
+    archives_written: AtomicU64::new(0),
+    folded: AtomicU64::new(0),
+    removed: AtomicU64::new(0),
+    pruned: AtomicU64::new(0),
+    errors: AtomicU64::new(0),
+};
+
+/// Parses `300`, `300s`, `500ms`, `5m`, `2h`, `1d`, or `off`/`0` (`None`).
+pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
+    let t = s.trim();
+    if t == "off" {
+        return Ok(None);
+    }
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 5m, 1h, off)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+}
+
+/// The directories of `paths` (directories themselves, or the default
+/// ones) that this process's user owns, and so may fold.
+fn own_dirs(paths: &[OsString]) -> Vec<PathBuf> {
+    let candidates: Vec<PathBuf> = if paths.is_empty() {
+        mmstats::default_dirs()
+    } else {
+        paths
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .filter(|d| mmstats::retire::foldable(d).is_ok())
+        .collect()
+}
+
+/// Folds every own directory of `paths` once; returns the reports and the
+/// errors, each naming its directory.
+fn run_once(paths: &[OsString], opts: &RetireOptions) -> (Vec<(PathBuf, FoldReport)>, Vec<String>) {
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for dir in own_dirs(paths) {
+        match fold(&dir, opts) {
+            Ok(r) => reports.push((dir, r)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (reports, errors)
+}
+
+/// Starts the periodic fold: every `min(retire_after / 2, 60 s)` (at least
+/// every second), the files dead and older than `retire_after`.
+pub fn spawn(paths: Vec<OsString>, retire_after: Duration) {
+    let mut opts = RetireOptions::default();
+    opts.min_age = retire_after;
+    let every = (retire_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let spawned = std::thread::Builder::new()
+        .name("mmash-retire".into())
+        .spawn(move || {
+            let mut logged = std::collections::HashSet::new();
+            loop {
+                std::thread::sleep(every);
+                let (reports, errors) = run_once(&paths, &opts);
+                // Relaxed: independent statistics, read only for /metrics.
+                COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
+                for (dir, r) in &reports {
+                    let add = |c: &AtomicU64, n: usize| {
+                        // Relaxed: as above.
+                        c.fetch_add(n as u64, Ordering::Relaxed);
+                    };
+                    add(&COUNTERS.archives_written, r.archives_written);
+                    add(&COUNTERS.folded, r.folded);
+                    add(&COUNTERS.removed, r.removed);
+                    add(&COUNTERS.pruned, r.pruned);
+                    for (path, why) in &r.skipped {
+                        let line = format!("{}: not folded: {why}", path.display());
+                        if logged.len() < 10_000 && logged.insert(line.clone()) {
+                            eprintln!("mmash: retire in {}: {line}", dir.display());
+                        }
+                    }
+                }
+                // Relaxed: as above.
+                COUNTERS
+                    .errors
+                    .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                for e in errors {
+                    if logged.len() < 10_000 && logged.insert(e.clone()) {
+                        eprintln!("mmash: retire: {e}");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("mmash: cannot start the retire thread: {e}; dead writers are not folded");
+    }
+}
+
+/// Appends mmash's own series: files by state in the current sample, and
+/// what the periodic fold did.
+pub fn render(sample: &Sample, out: &mut String) {
+    let (mut alive, mut dead, mut archives) = (0, 0, 0);
+    for f in sample.files.iter().filter(|f| f.fresh) {
+        if f.snapshot.info.is_archive() {
+            archives += 1;
+        } else if f.snapshot.info.writing() {
+            alive += 1;
+        } else {
+            dead += 1;
+        }
+    }
+    out.push_str(
+        "# HELP mmash_files Stats files read, by writer state (archive: folded dead writers).\n\
+         # TYPE mmash_files gauge\n",
+    );
+    for (state, n) in [("alive", alive), ("dead", dead), ("archive", archives)] {
+        let _ = writeln!(out, "mmash_files{{state=\"{state}\"}} {n}");
+    }
+    let rows: [(&str, &str, &AtomicU64); 6] = [
+        ("runs", "Periodic fold runs.", &COUNTERS.runs),
+        (
+            "archives_written",
+            "Archives written by folds.",
+            &COUNTERS.archives_written,
+        ),
+        (
+            "files_folded",
+            "Dead writers' files folded into archives.",
+            &COUNTERS.folded,
+        ),
+        (
+            "files_removed",
+            "Files removed after being folded.",
+            &COUNTERS.removed,
+        ),
+        (
+            "ids_pruned",
+            "Identities of long-gone files pruned from archives.",
+            &COUNTERS.pruned,
+        ),
+        (
+            "errors",
+            "Directories a fold run could not fold.",
+            &COUNTERS.errors,
+        ),
+    ];
+    for (name, help, c) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP mmash_retire_{name}_total {help}\n# TYPE mmash_retire_{name}_total counter\n\
+             mmash_retire_{name}_total {}",
+            // Relaxed: a statistic; any recent value will do.
+            c.load(Ordering::Relaxed)
+        );
+    }
+}
+
+const RETIRE_ABOUT: &str = "\
+Fold the dead writers of stats directories into archives, once (for cron).
+
+Each DIR is a stats directory; with none, the default directories \
+($MMSTATS_DIR if set, else /dev/shm/mmstats-*) that this user owns. A \
+directory is folded only by its owner. A file is folded when its writer \
+process is proven dead and the file is older than --retire-after; its \
+counters and histograms are added into {command}.{model}.archive.mmstats, \
+its texts kept as last values, its gauges dropped, and the file removed. \
+Readers (slurpstats, pollstats, mmash) count every dead writer exactly once \
+throughout, and totals never go backwards (format-spec.md §2.8).
+
+Exit status: 0 if every directory was folded, 1 if one could not be.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mmash retire",
+    bin_name = "mmash retire",
+    long_about = RETIRE_ABOUT,
+    args_override_self = true
+)]
+struct RetireArgs {
+    /// Stats directories.
+    #[arg(value_name = "DIR")]
+    paths: Vec<OsString>,
+
+    /// Fold files at least this old (since creation) whose writer is dead:
+    /// e.g. 90s, 5m, 1h; 0 folds every dead writer now.
+    #[arg(long, default_value = DEFAULT_RETIRE_AFTER, value_name = "DURATION")]
+    retire_after: String,
+
+    /// Keep the identity of a folded file in its archive until the file has
+    /// been gone this long (at least 1m).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    prune_after: String,
+
+    /// Fault injection for tests: abort after this step of each fold.
+    #[arg(long, hide = true)]
+    abort_at: Option<String>,
+
+    /// Tests of pruning only: a prune delay below 1m (readers running at
+    /// the same time may then count a folded file twice).
+    #[arg(long, hide = true, value_name = "DURATION")]
+    test_prune_after: Option<String>,
+}
+
+/// `mmash retire ARGS`: `args` starts with the program name.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match RetireArgs::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let mut opts = RetireOptions::default();
+    match parse_duration(&args.retire_after) {
+        Ok(d) => opts.min_age = d.unwrap_or_default(),
+        Err(e) => return usage(&format!("--retire-after {e}")),
+    }
+    match parse_duration(&args.prune_after) {
+        Ok(Some(d)) if d >= mmstats::retire::MIN_PRUNE_AFTER => opts.prune_after = d,
+        Ok(_) => return usage("--prune-after must be at least 1m"),
+        Err(e) => return usage(&format!("--prune-after {e}")),
+    }
+    if let Some(p) = &args.test_prune_after {
+        match parse_duration(p) {
+            Ok(d) => {
+                opts.prune_after = d.unwrap_or_default();
+                opts.prune_floor = Duration::ZERO;
+            }
+            Err(e) => return usage(&format!("--test-prune-after {e}")),
+        }
+    }
+    if let Some(step) = &args.abort_at {
+        match step.parse::<FoldStep>() {
+            Ok(s) => opts.abort_at = Some(s),
+            Err(e) => return usage(&e),
+        }
+    }
+    let mut failed = false;
+    for p in &args.paths {
+        if !Path::new(p).is_dir() {
+            eprintln!("mmash retire: {}: not a directory", Path::new(p).display());
+            failed = true;
+        }
+    }
+    let (reports, errors) = run_once(&args.paths, &opts);
+    for (dir, r) in &reports {
+        println!(
+            "{}: folded {} file(s), removed {}, wrote {} archive(s), pruned {} id(s); now {} file(s), {} archive(s)",
+            dir.display(),
+            r.folded,
+            r.removed,
+            r.archives_written,
+            r.pruned,
+            r.files,
+            r.archives
+        );
+        for (path, why) in &r.skipped {
+            eprintln!("mmash retire: {}: not folded: {why}", path.display());
+        }
+    }
+    for e in &errors {
+        eprintln!("mmash retire: {e}");
+    }
+    for p in &args.paths {
+        if let (true, Err(e)) = (
+            Path::new(p).is_dir(),
+            mmstats::retire::foldable(Path::new(p)),
+        ) {
+            eprintln!("mmash retire: {e}");
+            failed = true;
+        }
+    }
+    if failed || !errors.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("mmash retire: {msg}");
+    ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse_duration("5m"), Ok(Some(Duration::from_secs(300))));
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(Some(Duration::from_millis(500)))
+        );
+        assert_eq!(parse_duration("1.5h"), Ok(Some(Duration::from_secs(5400))));
+        assert_eq!(parse_duration("off"), Ok(None));
+        assert_eq!(parse_duration("0"), Ok(None));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+}
