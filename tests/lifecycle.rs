@@ -402,8 +402,61 @@ fn a_killed_process_reads_as_did_not_close() {
     assert_eq!(snap.info.state, WriterState::Active);
 }
 
+/// `Sources` keeps a writer's lock file open between samples and probes it
+/// once per sample: a writer killed in between reads as dead at the next
+/// sample, and so it does once its lock file is cleaned away.
 #[test]
-#[ignore = "run as a child process by a_killed_process_reads_as_did_not_close"]
+fn sources_see_a_killed_writer_die() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_wait_forever",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MMSTATS_DIR", dir.path())
+        .env(CHILD_ENV, "wait")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !line.contains("ready=1") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+    }
+    let mut sources = mmstats::aggregate::Sources::new(&[dir.path()]);
+    let s = sources.sample();
+    assert_eq!((s.alive(), s.dead()), (1, 0));
+    let s = sources.sample();
+    assert_eq!(
+        (s.alive(), s.dead()),
+        (1, 0),
+        "still alive on the kept lock file"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let s = sources.sample();
+    assert_eq!(
+        (s.alive(), s.dead()),
+        (0, 1),
+        "the kept descriptor sees the lock go"
+    );
+    for lock in fs::read_dir(dir.path()).unwrap() {
+        let lock = lock.unwrap().path();
+        if lock.to_string_lossy().ends_with(".mmstats-lock") {
+            fs::remove_file(lock).unwrap();
+        }
+    }
+    let s = sources.sample();
+    assert_eq!((s.alive(), s.dead()), (0, 1));
+}
+
+#[test]
+#[ignore = "run as a child process by a_killed_process_reads_as_did_not_close and sources_see_a_killed_writer_die"]
 fn child_wait_forever() {
     mmstats::install_sigbus_guard().unwrap();
     if std::env::var_os(CHILD_ENV).is_none() {

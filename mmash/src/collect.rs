@@ -13,6 +13,7 @@
 //! a file's command, model, pid and path never change, so a file stays in
 //! its group from one sample to the next.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,6 @@ enum Total {
 #[derive(Debug)]
 struct Inner {
     sources: Sources,
-    prev: Option<Sample>,
     totals: BTreeMap<(String, Vec<String>), (FamilyKind, Total)>,
     help: HashMap<String, String>,
     logged: HashSet<String>,
@@ -75,7 +75,6 @@ impl Collector {
             by,
             inner: Mutex::new(Inner {
                 sources,
-                prev: None,
                 totals: BTreeMap::new(),
                 help: HashMap::new(),
                 logged: HashSet::new(),
@@ -119,9 +118,18 @@ impl Collector {
         for w in &sample.warnings {
             log_once(&mut inner.logged, w);
         }
-        // Help texts, from files not seen in the previous sample.
+        // Help texts, from files not seen in the previous sample (both
+        // samples are sorted by file: walked side by side).
+        // The previous sample is the one in the current reading.
+        let prev = inner.current.clone();
+        let prev = prev.as_ref().map(|c| &c.sample);
+        let seen: &[mmstats::aggregate::FileSample] = prev.map_or(&[], |p| &p.files);
+        let mut j = 0;
         for f in &sample.files {
-            if inner.prev.as_ref().is_some_and(|p| p.file(&f.id).is_some()) {
+            while seen.get(j).is_some_and(|p| p.id < f.id) {
+                j += 1;
+            }
+            if seen.get(j).is_some_and(|p| p.id == f.id) {
                 continue;
             }
             for field in &f.snapshot.fields {
@@ -132,14 +140,14 @@ impl Collector {
         }
         let view = View::default();
         let next_parts = partition(&self.by, &sample);
-        let prev_parts = inner.prev.as_ref().map(|p| partition(&self.by, p));
+        let prev_parts = prev.map(|p| partition(&self.by, p));
         let mut gauges: BTreeMap<(String, Vec<String>), SeriesValue> = BTreeMap::new();
         for (group, next) in &next_parts {
             let empty;
             let prev = match &prev_parts {
                 None => None,
                 Some(parts) => match parts.get(group) {
-                    Some(p) => Some(p),
+                    Some(p) => Some(&**p),
                     None => {
                         empty = Sample {
                             time: next.time,
@@ -200,7 +208,6 @@ impl Collector {
         }
         let families = self.families(inner, gauges);
         let unreadable = sample.files.iter().filter(|f| !f.fresh).count();
-        inner.prev = Some(sample.clone());
         Current {
             sample,
             families,
@@ -258,11 +265,12 @@ pub fn family_kind(kind: Kind) -> Option<FamilyKind> {
     }
 }
 
-/// Splits a sample into one sample per group (files keep their order).
-fn partition(by: &[GroupBy], sample: &Sample) -> BTreeMap<Vec<String>, Sample> {
-    let mut parts: BTreeMap<Vec<String>, Sample> = BTreeMap::new();
+/// Splits a sample into one sample per group (files keep their order);
+/// without grouping, the sample itself.
+fn partition<'a>(by: &[GroupBy], sample: &'a Sample) -> BTreeMap<Vec<String>, Cow<'a, Sample>> {
+    let mut parts: BTreeMap<Vec<String>, Cow<'a, Sample>> = BTreeMap::new();
     if by.is_empty() {
-        parts.insert(Vec::new(), sample.clone());
+        parts.insert(Vec::new(), Cow::Borrowed(sample));
         return parts;
     }
     for f in &sample.files {
@@ -272,13 +280,16 @@ fn partition(by: &[GroupBy], sample: &Sample) -> BTreeMap<Vec<String>, Sample> {
             .collect();
         parts
             .entry(group)
-            .or_insert_with(|| Sample {
-                time: sample.time,
-                instant: sample.instant,
-                files: Vec::new(),
-                warnings: Vec::new(),
-                foreign_skipped: 0,
+            .or_insert_with(|| {
+                Cow::Owned(Sample {
+                    time: sample.time,
+                    instant: sample.instant,
+                    files: Vec::new(),
+                    warnings: Vec::new(),
+                    foreign_skipped: 0,
+                })
             })
+            .to_mut()
             .files
             .push(f.clone());
     }

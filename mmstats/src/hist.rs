@@ -13,6 +13,7 @@
 //! `format-spec.md` gives worked examples.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// Default precision bits for timers and histograms: buckets at most
 /// 1/64 = 1.56% wide, so a reported quantile (a bucket midpoint) is within
@@ -165,11 +166,38 @@ pub(crate) fn index_of(v: u64, max_value: u64, precision: u32) -> usize {
 /// A histogram read from a file (or several, merged): bucket counts and sum.
 ///
 /// The count is the sum of the buckets, so it always agrees with them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Only the buckets that are not empty are stored (a timer has 2,368
+/// buckets, of which a few dozen are usually used), and they are shared
+/// between clones: cloning, merging and taking windows cost what the used
+/// buckets cost, not what the layout has.
+#[derive(Clone)]
 pub struct HistogramSnapshot {
     layout: Layout,
     sum: u64,
-    counts: Vec<u64>,
+    /// `(bucket, count)` of every non-empty bucket, by bucket.
+    used: Arc<Vec<(u32, u64)>>,
+    /// Every bucket, made when [`counts`](HistogramSnapshot::counts) is
+    /// first asked for.
+    dense: OnceLock<Box<[u64]>>,
+}
+
+impl PartialEq for HistogramSnapshot {
+    fn eq(&self, other: &HistogramSnapshot) -> bool {
+        self.layout == other.layout && self.sum == other.sum && self.used == other.used
+    }
+}
+
+impl Eq for HistogramSnapshot {}
+
+impl fmt::Debug for HistogramSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistogramSnapshot")
+            .field("layout", &self.layout)
+            .field("sum", &self.sum)
+            .field("used_buckets", &self.used)
+            .finish()
+    }
 }
 
 /// Why two histogram snapshots cannot be combined.
@@ -210,30 +238,58 @@ impl fmt::Display for CombineError {
 impl std::error::Error for CombineError {}
 
 impl HistogramSnapshot {
-    /// An empty snapshot with `layout`.
-    pub fn new(layout: Layout) -> HistogramSnapshot {
+    fn from_used(layout: Layout, sum: u64, used: Vec<(u32, u64)>) -> HistogramSnapshot {
         HistogramSnapshot {
             layout,
-            sum: 0,
-            counts: vec![0; layout.buckets()],
+            sum,
+            used: Arc::new(used),
+            dense: OnceLock::new(),
         }
+    }
+
+    /// An empty snapshot with `layout`.
+    pub fn new(layout: Layout) -> HistogramSnapshot {
+        HistogramSnapshot::from_used(layout, 0, Vec::new())
     }
 
     /// A snapshot from bucket counts (one per bucket of `layout`) and a sum.
     /// Returns `None` if the number of counts is wrong.
     pub fn from_parts(layout: Layout, sum: u64, counts: Vec<u64>) -> Option<HistogramSnapshot> {
-        (counts.len() == layout.buckets()).then_some(HistogramSnapshot {
-            layout,
-            sum,
-            counts,
+        (counts.len() == layout.buckets()).then(|| {
+            let used = counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (i as u32, c))
+                .collect();
+            HistogramSnapshot::from_used(layout, sum, used)
         })
+    }
+
+    /// A snapshot from `(bucket, count)` pairs in bucket order, for the
+    /// reader, which finds them in that order.
+    pub(crate) fn from_sorted_used(
+        layout: Layout,
+        sum: u64,
+        used: Vec<(u32, u64)>,
+    ) -> HistogramSnapshot {
+        debug_assert!(used.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(used
+            .iter()
+            .all(|&(i, c)| c > 0 && (i as usize) < layout.buckets()));
+        HistogramSnapshot::from_used(layout, sum, used)
     }
 
     /// Counts one value, as a writer would. For tests and tools that build
     /// snapshots in memory.
     pub fn record(&mut self, v: u64) {
-        let c = &mut self.counts[self.layout.index(v)];
-        *c = c.saturating_add(1);
+        let i = self.layout.index(v) as u32;
+        let used = Arc::make_mut(&mut self.used);
+        match used.binary_search_by_key(&i, |&(b, _)| b) {
+            Ok(k) => used[k].1 = used[k].1.saturating_add(1),
+            Err(k) => used.insert(k, (i, 1)),
+        }
+        self.dense = OnceLock::new();
         self.sum = self.sum.wrapping_add(v);
     }
 
@@ -245,7 +301,9 @@ impl HistogramSnapshot {
     /// Number of values: the sum of the bucket counts (saturating, should
     /// a damaged file hold absurd counts).
     pub fn count(&self) -> u64 {
-        self.counts.iter().fold(0u64, |a, &c| a.saturating_add(c))
+        self.used
+            .iter()
+            .fold(0u64, |a, &(_, c)| a.saturating_add(c))
     }
 
     /// Exact sum of the values (wrapping at 2^64).
@@ -253,9 +311,16 @@ impl HistogramSnapshot {
         self.sum
     }
 
-    /// The count of every bucket, indexed as [`Layout::index`].
+    /// The count of every bucket, indexed as [`Layout::index`]. Made on
+    /// first use (snapshots store only the buckets in use).
     pub fn counts(&self) -> &[u64] {
-        &self.counts
+        self.dense.get_or_init(|| {
+            let mut d = vec![0; self.layout.buckets()].into_boxed_slice();
+            for &(i, c) in self.used.iter() {
+                d[i as usize] = c;
+            }
+            d
+        })
     }
 
     /// Mean value, `None` when empty.
@@ -266,14 +331,14 @@ impl HistogramSnapshot {
 
     /// Lower bound of the smallest value, `None` when empty.
     pub fn min(&self) -> Option<u64> {
-        let i = self.counts.iter().position(|&c| c > 0)?;
-        Some(self.layout.bounds(i).0)
+        let &(i, _) = self.used.first()?;
+        Some(self.layout.bounds(i as usize).0)
     }
 
     /// Upper bound of the largest value, `None` when empty.
     pub fn max(&self) -> Option<u64> {
-        let i = self.counts.iter().rposition(|&c| c > 0)?;
-        Some(self.layout.bounds(i).1)
+        let &(i, _) = self.used.last()?;
+        Some(self.layout.bounds(i as usize).1)
     }
 
     /// The `q` quantile (`0.0..=1.0`): the midpoint of the bucket holding the
@@ -287,10 +352,10 @@ impl HistogramSnapshot {
         let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
         let mut seen = 0u64;
-        for (i, &c) in self.counts.iter().enumerate() {
+        for &(i, c) in self.used.iter() {
             seen = seen.saturating_add(c);
             if seen >= rank {
-                let (lo, hi) = self.layout.bounds(i);
+                let (lo, hi) = self.layout.bounds(i as usize);
                 return Some(lo + (hi - lo) / 2);
             }
         }
@@ -299,14 +364,10 @@ impl HistogramSnapshot {
 
     /// Non-empty buckets as `(lower, upper, count)`.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(i, &c)| {
-                let (lo, hi) = self.layout.bounds(i);
-                (lo, hi, c)
-            })
+        self.used.iter().map(|&(i, c)| {
+            let (lo, hi) = self.layout.bounds(i as usize);
+            (lo, hi, c)
+        })
     }
 
     /// Adds `other`'s buckets and sum into this one: the distribution of
@@ -318,11 +379,35 @@ impl HistogramSnapshot {
                 right: other.layout,
             });
         }
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a = a.saturating_add(*b);
+        if !other.used.is_empty() {
+            let merged = join(&self.used, &other.used, |a, b| Some(a.saturating_add(b)))
+                .expect("adding never fails");
+            self.used = Arc::new(merged);
+            self.dense = OnceLock::new();
         }
         self.sum = self.sum.wrapping_add(other.sum);
         Ok(())
+    }
+
+    /// Whether the two share their buckets (one is a clone of the other
+    /// and neither one's buckets changed since), so their counts are equal.
+    pub(crate) fn shares_counts(&self, other: &HistogramSnapshot) -> bool {
+        Arc::ptr_eq(&self.used, &other.used)
+    }
+
+    /// Adds `now.since(then)` into this one: the same result as
+    /// `self.merge(&now.since(then)?)`, and on error this one is unchanged.
+    pub(crate) fn merge_since(
+        &mut self,
+        now: &HistogramSnapshot,
+        then: &HistogramSnapshot,
+    ) -> Result<(), CombineError> {
+        if now.shares_counts(then) && now.layout == then.layout && self.layout == now.layout {
+            self.sum = self.sum.wrapping_add(now.sum.wrapping_sub(then.sum));
+            return Ok(());
+        }
+        let window = now.since(then)?;
+        self.merge(&window)
     }
 
     /// The distribution of just the values recorded between `earlier` and
@@ -334,18 +419,59 @@ impl HistogramSnapshot {
                 right: earlier.layout,
             });
         }
-        let mut counts = Vec::with_capacity(self.counts.len());
-        for (bucket, (&now, &then)) in self.counts.iter().zip(&earlier.counts).enumerate() {
-            counts.push(
-                now.checked_sub(then)
-                    .ok_or(CombineError::NotLater { bucket })?,
-            );
+        let used = if self.shares_counts(earlier) {
+            Vec::new()
+        } else {
+            // A bucket of `earlier` that `self` lacks reads as 0 - c below.
+            join(&self.used, &earlier.used, |now, then| now.checked_sub(then)).map_err(
+                |bucket| CombineError::NotLater {
+                    bucket: bucket as usize,
+                },
+            )?
+        };
+        Ok(HistogramSnapshot::from_used(
+            self.layout,
+            self.sum.wrapping_sub(earlier.sum),
+            used,
+        ))
+    }
+}
+
+/// Combines two sparse bucket lists bucket by bucket with `f(a, b)` (a
+/// bucket missing from one list counts 0 there), dropping zero results;
+/// `Err(bucket)` at the first bucket where `f` gives `None`.
+fn join(
+    a: &[(u32, u64)],
+    b: &[(u32, u64)],
+    f: impl Fn(u64, u64) -> Option<u64>,
+) -> Result<Vec<(u32, u64)>, u32> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let (bucket, x, y) = match (a.get(i), b.get(j)) {
+            (None, None) => return Ok(out),
+            (Some(&(ia, ca)), Some(&(ib, cb))) if ia == ib => {
+                i += 1;
+                j += 1;
+                (ia, ca, cb)
+            }
+            (Some(&(ia, ca)), Some(&(ib, _))) if ia < ib => {
+                i += 1;
+                (ia, ca, 0)
+            }
+            (Some(&(ia, ca)), None) => {
+                i += 1;
+                (ia, ca, 0)
+            }
+            (_, Some(&(ib, cb))) => {
+                j += 1;
+                (ib, 0, cb)
+            }
+        };
+        let c = f(x, y).ok_or(bucket)?;
+        if c > 0 {
+            out.push((bucket, c));
         }
-        Ok(HistogramSnapshot {
-            layout: self.layout,
-            sum: self.sum.wrapping_sub(earlier.sum),
-            counts,
-        })
     }
 }
 
@@ -485,5 +611,60 @@ mod tests {
             a.merge(&other),
             Err(CombineError::LayoutMismatch { .. })
         ));
+    }
+
+    /// The sparse buckets give what dense arithmetic gives, bucket by
+    /// bucket, and a window reports the first bucket that went down.
+    #[test]
+    fn sparse_merge_and_since_match_dense_arithmetic() {
+        let l = Layout::new(3, 12).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200 {
+            let mut a = HistogramSnapshot::new(l);
+            let mut b = HistogramSnapshot::new(l);
+            for _ in 0..next() % 20 {
+                a.record(next() % 5000);
+            }
+            let early = a.clone();
+            for _ in 0..next() % 20 {
+                a.record(next() % 5000);
+                b.record(next() % 5000);
+            }
+            let dense = |h: &HistogramSnapshot| h.counts().to_vec();
+            let w = a.since(&early).unwrap();
+            let want: Vec<u64> = dense(&a)
+                .iter()
+                .zip(dense(&early))
+                .map(|(n, t)| n - t)
+                .collect();
+            assert_eq!(dense(&w), want);
+            assert_eq!(w.count(), a.count() - early.count());
+            let mut m = b.clone();
+            m.merge(&w).unwrap();
+            let want: Vec<u64> = dense(&b).iter().zip(&want).map(|(x, y)| x + y).collect();
+            assert_eq!(dense(&m), want);
+            let mut fused = b.clone();
+            fused.merge_since(&a, &early).unwrap();
+            assert_eq!(fused, m);
+            if let Some(first) = dense(&early)
+                .iter()
+                .zip(dense(&b))
+                .position(|(e, b)| e > &b)
+            {
+                assert_eq!(
+                    b.since(&early),
+                    Err(CombineError::NotLater { bucket: first })
+                );
+                let before = m.clone();
+                assert!(m.merge_since(&b, &early).is_err());
+                assert_eq!(m, before, "unchanged on error");
+            }
+        }
     }
 }

@@ -23,8 +23,9 @@
 //! - Reading: [`install_sigbus_guard`], called once at program start,
 //!   lets readers survive files truncated under them; [`discover`] (or
 //!   [`scan`]) finds files, [`Reader`] maps one read-only and takes
-//!   [`Snapshot`]s; [`HistogramSnapshot`] gives quantiles, merges files and
-//!   subtracts snapshots to get a window.
+//!   [`Snapshot`]s (or, polling, [`Reader::snapshot_shared`], which reads
+//!   again only what changed); [`HistogramSnapshot`] gives quantiles,
+//!   merges files and subtracts snapshots to get a window.
 //! - Many files, one view: [`aggregate`] keeps readers open over a
 //!   watched set of files and turns two samples into per-series rates,
 //!   gauges and latency windows (what `pollstats` shows).
@@ -197,7 +198,9 @@ pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
 pub use options::{Builder, Options, DEFAULT_TEMPLATE};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
-pub use reader::{probe_alive, read_file, Field, FileInfo, ReadLimits, Reader, Snapshot, Value};
+pub use reader::{
+    probe_alive, read_file, Field, FileInfo, LivenessMemo, ReadLimits, Reader, Snapshot, Value,
+};
 pub use registry::{fallbacks, Fallbacks};
 pub use schema::{FieldDef, Schema};
 pub use sigbus::{install_sigbus_guard, MAX_MAPPINGS};

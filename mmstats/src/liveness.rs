@@ -30,6 +30,20 @@ pub(crate) fn probe(file: &File, path: &Path, minor: u16, token: u64) -> Option<
     }
 }
 
+/// Opens the lock file of a 1.1 stats file at `path` with `token`, for
+/// probing again and again with [`is_locked`]: `Ok(None)` if it is missing
+/// (its process exited, see [`probe_lock_file`]), `Err` if it cannot be
+/// opened or is not a regular file.
+pub(crate) fn open_lock_file(path: &Path, token: u64) -> Result<Option<File>, ()> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    match open_no_follow(&dir.join(lock_file_name(token))) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(Some(f)),
+        Ok(_) => Err(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
 /// Probes a lock file. A missing one is a process that exited (it removes
 /// its lock files at a normal exit) or whose lock file was cleaned away
 /// once nobody held it: not alive.

@@ -158,18 +158,27 @@ pub(crate) fn histogram_record<W: Word>(sum: &W, bucket: &W, v: u64) {
 }
 
 /// §7.3: reads the histogram value at byte offset `off` with `buckets`
-/// buckets: its sum, then counts that include every value in that sum.
+/// buckets: its sum, then counts that include every value in that sum, as
+/// `(bucket, count)` for the buckets that are not empty, in bucket order.
 #[inline]
-pub(crate) fn histogram_read<M: Load>(mem: &M, off: usize, buckets: usize) -> (u64, Vec<u64>) {
+pub(crate) fn histogram_read<M: Load>(
+    mem: &M,
+    off: usize,
+    buckets: usize,
+) -> (u64, Vec<(u32, u64)>) {
     let sum = mem.load(off + raw::HIST_SUM);
     // Acquire fence after the sum: pairs with the writer's Release store of
     // it, so the buckets read next include every value in this sum.
     fence_unless!("hist_no_fence", mem.fence_acquire());
-    // Relaxed (in `load`): ordered after the sum by the fence.
-    let counts = (0..buckets)
-        .map(|i| mem.load(off + raw::HIST_BUCKETS + 8 * i))
-        .collect();
-    (sum, counts)
+    let mut used = Vec::new();
+    for i in 0..buckets {
+        // Relaxed (in `load`): ordered after the sum by the fence.
+        let c = mem.load(off + raw::HIST_BUCKETS + 8 * i);
+        if c != 0 {
+            used.push((i as u32, c));
+        }
+    }
+    (sum, used)
 }
 
 // ----------------------------------------------------------------- text --
@@ -581,7 +590,11 @@ mod models {
                     }
                 })
             };
-            let (sum, counts) = histogram_read(&*mem, 0, 2);
+            let (sum, used) = histogram_read(&*mem, 0, 2);
+            let mut counts = [0u64; 2];
+            for (i, c) in used {
+                counts[i as usize] = c;
+            }
             let mut need = [0u64; 2];
             for (v, b) in VALUES {
                 if sum & v != 0 {

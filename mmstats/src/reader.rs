@@ -19,9 +19,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::ReadError;
 use crate::format::raw::{self, Header, Record, StrRef};
 use crate::format::{self, Kind, Unit, WriterState};
-use crate::hist::{HistogramSnapshot, Layout};
+use crate::hist::HistogramSnapshot;
 use crate::protocol;
 use crate::sigbus::{self, ReadMap};
+
+mod cached;
+mod layout;
+
+pub(crate) use layout::FieldLayout;
+
+pub use cached::LivenessMemo;
+use cached::Slot;
 
 /// How many times a text value is re-read while its writer is mid-update
 /// before the reader reports it [`Value::Unavailable`].
@@ -138,7 +146,7 @@ pub struct Field {
 }
 
 /// Everything read from one file at one moment.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct Snapshot {
     /// The file and its writer.
@@ -152,6 +160,31 @@ pub struct Snapshot {
     /// label (the first one wins), one entry per ignored field. Writers
     /// never make such files; a reader should warn about them.
     pub duplicates: Vec<String>,
+    /// The labels and kinds of `fields` as read, for the aggregation
+    /// layer; a clone has none (its fields may be changed).
+    pub(crate) layout: Option<FieldLayout>,
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Snapshot {
+        Snapshot {
+            info: self.info.clone(),
+            fields: self.fields.clone(),
+            skipped: self.skipped,
+            duplicates: self.duplicates.clone(),
+            layout: None,
+        }
+    }
+}
+
+impl PartialEq for Snapshot {
+    /// Equal when what was read is equal.
+    fn eq(&self, other: &Snapshot) -> bool {
+        self.info == other.info
+            && self.fields == other.fields
+            && self.skipped == other.skipped
+            && self.duplicates == other.duplicates
+    }
 }
 
 impl Field {
@@ -240,6 +273,8 @@ pub struct Reader {
     /// before any.
     nlink: std::sync::atomic::AtomicU64,
     limits: ReadLimits,
+    /// The last reading of [`Reader::snapshot_shared`].
+    cache: Option<Box<cached::Cache>>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -337,6 +372,7 @@ impl Reader {
             owner: meta.uid(),
             nlink: std::sync::atomic::AtomicU64::new(u64::MAX),
             limits: limits.clone(),
+            cache: None,
         })
     }
 
@@ -365,13 +401,46 @@ impl Reader {
 
     /// Reads the file: header, fields and values.
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
+        self.snapshot_into(None, None)
+    }
+
+    /// A full snapshot; with `slots`, also how to read each kept field's
+    /// value again ([`Reader::snapshot_shared`]).
+    fn snapshot_into(
+        &self,
+        slots: Option<&mut Vec<Slot>>,
+        memo: Option<&mut LivenessMemo>,
+    ) -> Result<Snapshot, ReadError> {
         let mut budget = Budget {
             bytes: 0,
             reader_limit: false,
             exceeded: false,
         };
         let mut file_len = None;
-        let snap = self.read(&mut budget, &mut file_len);
+        let mut scratch = Vec::new();
+        let snap = self.read(
+            &mut budget,
+            &mut file_len,
+            slots.unwrap_or(&mut scratch),
+            memo,
+        );
+        self.check_truncation(file_len)?;
+        match snap {
+            // The budget ran out, and it was this reader's limit, not the
+            // file's length, that set it.
+            Err(ReadError::Malformed { .. }) if budget.reader_limit && budget.exceeded => {
+                Err(ReadError::Limit {
+                    path: self.path.clone(),
+                    limit: "max_decoded",
+                    value: self.limits.max_decoded,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Fails if the file shrank under what was just read from it.
+    fn check_truncation(&self, file_len: Option<u64>) -> Result<(), ReadError> {
         // A shrink past a page boundary faults (and reads zero); one inside
         // the last page reads zeros silently, so the size is checked too,
         // against the length the snapshot relied on. Either way, what was
@@ -389,21 +458,16 @@ impl Reader {
                 path: self.path.clone(),
             });
         }
-        match snap {
-            // The budget ran out, and it was this reader's limit, not the
-            // file's length, that set it.
-            Err(ReadError::Malformed { .. }) if budget.reader_limit && budget.exceeded => {
-                Err(ReadError::Limit {
-                    path: self.path.clone(),
-                    limit: "max_decoded",
-                    value: self.limits.max_decoded,
-                })
-            }
-            other => other,
-        }
+        Ok(())
     }
 
-    fn read(&self, budget: &mut Budget, file_len: &mut Option<u64>) -> Result<Snapshot, ReadError> {
+    fn read(
+        &self,
+        budget: &mut Budget,
+        file_len: &mut Option<u64>,
+        slots: &mut Vec<Slot>,
+        memo: Option<&mut LivenessMemo>,
+    ) -> Result<Snapshot, ReadError> {
         let bad = |reason: String| malformed(&self.path, reason);
         let mut hb = Vec::with_capacity(raw::HEADER_LEN);
         self.map.copy(0, raw::HEADER_LEN, &mut hb);
@@ -473,12 +537,15 @@ impl Reader {
             model: self
                 .string(&regions, h.model, budget)
                 .map_err(|e| bad(format!("model: {e}")))?,
-            alive: crate::liveness::probe(
-                &self.file,
-                &self.path,
-                h.minor.get(),
-                h.lock_token.get(),
-            ) == Some(true),
+            alive: match memo {
+                Some(memo) => memo.probe(self, h.minor.get(), h.lock_token.get()),
+                None => crate::liveness::probe(
+                    &self.file,
+                    &self.path,
+                    h.minor.get(),
+                    h.lock_token.get(),
+                ),
+            } == Some(true),
             fallbacks: if h.minor.get() >= 1 {
                 h.fallbacks.get()
             } else {
@@ -534,18 +601,21 @@ impl Reader {
                 continue;
             }
             labels.insert(label.clone());
+            let mut slot = Slot::new(value_at, kind, rec.param0.get(), rec.param1.get());
             fields.push(Field {
                 kind,
                 unit: Unit::from_code(rec.unit.get()),
                 unit_text,
                 help,
                 static_labels: parse_static_labels(&static_labels),
-                value: self.value(kind, &rec, value_at),
+                value: slot.read(self),
                 label,
             });
+            slots.push(slot);
         }
         Ok(Snapshot {
             info,
+            layout: Some(FieldLayout::of(&fields)),
             fields,
             skipped,
             duplicates,
@@ -574,33 +644,6 @@ impl Reader {
         bytes.drain(..start - first);
         bytes.truncate(end - start);
         String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 at {start}: {e}"))
-    }
-
-    /// Reads one value whose range was validated.
-    fn value(&self, kind: Kind, rec: &Record, off: usize) -> Value {
-        // Relaxed for the scalars: each is one aligned word written with
-        // one store; no other value has to agree with it.
-        match kind {
-            Kind::Counter => Value::Counter(self.map.load(off)),
-            Kind::Gauge => Value::Gauge(self.map.load(off) as i64),
-            Kind::GaugeF64 => Value::GaugeF64(f64::from_bits(self.map.load(off))),
-            Kind::Text => match self.limited_text(off, rec.param0.get()) {
-                Ok(s) => Value::Text(s),
-                Err(e) => Value::Unavailable(e),
-            },
-            Kind::Constant => match self.limited_text(off, rec.param0.get()) {
-                Ok(s) => Value::Constant(s),
-                Err(e) => Value::Unavailable(e),
-            },
-            Kind::Histogram | Kind::Timer => {
-                let layout =
-                    Layout::from_params(rec.param0.get(), rec.param1.get()).expect("validated");
-                let (sum, counts) = protocol::histogram_read(&self.map, off, layout.buckets());
-                Value::Histogram(
-                    HistogramSnapshot::from_parts(layout, sum, counts).expect("bucket count"),
-                )
-            }
-        }
     }
 
     /// Reads a text value unless its capacity is over the reader's limit

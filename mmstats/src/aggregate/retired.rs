@@ -39,6 +39,7 @@ pub(crate) fn baselines(prev: &Sample, next: &Sample) -> HashMap<FileId, Snapsho
                 fields: Vec::new(),
                 skipped: 0,
                 duplicates: Vec::new(),
+                layout: None,
             },
         };
         let old_holds = |id| {

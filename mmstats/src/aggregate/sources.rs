@@ -15,7 +15,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use super::Warning;
 use crate::dirs::default_dirs;
 use crate::discover::{is_stats_name, pattern_matches, scan};
-use crate::reader::{ReadLimits, Reader, Snapshot};
+use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
 
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
@@ -138,6 +138,8 @@ pub struct Sources {
     /// Problems in other users' directories at the last rescan.
     foreign_skipped: usize,
     limits: ReadLimits,
+    /// Writers' lock files, kept open between samples.
+    liveness: LivenessMemo,
 }
 
 impl std::fmt::Debug for Sources {
@@ -202,6 +204,7 @@ impl Sources {
             owners: HashMap::new(),
             foreign_skipped: 0,
             limits: ReadLimits::default(),
+            liveness: LivenessMemo::new(),
         };
         sources.rescan();
         sources
@@ -344,7 +347,7 @@ impl Sources {
                     Tracked {
                         id,
                         reader,
-                        last: Arc::new(snap),
+                        last: snap,
                         unsent: true,
                         error: None,
                     },
@@ -476,6 +479,8 @@ impl Sources {
         let mut files = Vec::with_capacity(self.files.len());
         let mut unlinked = Vec::new();
         let mut archives = Vec::new();
+        // Files of one writer process share its lock file: probed once.
+        self.liveness.next_pass();
         for (path, t) in self.files.iter_mut() {
             if t.last.info.is_archive() {
                 archives.push(path.clone());
@@ -484,9 +489,11 @@ impl Sources {
             let fresh = if std::mem::take(&mut t.unsent) {
                 true
             } else {
-                match t.reader.snapshot() {
+                // Shared: an idle file gives the very snapshot it gave last
+                // time, which `View::delta` then skips over cheaply.
+                match t.reader.snapshot_shared_with(&mut self.liveness) {
                     Ok(snap) => {
-                        t.last = Arc::new(snap);
+                        t.last = snap;
                         t.error = None;
                         true
                     }
@@ -556,14 +563,14 @@ fn open(
     path: &Path,
     limits: &ReadLimits,
     owner: Option<u32>,
-) -> Result<(FileId, Reader, Snapshot), String> {
+) -> Result<(FileId, Reader, Arc<Snapshot>), String> {
     let mut last = String::new();
     for _ in 0..3 {
         let before = fs::metadata(path).map_err(|e| e.to_string())?;
-        let reader = Reader::open_owned(path, limits, owner)
+        let mut reader = Reader::open_owned(path, limits, owner)
             .map_err(|e| strip_path(&e.to_string(), path))?;
         let snap = reader
-            .snapshot()
+            .snapshot_shared()
             .map_err(|e| strip_path(&e.to_string(), path))?;
         let after = fs::metadata(path).map_err(|e| e.to_string())?;
         if (before.dev(), before.ino()) != (after.dev(), after.ino()) {

@@ -2,14 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::select::{Aggregator, GroupBy, Selector};
-use super::sources::Sample;
+use super::sources::{FileId, FileSample, Sample};
 use super::Warning;
 use crate::format::Kind;
 use crate::hist::HistogramSnapshot;
-use crate::reader::{Field, Snapshot, Value};
+use crate::reader::{Field, FieldLayout, Snapshot, Value};
 
 /// What to show and how to combine files; see the [module](super) docs.
 #[derive(Clone, Debug, Default)]
@@ -208,6 +209,24 @@ impl Acc {
         }
     }
 
+    /// `number(Num::I(0))`, `times` times: what idle files' counters
+    /// add. (Only `first` would depend on where they come in the file
+    /// order; the caller does not batch for `one`.)
+    fn zeros(&mut self, times: usize) {
+        if times == 0 {
+            return;
+        }
+        let z = Num::I(0);
+        self.values += times;
+        if self.min.is_none_or(|m| z.less(m)) {
+            self.min = Some(z);
+        }
+        if self.max.is_none_or(|m| m.less(z)) {
+            self.max = Some(z);
+        }
+        self.first.get_or_insert(z);
+    }
+
     fn number(&mut self, n: Num) {
         self.values += 1;
         self.sum = self.sum.add(n);
@@ -264,6 +283,41 @@ impl Acc {
     }
 }
 
+/// What `View::delta` learned of one field layout in one group.
+struct Known<'a> {
+    layout: &'a FieldLayout,
+    group: usize,
+    /// The series of each field; `None` if the view leaves it out.
+    series: Vec<Option<usize>>,
+    /// Which fields are counters of a series.
+    counters: Vec<bool>,
+    /// Whether idle files' counters may be counted all at once.
+    batchable: bool,
+    /// Idle files of this layout whose counters are still to be counted.
+    idle_files: usize,
+}
+
+/// The file `id` in `prev`, looked for from `cursor` on (files of both
+/// samples are sorted by id, and mostly the same), then anywhere.
+fn same_file<'a>(prev: &'a Sample, cursor: &mut usize, id: &FileId) -> Option<&'a FileSample> {
+    // Cheap words first: a path comparison goes component by component.
+    let eq = |a: &FileId| {
+        a.ino == id.ino
+            && a.dev == id.dev
+            && a.created_ns == id.created_ns
+            && a.path.as_os_str() == id.path.as_os_str()
+    };
+    if let Some(f) = prev.files.get(*cursor) {
+        if eq(&f.id) {
+            *cursor += 1;
+            return Some(f);
+        }
+    }
+    let i = prev.files.binary_search_by(|f| f.id.cmp(id)).ok()?;
+    *cursor = i + 1;
+    Some(&prev.files[i])
+}
+
 /// The same field in an earlier snapshot of the same file: usually at the
 /// same index, since fields are only ever appended.
 fn earlier<'a>(prev: &'a Snapshot, i: usize, label: &str) -> Option<&'a Field> {
@@ -303,32 +357,118 @@ impl View {
         // pass allocates per series, not per field.
         let mut groups: Vec<Option<String>> = Vec::new();
         let mut group_ix: HashMap<Option<String>, usize> = HashMap::new();
-        let mut accs: HashMap<(&str, usize), Acc> = HashMap::new();
+        let mut accs: Vec<Acc> = Vec::new();
+        let mut keys: Vec<(&str, usize)> = Vec::new();
+        let mut index: HashMap<(&str, usize), usize> = HashMap::new();
+        // The series of each field of the file before: files mostly share
+        // their layout, so a label equal to the one at the same position
+        // needs no hashing.
+        let mut layout: Vec<Option<(&str, usize, usize)>> = Vec::new();
+        // The series of each field, by the files' interned layout and group
+        // (a few layouts at most, usually one): no label is even looked at.
+        let mut by_layout: Vec<Known> = Vec::new();
+        // Idle files' counters add 0 each: counted per layout at the end,
+        // so an idle file's counter fields are not even looked at. (Not for
+        // `one`, which takes the first file's value.)
+        let batch = self.aggregator != Some(Aggregator::One);
+        // Both samples are sorted by FileId: walked side by side.
+        let mut cursor = 0;
+        let mut ungrouped = None;
         for file in next.files.iter().filter(|f| f.fresh) {
             let snap = &*file.snapshot;
             // An archive replaced by a fold is measured against what it
             // replaced (see `retired.rs`).
-            let before = baselines
-                .get(&file.id)
-                .or_else(|| prev.and_then(|p| p.file(&file.id)).map(|f| &*f.snapshot));
+            let baseline = baselines.get(&file.id);
+            let was = match baseline {
+                Some(_) => None,
+                None => prev.and_then(|p| same_file(p, &mut cursor, &file.id)),
+            };
+            // The reader gave the very same snapshot: nothing changed, so
+            // every counter's increase is 0 and every window empty.
+            let idle = was.is_some_and(|f| Arc::ptr_eq(&f.snapshot, &file.snapshot));
+            let before = baseline.or_else(|| was.map(|f| &*f.snapshot));
             let group = self.group_by.group_of(&snap.info);
-            let g = match group_ix.get(&group) {
-                Some(&g) => g,
-                None => {
-                    groups.push(group.clone());
-                    group_ix.insert(group, groups.len() - 1);
-                    groups.len() - 1
+            let g = match (&group, ungrouped) {
+                // Ungrouped views need no hashing per file.
+                (None, Some(g)) => g,
+                _ => {
+                    let none = group.is_none();
+                    let g = match group_ix.get(&group) {
+                        Some(&g) => g,
+                        None => {
+                            groups.push(group.clone());
+                            group_ix.insert(group, groups.len() - 1);
+                            groups.len() - 1
+                        }
+                    };
+                    if none {
+                        ungrouped = Some(g);
+                    }
+                    g
                 }
             };
             let alive = snap.info.writing();
+            if layout.len() < snap.fields.len() {
+                layout.resize(snap.fields.len(), None);
+            }
+            // An idle file's snapshot is shared by both samples, so nobody
+            // changed its fields since its layout was checked: only the
+            // count is.
+            let tag = snap.layout.as_ref().filter(|t| {
+                if idle {
+                    t.len() == snap.fields.len()
+                } else {
+                    t.fits(&snap.fields)
+                }
+            });
+            let known = tag.and_then(|t| {
+                by_layout
+                    .iter()
+                    .position(|k| k.group == g && k.layout.same(t))
+            });
+            let batched = match known {
+                Some(k) if idle && batch && by_layout[k].batchable => {
+                    by_layout[k].idle_files += 1;
+                    Some(k)
+                }
+                _ => None,
+            };
+            let mut learned = Vec::new();
+            let mut mismatch = false;
             for (i, field) in snap.fields.iter().enumerate() {
-                if !self.selector.matches(&field.label, field.kind) {
+                // (A reference: the field itself is not read if skipped.)
+                if batched.is_some_and(|k| by_layout[k].counters[i]) {
                     continue;
                 }
-                let acc = accs
-                    .entry((field.label.as_str(), g))
-                    .or_insert_with(|| Acc::new(field));
+                let ix = if let Some(k) = known {
+                    match by_layout[k].series[i] {
+                        Some(ix) => ix,
+                        None => continue,
+                    }
+                } else {
+                    if !self.selector.matches(&field.label, field.kind) {
+                        learned.push(None);
+                        continue;
+                    }
+                    let label = field.label.as_str();
+                    let ix = match layout[i] {
+                        Some((l, lg, ix)) if lg == g && l == label => ix,
+                        _ => {
+                            let ix = *index.entry((label, g)).or_insert_with(|| {
+                                accs.push(Acc::new(field));
+                                keys.push((label, g));
+                                accs.len() - 1
+                            });
+                            layout[i] = Some((label, g, ix));
+                            ix
+                        }
+                    };
+                    learned.push(Some(ix));
+                    ix
+                };
+                let acc = &mut accs[ix];
                 if acc.class != class(field.kind) {
+                    mismatch = true;
                     warnings.push(Warning {
                         path: file.id.path.clone(),
                         reason: format!(
@@ -338,7 +478,11 @@ impl View {
                     });
                     continue;
                 }
-                let old = before.and_then(|b| earlier(b, i, &field.label));
+                let old = if idle {
+                    Some(field)
+                } else {
+                    before.and_then(|b| earlier(b, i, &field.label))
+                };
                 match &field.value {
                     Value::Counter(n) => {
                         acc.files += 1;
@@ -371,6 +515,24 @@ impl View {
                     }
                     Value::Histogram(h) => {
                         acc.files += 1;
+                        // Merged straight into the series, without making
+                        // each file's window.
+                        if let (Some(sum), Some(Value::Histogram(o))) =
+                            (&mut acc.hist, old.map(|o| &o.value))
+                        {
+                            if o.layout() == h.layout() && sum.layout() == h.layout() {
+                                if let Err(e) = sum.merge_since(h, o) {
+                                    warnings.push(Warning {
+                                        path: file.id.path.clone(),
+                                        reason: format!(
+                                            "{}: {e}; counted as no change",
+                                            field.label
+                                        ),
+                                    });
+                                }
+                                continue;
+                            }
+                        }
                         let window = match old.map(|o| &o.value) {
                             Some(Value::Histogram(o)) => match h.since(o) {
                                 Ok(w) => w,
@@ -411,9 +573,34 @@ impl View {
                     _ => acc.files += 1,
                 }
             }
+            if let (Some(t), None) = (tag, known) {
+                let counters = snap
+                    .fields
+                    .iter()
+                    .zip(&learned)
+                    .map(|(f, ix)| ix.is_some() && f.kind == Kind::Counter)
+                    .collect();
+                by_layout.push(Known {
+                    layout: t,
+                    group: g,
+                    series: learned,
+                    counters,
+                    // A field left out of its series warns for every file.
+                    batchable: !mismatch,
+                    idle_files: 0,
+                });
+            }
         }
-        let series = accs
+        for k in by_layout.iter().filter(|k| k.idle_files > 0) {
+            for (ix, _) in k.series.iter().zip(&k.counters).filter(|(_, &c)| c) {
+                let acc = &mut accs[ix.expect("a counter of the series")];
+                acc.files += k.idle_files;
+                acc.zeros(k.idle_files);
+            }
+        }
+        let series = keys
             .into_iter()
+            .zip(accs)
             .map(|((label, g), acc)| {
                 let key = SeriesKey {
                     label: label.to_owned(),
@@ -436,7 +623,7 @@ impl View {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::{Instant, UNIX_EPOCH};
 
@@ -462,44 +649,57 @@ mod tests {
                 ino,
                 created_ns: ino,
             },
-            snapshot: Arc::new(Snapshot {
-                info: FileInfo {
-                    path,
-                    version: (1, 0),
-                    pid: ino as u32,
-                    tid: ino as u32,
-                    process_start: 0,
-                    created: UNIX_EPOCH,
-                    command: "cmd".into(),
-                    model: "m".into(),
-                    alive,
-                    fallbacks: 0,
-                    lock_token: 0,
-                    owner: 0,
-                    archive: None,
-                    state: if alive {
-                        WriterState::Active
-                    } else {
-                        WriterState::Exited
+            snapshot: Arc::new(with_layout(
+                ino,
+                Snapshot {
+                    info: FileInfo {
+                        path,
+                        version: (1, 0),
+                        pid: ino as u32,
+                        tid: ino as u32,
+                        process_start: 0,
+                        created: UNIX_EPOCH,
+                        command: "cmd".into(),
+                        model: "m".into(),
+                        alive,
+                        fallbacks: 0,
+                        lock_token: 0,
+                        owner: 0,
+                        archive: None,
+                        state: if alive {
+                            WriterState::Active
+                        } else {
+                            WriterState::Exited
+                        },
                     },
+                    fields: fields
+                        .iter()
+                        .map(|(l, v)| Field {
+                            label: (*l).into(),
+                            kind: kind(v),
+                            unit: Unit::from_text(""),
+                            unit_text: String::new(),
+                            help: String::new(),
+                            static_labels: Vec::new(),
+                            value: v.clone(),
+                        })
+                        .collect(),
+                    skipped: 0,
+                    duplicates: Vec::new(),
+                    layout: None,
                 },
-                fields: fields
-                    .iter()
-                    .map(|(l, v)| Field {
-                        label: (*l).into(),
-                        kind: kind(v),
-                        unit: Unit::from_text(""),
-                        unit_text: String::new(),
-                        help: String::new(),
-                        static_labels: Vec::new(),
-                        value: v.clone(),
-                    })
-                    .collect(),
-                skipped: 0,
-                duplicates: Vec::new(),
-            }),
+            )),
             fresh: true,
         }
+    }
+
+    /// Odd files carry their layout, as a reader's snapshots do; even ones
+    /// none, as clones: the delta takes both paths.
+    fn with_layout(ino: u64, mut snap: Snapshot) -> Snapshot {
+        if ino % 2 == 1 {
+            snap.layout = Some(FieldLayout::of(&snap.fields));
+        }
+        snap
     }
 
     fn sample(mut files: Vec<FileSample>) -> Sample {
@@ -518,6 +718,67 @@ mod tests {
             Some(SeriesValue::Int(n)) => *n,
             other => panic!("{label}: {other:?}"),
         }
+    }
+
+    /// Idle files (the very same snapshot in both samples) have their
+    /// counters counted all at once; every aggregator gives what it gives
+    /// for equal but separately read snapshots.
+    #[test]
+    fn idle_files_count_the_same_as_files_read_again() {
+        let f = |name: &str, ino, req, busy| {
+            file(
+                name,
+                ino,
+                true,
+                &[("req", Value::Counter(req)), ("busy", Value::Gauge(busy))],
+            )
+        };
+        let s1 = sample(vec![
+            f("a", 1, 10, 1),
+            f("b", 3, 20, 2),
+            f("c", 5, 30, 3),
+            f("d", 7, 40, 0),
+        ]);
+        // a, b and d idle (shared), c counted 5 more.
+        let shared = |name: &str| {
+            s1.files
+                .iter()
+                .find(|x| x.id.path == Path::new(name))
+                .unwrap()
+                .clone()
+        };
+        let idle = sample(vec![
+            shared("a"),
+            shared("b"),
+            f("c", 5, 35, 3),
+            shared("d"),
+        ]);
+        let again = sample(vec![
+            f("a", 1, 10, 1),
+            f("b", 3, 20, 2),
+            f("c", 5, 35, 3),
+            f("d", 7, 40, 0),
+        ]);
+        for aggregator in [
+            None,
+            Some(Aggregator::Sum),
+            Some(Aggregator::Avg),
+            Some(Aggregator::Min),
+            Some(Aggregator::Max),
+            Some(Aggregator::Count),
+            Some(Aggregator::One),
+            Some(Aggregator::NonzeroMin),
+            Some(Aggregator::NonzeroAvg),
+        ] {
+            let view = View {
+                aggregator,
+                ..View::default()
+            };
+            let a = view.delta(Some(&s1), &idle);
+            let b = view.delta(Some(&s1), &again);
+            assert_eq!(a.series, b.series, "{aggregator:?}");
+        }
+        assert_eq!(int(&View::new().delta(Some(&s1), &idle), "req"), 5);
     }
 
     #[test]
