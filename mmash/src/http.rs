@@ -99,7 +99,11 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let uri = req.uri().clone();
     let started = Instant::now();
     let resp = match &app.auth {
-        Some(expected) if !authorised(expected, &req) => {
+        // The dashboard's page is the one thing served without the token:
+        // it is a fixed file that holds no data, and a browser cannot send
+        // a bearer header when it loads a page. Its scripts send the token
+        // (taken from the URL fragment or typed in) with every data request.
+        Some(expected) if !authorised(expected, &req) && !is_dashboard_page(&req) => {
             let mut r = ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 message: "missing or wrong bearer token (send Authorization: Bearer <token>)"
@@ -135,6 +139,11 @@ fn shorten(uri: &Uri) -> String {
         end -= 1;
     }
     format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+/// Whether `req` asks for the dashboard's page itself (`GET /`, no query).
+fn is_dashboard_page(req: &Request) -> bool {
+    req.method() == Method::GET && req.uri().path() == "/" && req.uri().query().is_none()
 }
 
 /// Whether `req` carries the token; compared in constant time.

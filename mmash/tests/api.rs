@@ -330,6 +330,28 @@ fn a_token_is_required_and_compared_whole() {
         );
     }
     assert_eq!(get(Some("Bearer s3cret-token")).status, 200);
+
+    // The dashboard's page, a fixed file with no data, is the one thing
+    // served without the token (a browser cannot send one for a page);
+    // everything its scripts fetch still needs it.
+    let plain = |path: &str| {
+        request(
+            m.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let page = plain("/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>mmash</title>"));
+    for path in [
+        "/?x=1",
+        "/api/v1/summary",
+        "/api/v1/snapshot",
+        "/stats/",
+        "/metrics",
+    ] {
+        assert_eq!(plain(path).status, 401, "{path}");
+    }
 }
 
 #[test]

@@ -152,31 +152,8 @@ fn the_dashboard_shows_live_values_and_charts_in_chromium() {
         w.send("time 300000");
         w
     });
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(tool("chromium"))
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("http://{}/", m.addr))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dom = chromium_dom(&format!("http://{}/", m.addr));
     let _w = mover.join().unwrap();
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(dom.contains("1 alive, 0 dead"), "{dom}");
     assert!(dom.contains("web.status.2xx"), "{dom}");
     assert!(dom.contains("webw"), "files table: {dom}");
@@ -199,4 +176,76 @@ fn the_dashboard_shows_live_values_and_charts_in_chromium() {
         .collect();
     assert!(value.parse::<u64>().unwrap() >= 41, "{row}");
     assert!(dom.contains("p50=") && dom.contains("p99="), "{dom}");
+}
+
+/// The DOM of `url` in headless Chromium after its scripts ran for five
+/// seconds of virtual time.
+fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(tool("chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// With `--token-file`, the dashboard takes the token from the URL
+/// fragment and shows live values; without it, it asks for one and shows
+/// none.
+#[test]
+fn the_dashboard_sends_the_token_from_the_url_fragment() {
+    let dir = stats_dir();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "dash-s3cret\n").unwrap();
+    let mut w = Writer::start(dir.path());
+    w.send("add 41");
+    let m = Mmash::on(dir.path(), &["--token-file", token.to_str().unwrap()]);
+
+    let dom = chromium_dom(&format!("http://{}/#token=dash-s3cret", m.addr));
+    assert!(dom.contains("1 alive, 0 dead"), "{dom}");
+    assert!(dom.contains("web.status.2xx"), "{dom}");
+    assert!(
+        dom.contains("<form id=\"tokenform\" hidden=\"\""),
+        "form shown: {dom}"
+    );
+
+    let dom = chromium_dom(&format!("http://{}/", m.addr));
+    assert!(
+        dom.contains("no data from mmash: a token is needed"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<form id=\"tokenform\">"),
+        "form hidden: {dom}"
+    );
+    assert!(
+        !dom.contains("web.status.2xx"),
+        "data without a token: {dom}"
+    );
+
+    let dom = chromium_dom(&format!("http://{}/#token=wrong", m.addr));
+    assert!(dom.contains("the token was refused"), "{dom}");
+    assert!(
+        !dom.contains("web.status.2xx"),
+        "data with a wrong token: {dom}"
+    );
+    w.quit();
 }
