@@ -312,10 +312,65 @@ fn a_watching_reader_sees_no_dip_or_spike_through_fold_and_prune() {
     assert_eq!(increase(&view.delta(Some(&second), &third)), 0);
     // A new dead writer, folded: exactly its count.
     dead(dir.path(), "c", 5);
+    // Events reach `Sources` asynchronously: list, so that `c` is seen now.
+    sources.rescan();
     let fourth = sources.sample();
     fold(dir.path(), &opts).unwrap();
     let fifth = sources.sample();
     assert_eq!((sum(&fourth), sum(&fifth)), (12, 12));
     assert_eq!(increase(&view.delta(Some(&third), &fourth)), 5);
     assert_eq!(increase(&view.delta(Some(&fourth), &fifth)), 0);
+}
+
+/// The lock file the writer of `a.mmstats` in the race test below holds
+/// until it "dies" between the folder's first read and its probe.
+static HELD: std::sync::Mutex<Option<fs::File>> = std::sync::Mutex::new(None);
+
+const RACE_TOKEN: u64 = 0x5eed_0000_0000_0001;
+
+/// The writer of `a.mmstats` records 2 more and dies: its lock is released.
+fn die_after_counting_two_more(path: &Path) {
+    if path.file_name().is_none_or(|n| n != "a.mmstats") {
+        return;
+    }
+    let mut bytes = fs::read(path).unwrap();
+    let rec = raw::get_u32(&bytes, raw::H_FIELD_TABLE_OFF) as usize;
+    let off = raw::get_u32(&bytes, rec + raw::R_VALUE_OFF) as usize;
+    let n = raw::get_u64(&bytes, off);
+    raw::put_u64(&mut bytes, off, n + 2);
+    // In place, as the writer's stores through its mapping would be.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    HELD.lock().unwrap().take();
+}
+
+#[test]
+fn a_writer_that_dies_between_the_folders_read_and_probe_loses_nothing() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    dead(dir.path(), "b", 1);
+    // `a` is alive: its lock token names a lock file this test holds.
+    let a = dead(dir.path(), "a", 3);
+    let mut bytes = fs::read(&a).unwrap();
+    raw::put_u64(&mut bytes, raw::H_LOCK_TOKEN, RACE_TOKEN);
+    fs::write(&a, bytes).unwrap();
+    let lock = fs::File::create(
+        dir.path()
+            .join(format!(".lock.{RACE_TOKEN:016x}.mmstats-lock")),
+    )
+    .unwrap();
+    lock.lock().unwrap();
+    *HELD.lock().unwrap() = Some(lock);
+    assert_eq!(total(&[dir.path()]), 4);
+
+    let mut opts = now();
+    opts.after_read = Some(die_after_counting_two_more);
+    let report = fold(dir.path(), &opts).unwrap();
+    assert_eq!(report.folded, 2, "{report:?}");
+    assert!(!a.exists());
+    // Everything `a` recorded before it died is in the archive.
+    assert_eq!(total(&[dir.path()]), 6);
 }

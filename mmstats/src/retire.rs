@@ -316,6 +316,10 @@ pub struct RetireOptions {
     /// Abort the process after this step (fault-injection tests).
     #[doc(hidden)]
     pub abort_at: Option<FoldStep>,
+    /// Called between a fold's first read of a candidate file and its
+    /// liveness probe (race tests).
+    #[doc(hidden)]
+    pub after_read: Option<fn(&Path)>,
     /// The floor of `prune_after`: [`MIN_PRUNE_AFTER`], lowered only by
     /// tests that prove pruning, with no reader running.
     #[doc(hidden)]
@@ -336,6 +340,7 @@ impl Default for RetireOptions {
             min_age: Duration::from_secs(300),
             prune_after: Duration::from_secs(600),
             abort_at: None,
+            after_read: None,
             prune_floor: MIN_PRUNE_AFTER,
         }
     }
@@ -663,10 +668,25 @@ fn fold_group(
         if held.contains_key(&id) {
             // Folded by a fold that died before removing it.
             leftovers.push(path.clone());
-        } else if crate::liveness::probe_path(path) == Some(false)
-            && snap.info.age() >= opts.min_age
-        {
-            sources.push((path.clone(), snap));
+        } else if snap.info.age() >= opts.min_age {
+            if let Some(hook) = opts.after_read {
+                hook(path);
+            }
+            if crate::liveness::probe_path(path) != Some(false) {
+                continue;
+            }
+            // Read again now that the writer is proven dead: the read
+            // above may predate its last stores, which would be lost once
+            // the file is removed.
+            match read(path, euid) {
+                Ok(s) if s.info.source_id() == id && !s.info.is_archive() => {
+                    sources.push((path.clone(), s))
+                }
+                Ok(_) => report
+                    .skipped
+                    .push((path.clone(), "replaced while being folded".into())),
+                Err(e) => report.skipped.push((path.clone(), e)),
+            }
         }
     }
     let scanned_ns = now_ns();
