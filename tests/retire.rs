@@ -374,3 +374,36 @@ fn a_writer_that_dies_between_the_folders_read_and_probe_loses_nothing() {
     // Everything `a` recorded before it died is in the archive.
     assert_eq!(total(&[dir.path()]), 6);
 }
+
+#[test]
+fn a_listing_that_missed_the_archive_still_counts_it() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    dead(dir.path(), "a", 3);
+    fold(dir.path(), &now()).unwrap();
+    // A live writer of the same command and model.
+    let live = Job::builder()
+        .dir(dir.path())
+        .command("worker")
+        .open()
+        .unwrap();
+    live.done.add(1);
+    assert_eq!(total(&[dir.path()]), 4);
+    // A listing made while a fold renamed the archive over the old one may
+    // miss its name: the archive's counts must not vanish from the total.
+    let (files, _) = mmstats::scan(&[dir.path()]);
+    let missed: Vec<_> = files
+        .into_iter()
+        .filter(|f| !f.path.to_string_lossy().contains(".archive"))
+        .collect();
+    assert_eq!(missed.len(), 1);
+    let sum: u64 = read_all(&missed, &ReadLimits::default())
+        .into_iter()
+        .filter_map(|(_, s)| match s.ok()?.field("done")?.value {
+            Value::Counter(n) => Some(n),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(sum, 4);
+    drop(live);
+}

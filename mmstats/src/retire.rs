@@ -1047,14 +1047,13 @@ fn read_all_once(
             Err(crate::ReadError::Io { source, .. })
                 if source.kind() == io::ErrorKind::NotFound =>
             {
-                let dir = parent(&found.path).to_owned();
-                for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let dir = parent(&found.path);
+                for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
                     let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    if name.contains(".archive")
-                        && crate::discover::is_stats_name(&entry.file_name())
+                    if name.as_encoded_bytes().windows(8).any(|w| w == b".archive")
+                        && crate::discover::is_stats_name(&name)
                     {
-                        let path = dir.join(&*name);
+                        let path = dir.join(&name);
                         archives.entry(path.clone()).or_insert(crate::Found {
                             path,
                             foreign: found.foreign,
@@ -1066,6 +1065,32 @@ fn read_all_once(
             Err(e) => {
                 out.insert(found.path.clone(), (found.clone(), Err(e)));
             }
+        }
+    }
+    // The archive of every writer file's command and model, opened by name
+    // even if the listing missed it: a directory listing is not a snapshot,
+    // and one made while a fold replaced the archive may miss it (and so
+    // lose the counts of files folded earlier). A fold never removes an
+    // archive's name, only replaces the file under it.
+    let groups: HashSet<(&Path, &str, &str)> = out
+        .values()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|s| {
+            (
+                parent(&s.info.path),
+                s.info.command.as_str(),
+                s.info.model.as_str(),
+            )
+        })
+        .collect();
+    for (dir, command, model) in groups {
+        let path = dir.join(format!("{}.mmstats", archive_stem(command, model)));
+        if let Some(found) = files.iter().find(|f| parent(&f.path) == dir) {
+            archives.entry(path.clone()).or_insert(crate::Found {
+                path,
+                foreign: found.foreign,
+                owner: found.owner,
+            });
         }
     }
     for (path, found) in archives {
