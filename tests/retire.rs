@@ -407,3 +407,55 @@ fn a_listing_that_missed_the_archive_still_counts_it() {
     assert_eq!(sum, 4);
     drop(live);
 }
+
+/// A dead writer's file with `n` counters `{prefix}0`, `{prefix}1`, ...
+fn dead_wide(dir: &Path, name: &str, prefix: &str, n: usize) {
+    use mmstats::{FieldDef, Schema};
+    let mut schema = Schema::new("job");
+    for i in 0..n {
+        schema.push(FieldDef::counter(&format!("{prefix}{i}")));
+    }
+    let options = mmstats::Options::new()
+        .dir(dir)
+        .command("worker")
+        .template(&format!("{name}.{{pid}}.{{tid}}.mmstats"));
+    let file = mmstats::StatsFile::create(&schema, &options).unwrap();
+    drop(file);
+    let made = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!("{name}.")) && n.matches('.').count() > 2
+        })
+        .unwrap();
+    let mut bytes = fs::read(&made).unwrap();
+    raw::put_u64(&mut bytes, raw::H_LOCK_TOKEN, 1);
+    fs::remove_file(&made).unwrap();
+    fs::write(dir.join(format!("{name}.mmstats")), bytes).unwrap();
+}
+
+#[test]
+fn an_archive_readers_would_refuse_is_never_published() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Each file is within the readers' field limit; their union is not.
+    let half = ReadLimits::default().max_fields as usize / 2 + 1;
+    dead_wide(dir.path(), "x", "x", half);
+    dead_wide(dir.path(), "y", "y", half);
+    dead(dir.path(), "a", 3);
+    assert_eq!(total(&[dir.path()]), 3);
+    let report = fold(dir.path(), &now()).unwrap();
+    assert_eq!(report.archives_written, 0, "{report:?}");
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|(_, e)| e.contains("not be readable")),
+        "{report:?}"
+    );
+    // Nothing vanished from the total, and nothing is left half done.
+    assert_eq!(total(&[dir.path()]), 3);
+    assert!(!dir.path().join("worker.job.archive.mmstats").exists());
+    assert!(!dir.path().join(".worker.job.archive.fold-tmp").exists());
+}

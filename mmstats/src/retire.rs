@@ -757,6 +757,17 @@ fn fold_group(
             let _ = fs::remove_file(&tmp_path);
             return Err(show(&tmp_path, e));
         }
+        // Never publish an archive that readers (and the next fold) would
+        // refuse under the default limits: its counts would vanish from
+        // every total. The union of the sources' fields can exceed a limit
+        // that each source met; then the sources stay as they are.
+        if let Err(e) = read(&tmp_path, euid) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(format!(
+                "{}: not folding, the new archive would not be readable: {e}",
+                archive_path.display()
+            ));
+        }
         abort_at(opts, FoldStep::TempWritten);
         // 7. Published in one step: readers see the old archive or the new.
         let published = if current.is_some() {
