@@ -312,10 +312,150 @@ fn a_watching_reader_sees_no_dip_or_spike_through_fold_and_prune() {
     assert_eq!(increase(&view.delta(Some(&second), &third)), 0);
     // A new dead writer, folded: exactly its count.
     dead(dir.path(), "c", 5);
+    // Events reach `Sources` asynchronously: list, so that `c` is seen now.
+    sources.rescan();
     let fourth = sources.sample();
     fold(dir.path(), &opts).unwrap();
     let fifth = sources.sample();
     assert_eq!((sum(&fourth), sum(&fifth)), (12, 12));
     assert_eq!(increase(&view.delta(Some(&third), &fourth)), 5);
     assert_eq!(increase(&view.delta(Some(&fourth), &fifth)), 0);
+}
+
+/// The lock file the writer of `a.mmstats` in the race test below holds
+/// until it "dies" between the folder's first read and its probe.
+static HELD: std::sync::Mutex<Option<fs::File>> = std::sync::Mutex::new(None);
+
+const RACE_TOKEN: u64 = 0x5eed_0000_0000_0001;
+
+/// The writer of `a.mmstats` records 2 more and dies: its lock is released.
+fn die_after_counting_two_more(path: &Path) {
+    if path.file_name().is_none_or(|n| n != "a.mmstats") {
+        return;
+    }
+    let mut bytes = fs::read(path).unwrap();
+    let rec = raw::get_u32(&bytes, raw::H_FIELD_TABLE_OFF) as usize;
+    let off = raw::get_u32(&bytes, rec + raw::R_VALUE_OFF) as usize;
+    let n = raw::get_u64(&bytes, off);
+    raw::put_u64(&mut bytes, off, n + 2);
+    // In place, as the writer's stores through its mapping would be.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    HELD.lock().unwrap().take();
+}
+
+#[test]
+fn a_writer_that_dies_between_the_folders_read_and_probe_loses_nothing() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    dead(dir.path(), "b", 1);
+    // `a` is alive: its lock token names a lock file this test holds.
+    let a = dead(dir.path(), "a", 3);
+    let mut bytes = fs::read(&a).unwrap();
+    raw::put_u64(&mut bytes, raw::H_LOCK_TOKEN, RACE_TOKEN);
+    fs::write(&a, bytes).unwrap();
+    let lock = fs::File::create(
+        dir.path()
+            .join(format!(".lock.{RACE_TOKEN:016x}.mmstats-lock")),
+    )
+    .unwrap();
+    lock.lock().unwrap();
+    *HELD.lock().unwrap() = Some(lock);
+    assert_eq!(total(&[dir.path()]), 4);
+
+    let mut opts = now();
+    opts.after_read = Some(die_after_counting_two_more);
+    let report = fold(dir.path(), &opts).unwrap();
+    assert_eq!(report.folded, 2, "{report:?}");
+    assert!(!a.exists());
+    // Everything `a` recorded before it died is in the archive.
+    assert_eq!(total(&[dir.path()]), 6);
+}
+
+#[test]
+fn a_listing_that_missed_the_archive_still_counts_it() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    dead(dir.path(), "a", 3);
+    fold(dir.path(), &now()).unwrap();
+    // A live writer of the same command and model.
+    let live = Job::builder()
+        .dir(dir.path())
+        .command("worker")
+        .open()
+        .unwrap();
+    live.done.add(1);
+    assert_eq!(total(&[dir.path()]), 4);
+    // A listing made while a fold renamed the archive over the old one may
+    // miss its name: the archive's counts must not vanish from the total.
+    let (files, _) = mmstats::scan(&[dir.path()]);
+    let missed: Vec<_> = files
+        .into_iter()
+        .filter(|f| !f.path.to_string_lossy().contains(".archive"))
+        .collect();
+    assert_eq!(missed.len(), 1);
+    let sum: u64 = read_all(&missed, &ReadLimits::default())
+        .into_iter()
+        .filter_map(|(_, s)| match s.ok()?.field("done")?.value {
+            Value::Counter(n) => Some(n),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(sum, 4);
+    drop(live);
+}
+
+/// A dead writer's file with `n` counters `{prefix}0`, `{prefix}1`, ...
+fn dead_wide(dir: &Path, name: &str, prefix: &str, n: usize) {
+    use mmstats::{FieldDef, Schema};
+    let mut schema = Schema::new("job");
+    for i in 0..n {
+        schema.push(FieldDef::counter(&format!("{prefix}{i}")));
+    }
+    let options = mmstats::Options::new()
+        .dir(dir)
+        .command("worker")
+        .template(&format!("{name}.{{pid}}.{{tid}}.mmstats"));
+    let file = mmstats::StatsFile::create(&schema, &options).unwrap();
+    drop(file);
+    let made = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!("{name}.")) && n.matches('.').count() > 2
+        })
+        .unwrap();
+    let mut bytes = fs::read(&made).unwrap();
+    raw::put_u64(&mut bytes, raw::H_LOCK_TOKEN, 1);
+    fs::remove_file(&made).unwrap();
+    fs::write(dir.join(format!("{name}.mmstats")), bytes).unwrap();
+}
+
+#[test]
+fn an_archive_readers_would_refuse_is_never_published() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Each file is within the readers' field limit; their union is not.
+    let half = ReadLimits::default().max_fields as usize / 2 + 1;
+    dead_wide(dir.path(), "x", "x", half);
+    dead_wide(dir.path(), "y", "y", half);
+    dead(dir.path(), "a", 3);
+    assert_eq!(total(&[dir.path()]), 3);
+    let report = fold(dir.path(), &now()).unwrap();
+    assert_eq!(report.archives_written, 0, "{report:?}");
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|(_, e)| e.contains("not be readable")),
+        "{report:?}"
+    );
+    // Nothing vanished from the total, and nothing is left half done.
+    assert_eq!(total(&[dir.path()]), 3);
+    assert!(!dir.path().join("worker.job.archive.mmstats").exists());
+    assert!(!dir.path().join(".worker.job.archive.fold-tmp").exists());
 }

@@ -316,6 +316,10 @@ pub struct RetireOptions {
     /// Abort the process after this step (fault-injection tests).
     #[doc(hidden)]
     pub abort_at: Option<FoldStep>,
+    /// Called between a fold's first read of a candidate file and its
+    /// liveness probe (race tests).
+    #[doc(hidden)]
+    pub after_read: Option<fn(&Path)>,
     /// The floor of `prune_after`: [`MIN_PRUNE_AFTER`], lowered only by
     /// tests that prove pruning, with no reader running.
     #[doc(hidden)]
@@ -336,6 +340,7 @@ impl Default for RetireOptions {
             min_age: Duration::from_secs(300),
             prune_after: Duration::from_secs(600),
             abort_at: None,
+            after_read: None,
             prune_floor: MIN_PRUNE_AFTER,
         }
     }
@@ -663,10 +668,25 @@ fn fold_group(
         if held.contains_key(&id) {
             // Folded by a fold that died before removing it.
             leftovers.push(path.clone());
-        } else if crate::liveness::probe_path(path) == Some(false)
-            && snap.info.age() >= opts.min_age
-        {
-            sources.push((path.clone(), snap));
+        } else if snap.info.age() >= opts.min_age {
+            if let Some(hook) = opts.after_read {
+                hook(path);
+            }
+            if crate::liveness::probe_path(path) != Some(false) {
+                continue;
+            }
+            // Read again now that the writer is proven dead: the read
+            // above may predate its last stores, which would be lost once
+            // the file is removed.
+            match read(path, euid) {
+                Ok(s) if s.info.source_id() == id && !s.info.is_archive() => {
+                    sources.push((path.clone(), s))
+                }
+                Ok(_) => report
+                    .skipped
+                    .push((path.clone(), "replaced while being folded".into())),
+                Err(e) => report.skipped.push((path.clone(), e)),
+            }
         }
     }
     let scanned_ns = now_ns();
@@ -736,6 +756,17 @@ fn fold_group(
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp_path);
             return Err(show(&tmp_path, e));
+        }
+        // Never publish an archive that readers (and the next fold) would
+        // refuse under the default limits: its counts would vanish from
+        // every total. The union of the sources' fields can exceed a limit
+        // that each source met; then the sources stay as they are.
+        if let Err(e) = read(&tmp_path, euid) {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(format!(
+                "{}: not folding, the new archive would not be readable: {e}",
+                archive_path.display()
+            ));
         }
         abort_at(opts, FoldStep::TempWritten);
         // 7. Published in one step: readers see the old archive or the new.
@@ -1027,14 +1058,13 @@ fn read_all_once(
             Err(crate::ReadError::Io { source, .. })
                 if source.kind() == io::ErrorKind::NotFound =>
             {
-                let dir = parent(&found.path).to_owned();
-                for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let dir = parent(&found.path);
+                for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
                     let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    if name.contains(".archive")
-                        && crate::discover::is_stats_name(&entry.file_name())
+                    if name.as_encoded_bytes().windows(8).any(|w| w == b".archive")
+                        && crate::discover::is_stats_name(&name)
                     {
-                        let path = dir.join(&*name);
+                        let path = dir.join(&name);
                         archives.entry(path.clone()).or_insert(crate::Found {
                             path,
                             foreign: found.foreign,
@@ -1046,6 +1076,32 @@ fn read_all_once(
             Err(e) => {
                 out.insert(found.path.clone(), (found.clone(), Err(e)));
             }
+        }
+    }
+    // The archive of every writer file's command and model, opened by name
+    // even if the listing missed it: a directory listing is not a snapshot,
+    // and one made while a fold replaced the archive may miss it (and so
+    // lose the counts of files folded earlier). A fold never removes an
+    // archive's name, only replaces the file under it.
+    let groups: HashSet<(&Path, &str, &str)> = out
+        .values()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|s| {
+            (
+                parent(&s.info.path),
+                s.info.command.as_str(),
+                s.info.model.as_str(),
+            )
+        })
+        .collect();
+    for (dir, command, model) in groups {
+        let path = dir.join(format!("{}.mmstats", archive_stem(command, model)));
+        if let Some(found) = files.iter().find(|f| parent(&f.path) == dir) {
+            archives.entry(path.clone()).or_insert(crate::Found {
+                path,
+                foreign: found.foreign,
+                owner: found.owner,
+            });
         }
     }
     for (path, found) in archives {
