@@ -376,9 +376,19 @@ impl Reader {
             }
             next = Some(snap);
         }
-        // The check of every snapshot (§7.5), changed or not: its `fstat`
-        // also tells `unlinked`.
-        if let Err(e) = self.check_truncation(Some(header[raw::H_FILE_LEN / 8])) {
+        // The check of every snapshot (§7.5). An unchanged file of a live
+        // writer skips its `fstat`: a fault still shows (`faulted`), a
+        // shrink inside the last page that changed no signature leaves the
+        // kept reading true, and only a dead writer's file can be folded
+        // and unlinked (§2.8), which is what the `fstat` also tells
+        // `unlinked`.
+        if next.is_none() && alive {
+            if self.map.faulted() {
+                return Some(Err(ReadError::Truncated {
+                    path: self.path.clone(),
+                }));
+            }
+        } else if let Err(e) = self.check_truncation(Some(header[raw::H_FILE_LEN / 8])) {
             return Some(Err(e));
         }
         if let Some(snap) = next {
