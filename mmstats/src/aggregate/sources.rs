@@ -1,7 +1,7 @@
 //! [`Sources`]: the open readers of every stats file a view reads, kept up
 //! to date by file system events and a periodic full rescan.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -140,6 +140,10 @@ pub struct Sources {
     limits: ReadLimits,
     /// Writers' lock files, kept open between samples.
     liveness: LivenessMemo,
+    /// The archive path of every (directory, command, model) of a writer
+    /// file opened since the last rescan: looked up by name at every
+    /// sample, whether a listing or an event named it or not (§2.8).
+    group_archives: BTreeSet<PathBuf>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -205,6 +209,7 @@ impl Sources {
             foreign_skipped: 0,
             limits: ReadLimits::default(),
             liveness: LivenessMemo::new(),
+            group_archives: BTreeSet::new(),
         };
         sources.rescan();
         sources
@@ -237,6 +242,14 @@ impl Sources {
     pub fn rescan(&mut self) {
         self.next_rescan = Instant::now() + self.rescan_interval;
         self.matcher = Matcher::new(&self.args);
+        // Rebuilt from the files still tracked, so groups that are gone
+        // do not accumulate.
+        self.group_archives = self
+            .files
+            .iter()
+            .filter(|(_, t)| !t.last.info.is_archive())
+            .map(|(p, t)| archive_path_of(p, &t.last))
+            .collect();
         let (found, problems) = scan(&self.args);
         let paths: Vec<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
         self.owners = found.into_iter().map(|f| (f.path, f.owner)).collect();
@@ -263,8 +276,16 @@ impl Sources {
             .filter(|p| !wanted.contains(p))
             .cloned()
             .collect();
+        // A listing is not a snapshot: one taken while a fold renames a new
+        // archive over the old can miss the name, though the name never
+        // stops existing. An archive missing from a listing that still
+        // covers its directory is looked up by name before it is dropped.
+        let listed_dirs: HashSet<&Path> = paths.iter().map(|p| parent(p)).collect();
         for p in gone {
-            if let Some(t) = self.files.remove(&p) {
+            let archive = self.files.get(&p).is_some_and(|t| t.last.info.is_archive());
+            if archive && listed_dirs.contains(parent(&p)) {
+                self.check(&p);
+            } else if let Some(t) = self.files.remove(&p) {
                 self.check_archive_of(&t);
             }
         }
@@ -342,6 +363,9 @@ impl Sources {
         match open(path, &self.limits, owner) {
             Ok((id, reader, snap)) => {
                 self.failed.remove(path);
+                if !snap.info.is_archive() {
+                    self.group_archives.insert(archive_path_of(path, &snap));
+                }
                 self.files.insert(
                     path.to_owned(),
                     Tracked {
@@ -529,6 +553,7 @@ impl Sources {
         for p in unlinked {
             self.files.remove(&p);
         }
+        archives.extend(self.group_archives.iter().cloned());
         archives.sort();
         archives.dedup();
         for p in archives {
@@ -598,6 +623,12 @@ fn open(
 fn strip_path(message: &str, path: &Path) -> String {
     let prefix = format!("{}: ", path.display());
     message.strip_prefix(&prefix).unwrap_or(message).to_owned()
+}
+
+/// The archive that may hold the counts of the writer file at `path`.
+fn archive_path_of(path: &Path, snap: &Snapshot) -> PathBuf {
+    let stem = crate::retire::archive_stem(&snap.info.command, &snap.info.model);
+    parent(path).join(format!("{stem}.mmstats"))
 }
 
 fn parent(p: &Path) -> &Path {
