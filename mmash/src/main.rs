@@ -56,10 +56,13 @@ Endpoints (GET only):
                        with ?window=5m, ?warn=RANGE, ?crit=RANGE; status 200 OK,
                        409 WARNING, 503 CRITICAL, 400/404/422 UNKNOWN
 
-With --token-file, every request needs `Authorization: Bearer <token>`.
+With --token-file, every request needs `Authorization: Bearer <token>`, \
+except the dashboard's page itself; open it as /#token=TOKEN.
 
 Dead writers' files older than --retire-after are folded into one archive per \
-command and model, in the directories this user owns (format-spec.md §2.8); \
+command and model (format-spec.md §2.8): in the directories this user owns, \
+and, when mmash runs as root, in every other user's directory by running \
+`mmash retire` as that user; \
 `mmash retire [DIR...]` does it once, for cron (see `mmash retire --help`).";
 
 /// Serve every mmstats file on the host over HTTP.

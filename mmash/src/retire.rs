@@ -3,14 +3,18 @@
 //! `mmash_files` / `mmash_retire_*` series on `/metrics`.
 //!
 //! The fold itself is [`mmstats::retire::fold`]; this module only decides
-//! which directories and when. A directory is folded only by its owner:
-//! mmash running as root serves every user's directory but folds none but
-//! root's, and each user runs `mmash retire` (or an mmash of their own).
+//! which directories and when. A directory is folded only as its owner:
+//! the periodic fold of an mmash running as root folds another user's
+//! directory by running `mmash retire` as that user; a one-shot `mmash
+//! retire` folds its own user's directories only.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -70,7 +74,16 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
 /// The directories of `paths` (directories themselves, or the default
 /// ones) that this process's user owns, and so may fold.
 fn own_dirs(paths: &[OsString]) -> Vec<PathBuf> {
-    let candidates: Vec<PathBuf> = if paths.is_empty() {
+    candidate_dirs(paths)
+        .into_iter()
+        .filter(|d| mmstats::retire::foldable(d).is_ok())
+        .collect()
+}
+
+/// The directories of `paths` (directories themselves, or the default
+/// ones), whoever owns them.
+fn candidate_dirs(paths: &[OsString]) -> Vec<PathBuf> {
+    if paths.is_empty() {
         mmstats::default_dirs()
     } else {
         paths
@@ -78,11 +91,116 @@ fn own_dirs(paths: &[OsString]) -> Vec<PathBuf> {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .collect()
-    };
-    candidates
+    }
+}
+
+/// This process's effective uid: the owner of its `/proc` directory.
+fn euid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// For an mmash running as root: the directories of `paths` that another
+/// user owns (a real directory, not writable by group or others), with
+/// that user's uid and the directory's gid. Root folds them by running
+/// `mmash retire` as their owner, never as root: the archive must be the
+/// owner's for readers to trust it, and a fold as the owner can touch
+/// nothing the owner could not.
+fn foreign_dirs(paths: &[OsString]) -> Vec<(PathBuf, u32, u32)> {
+    if euid() != Some(0) {
+        return Vec::new();
+    }
+    candidate_dirs(paths)
         .into_iter()
-        .filter(|d| mmstats::retire::foldable(d).is_ok())
+        .filter_map(|d| {
+            let m = fs::symlink_metadata(&d).ok()?;
+            (m.is_dir() && m.uid() != 0 && m.mode() & 0o022 == 0).then(|| (d, m.uid(), m.gid()))
+        })
         .collect()
+}
+
+/// Folds `dir` by running `mmash retire` as `uid`/`gid` (the standard
+/// library drops root's supplementary groups with the uid), with a clean
+/// environment; returns what the child folded.
+fn fold_as_owner(
+    dir: &Path,
+    uid: u32,
+    gid: u32,
+    retire_after: Duration,
+) -> Result<FoldCounts, String> {
+    let exe = std::env::current_exe().map_err(|e| {
+        format!(
+            "{}: cannot find mmash to fold as uid {uid}: {e}",
+            dir.display()
+        )
+    })?;
+    let out = Command::new(&exe)
+        .arg("retire")
+        .arg("--retire-after")
+        .arg(format!("{}ms", retire_after.as_millis()))
+        .arg("--")
+        .arg(dir)
+        .uid(uid)
+        .gid(gid)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "{}: cannot run {} as uid {uid} to fold it: {e}",
+                dir.display(),
+                exe.display()
+            )
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let counts =
+        stdout
+            .lines()
+            .filter_map(FoldCounts::parse)
+            .fold(FoldCounts::default(), |a, b| FoldCounts {
+                folded: a.folded + b.folded,
+                removed: a.removed + b.removed,
+                archives_written: a.archives_written + b.archives_written,
+                pruned: a.pruned + b.pruned,
+            });
+    if out.status.success() {
+        Ok(counts)
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "{}: folding as uid {uid} failed ({}): {}",
+            dir.display(),
+            out.status,
+            err.trim().lines().next().unwrap_or("no message")
+        ))
+    }
+}
+
+/// What one `mmash retire` report line says it did.
+#[derive(Debug, Default, PartialEq)]
+struct FoldCounts {
+    folded: usize,
+    removed: usize,
+    archives_written: usize,
+    pruned: usize,
+}
+
+impl FoldCounts {
+    /// Parses `DIR: folded N file(s), removed N, wrote N archive(s), pruned
+    /// N id(s); ...`, the line `main` prints.
+    fn parse(line: &str) -> Option<FoldCounts> {
+        let rest = &line[line.rfind(": folded ")? + ": folded ".len()..];
+        let mut nums = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse::<usize>().ok());
+        Some(FoldCounts {
+            folded: nums.next()??,
+            removed: nums.next()??,
+            archives_written: nums.next()??,
+            pruned: nums.next()??,
+        })
+    }
 }
 
 /// Folds every own directory of `paths` once; returns the reports and the
@@ -111,7 +229,28 @@ pub fn spawn(paths: Vec<OsString>, retire_after: Duration) {
             let mut logged = std::collections::HashSet::new();
             loop {
                 std::thread::sleep(every);
-                let (reports, errors) = run_once(&paths, &opts);
+                let (reports, mut errors) = run_once(&paths, &opts);
+                for (dir, uid, gid) in foreign_dirs(&paths) {
+                    match fold_as_owner(&dir, uid, gid, retire_after) {
+                        Ok(c) => {
+                            // Relaxed: independent statistics, read only
+                            // for /metrics.
+                            COUNTERS
+                                .folded
+                                .fetch_add(c.folded as u64, Ordering::Relaxed);
+                            COUNTERS
+                                .removed
+                                .fetch_add(c.removed as u64, Ordering::Relaxed);
+                            COUNTERS
+                                .archives_written
+                                .fetch_add(c.archives_written as u64, Ordering::Relaxed);
+                            COUNTERS
+                                .pruned
+                                .fetch_add(c.pruned as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
                 // Relaxed: independent statistics, read only for /metrics.
                 COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
                 for (dir, r) in &reports {
@@ -339,6 +478,22 @@ fn usage(msg: &str) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_line_parses() {
+        let line = "/dev/shm/mmstats-1000: folded 12 file(s), removed 13, wrote 2 archive(s), \
+                    pruned 4 id(s); now 3 file(s), 2 archive(s)";
+        assert_eq!(
+            FoldCounts::parse(line),
+            Some(FoldCounts {
+                folded: 12,
+                removed: 13,
+                archives_written: 2,
+                pruned: 4
+            })
+        );
+        assert_eq!(FoldCounts::parse("mmash retire: something else"), None);
+    }
 
     #[test]
     fn durations_parse() {

@@ -505,6 +505,73 @@ fn a_directory_others_can_write_or_own_is_not_folded() {
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
 }
 
+/// An mmash running as root folds another user's directory by running
+/// `mmash retire` as that user: the writers' files are gone, the archive
+/// belongs to that user (as readers require), and every total is exact.
+#[test]
+fn root_folds_another_users_directory_as_that_user() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let me = std::fs::metadata("/proc/self").unwrap().uid();
+    assert_eq!(
+        me, 0,
+        "this test checks what mmash does as root: run it as root, as CI does"
+    );
+    let dir = common::stats_dir();
+    let added = dead_writers(dir.path(), 4, 3);
+    let (before, timed, writers, archives) = totals(dir.path());
+    assert_eq!((before, timed, writers, archives), (added, 4, 4, 0));
+    // Hand the directory and everything in it (lock files too) to nobody.
+    let nobody = 65534;
+    chown(dir.path(), Some(nobody), Some(nobody)).unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        chown(e.unwrap().path(), Some(nobody), Some(nobody)).unwrap();
+    }
+    // mmash from a directory any user may read, so that its child, which
+    // runs as nobody, can run it wherever the checkout lies.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("mmash");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, PermissionsExt::from_mode(0o755)).unwrap();
+
+    let m = common::Mmash::start_bin(
+        &bin,
+        &[dir.path().to_str().unwrap(), "--retire-after", "1s"],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (sum, timed, writers, archives) = loop {
+        let t = totals(dir.path());
+        if t.2 == 0 && t.3 == 1 {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not folded within 60 s: {t:?}; mmash said: {}",
+            m.log.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!((sum, timed, writers, archives), (added, 4, 0, 1));
+    let archive = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".archive.mmstats"))
+        .expect("an archive");
+    let meta = std::fs::metadata(&archive).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (nobody, nobody),
+        "{}",
+        archive.display()
+    );
+    let page = m.get("/metrics").body;
+    let folded = page
+        .lines()
+        .find_map(|l| l.strip_prefix("mmash_retire_files_folded_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(folded, Some(4.0), "{page}");
+}
+
 /// Starts `n` short-lived writers of command `churn` in batches of 16,
 /// `pause` apart; half exit, half abort. Returns what they added.
 fn churn(dir: &Path, n: usize, first: usize, pause: std::time::Duration) -> u64 {

@@ -179,7 +179,12 @@ pub struct Mmash {
 impl Mmash {
     /// Starts mmash on 127.0.0.1:0 with `args` and waits for its address.
     pub fn start(args: &[&str]) -> Mmash {
-        let mut child = Command::new(BIN)
+        Mmash::start_bin(Path::new(BIN), args)
+    }
+
+    /// [`Mmash::start`] with the mmash binary at `bin`.
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Mmash {
+        let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
