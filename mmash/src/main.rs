@@ -65,6 +65,29 @@ and, when mmash runs as root, in every other user's directory by running \
 `mmash retire` as that user; \
 `mmash retire [DIR...]` does it once, for cron (see `mmash retire --help`).";
 
+/// Takes a reading every `every` unless a request took one since, in a
+/// thread of its own. `/metrics` counters are the sum of the increases
+/// between readings; an increase across a fold is measured against the
+/// archive's identity list (format-spec.md §2.8), which a folder prunes
+/// once a folded file has been gone for the prune delay. Two readings
+/// further apart than that would count the pruned writers' totals again.
+fn keep_sampling(app: Arc<App>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("mmash-sampler".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            // A reading taken after this instant minus `every`: the latest
+            // if a request took one since, else a new one.
+            let since = std::time::Instant::now()
+                .checked_sub(every)
+                .unwrap_or_else(std::time::Instant::now);
+            let _ = app.collector.current(since);
+        });
+    if let Err(e) = spawned {
+        eprintln!("mmash: cannot start the sampling thread: {e}; counters may be miscounted across folds when scrapes are rare");
+    }
+}
+
 /// Serve every mmstats file on the host over HTTP.
 #[derive(Parser, Debug)]
 #[command(name = "mmash", version, long_about = LONG_ABOUT, args_override_self = true)]
@@ -115,6 +138,12 @@ struct Args {
     /// `mmash retire` does it once, for cron.
     #[arg(long, default_value = retire::DEFAULT_RETIRE_AFTER, value_name = "DURATION")]
     retire_after: String,
+
+    /// Read the files at least this often even when no request comes, so
+    /// that counters stay exact across folds and prunes between two
+    /// scrapes (it must stay under the prune delay, 1m at the least).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    sample_every: String,
 }
 
 #[derive(Clone, Debug)]
@@ -199,6 +228,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let sample_every = match retire::parse_duration(&args.sample_every) {
+        Ok(Some(d)) if d < mmstats::retire::MIN_PRUNE_AFTER => d,
+        Ok(_) => {
+            eprintln!(
+                "mmash: --sample-every {:?} must be above 0 and under 1m (the shortest prune delay)",
+                args.sample_every
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("mmash: --sample-every {e}");
+            return ExitCode::from(2);
+        }
+    };
     let dirs = stats_dirs(&args.paths);
     let collector = Collector::new(
         &args.paths,
@@ -216,6 +259,7 @@ fn main() -> ExitCode {
         dirs,
         history: Default::default(),
     });
+    keep_sampling(Arc::clone(&app), sample_every);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -572,6 +572,50 @@ fn root_folds_another_users_directory_as_that_user() {
     assert_eq!(folded, Some(4.0), "{page}");
 }
 
+/// Scrapes rarer than the prune delay: a fold, then a prune of the folded
+/// identities, both between two scrapes. mmash reads the files on its own
+/// in between (`--sample-every`), so the archive is measured against the
+/// files it took in and each writer is counted once; without those
+/// readings the second scrape would count them twice.
+#[test]
+fn a_fold_and_a_prune_between_two_scrapes_count_each_writer_once() {
+    let dir = common::stats_dir();
+    let added = dead_writers(dir.path(), 4, 5) as f64;
+    let every = std::env::var("MMASH_TEST_SAMPLE_EVERY").unwrap_or_else(|_| "100ms".into());
+    let m = common::Mmash::on(
+        dir.path(),
+        &["--retire-after", "off", "--sample-every", &every],
+    );
+    assert_eq!(counter_of(&m.get("/metrics").body, "webw"), Some(added));
+    let run = |prune: &str| {
+        let out = Command::new(BIN)
+            .args(["retire", "--retire-after", "0", "--test-prune-after", prune])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("1h");
+    assert_eq!(totals(dir.path()).2, 0, "folded");
+    // Many sampling periods, with no request.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    run("0");
+    run("0");
+    let ids = |dir: &Path| {
+        let (files, _) = mmstats::scan(&[dir]);
+        mmstats::retire::read_all(&files, &ReadLimits::default())
+            .into_iter()
+            .find_map(|(_, s)| Some(s.ok()?.info.archive.clone()?.ids.len()))
+    };
+    assert_eq!(ids(dir.path()), Some(0), "pruned");
+    assert_eq!(totals(dir.path()).0 as f64, added);
+    assert_eq!(counter_of(&m.get("/metrics").body, "webw"), Some(added));
+}
+
 /// Starts `n` short-lived writers of command `churn` in batches of 16,
 /// `pause` apart; half exit, half abort. Returns what they added.
 fn churn(dir: &Path, n: usize, first: usize, pause: std::time::Duration) -> u64 {
@@ -760,6 +804,12 @@ fn retire_usage_errors_name_the_flag_and_exit_2() {
         (&["retire", "--retire-after", "5x"][..], "unknown unit"),
         (&["retire", "--prune-after", "off"][..], "at least 1m"),
         (&["--retire-after", "soon"][..], "--retire-after"),
+        (
+            &["--sample-every", "2m"][..],
+            "--sample-every \"2m\" must be above 0 and under 1m",
+        ),
+        (&["--sample-every", "0"][..], "--sample-every"),
+        (&["--sample-every", "often"][..], "--sample-every"),
     ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
