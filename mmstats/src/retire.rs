@@ -241,11 +241,17 @@ fn key(info: &FileInfo) -> (&Path, u32, &str, &str) {
     )
 }
 
-fn parent(p: &Path) -> &Path {
+/// The directory of `p` (`.` for a bare file name).
+pub(crate) fn parent(p: &Path) -> &Path {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     }
+}
+
+/// The path of the archive of `(command, model)` in `dir`.
+pub(crate) fn archive_path(dir: &Path, command: &str, model: &str) -> PathBuf {
+    dir.join(format!("{}.mmstats", archive_stem(command, model)))
 }
 
 /// The archive's file name stem for `(command, model)` (spec §2.8):
@@ -600,7 +606,7 @@ fn fold_group(
     report: &mut FoldReport,
 ) -> Result<(), String> {
     let stem = archive_stem(command, model);
-    let archive_path = dir.join(format!("{stem}.mmstats"));
+    let archive_path = archive_path(dir, command, model);
     let tmp_path = dir.join(format!(".{stem}.fold-tmp"));
     let lock_path = dir.join(format!(".{stem}.fold-lock"));
     let show = |p: &Path, e: io::Error| format!("{}: {e}", p.display());
@@ -1042,8 +1048,7 @@ fn read_all_once(
                 archives.insert(found.path.clone(), found.clone());
             }
             Ok((reader, snap)) if reader.unlinked() => {
-                let stem = archive_stem(&snap.info.command, &snap.info.model);
-                let path = parent(&found.path).join(format!("{stem}.mmstats"));
+                let path = archive_path(parent(&found.path), &snap.info.command, &snap.info.model);
                 archives.entry(path.clone()).or_insert(crate::Found {
                     path,
                     foreign: found.foreign,
@@ -1095,7 +1100,7 @@ fn read_all_once(
         })
         .collect();
     for (dir, command, model) in groups {
-        let path = dir.join(format!("{}.mmstats", archive_stem(command, model)));
+        let path = archive_path(dir, command, model);
         if let Some(found) = files.iter().find(|f| parent(&f.path) == dir) {
             archives.entry(path.clone()).or_insert(crate::Found {
                 path,

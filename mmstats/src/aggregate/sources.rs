@@ -16,6 +16,7 @@ use super::Warning;
 use crate::dirs::default_dirs;
 use crate::discover::{is_stats_name, pattern_matches, scan};
 use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
+use crate::retire::parent;
 
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
@@ -397,8 +398,7 @@ impl Sources {
         if info.is_archive() {
             return;
         }
-        let stem = crate::retire::archive_stem(&info.command, &info.model);
-        let archive = parent(&gone.id.path).join(format!("{stem}.mmstats"));
+        let archive = archive_path_of(&gone.id.path, &gone.last);
         if archive != gone.id.path && self.matcher.canonical(&archive).is_some() {
             self.check(&archive);
         }
@@ -539,9 +539,7 @@ impl Sources {
             if t.reader.unlinked() {
                 unlinked.push(path.clone());
                 // The archive that may hold it, even if no event named it yet.
-                let info = &t.last.info;
-                let stem = crate::retire::archive_stem(&info.command, &info.model);
-                archives.push(parent(path).join(format!("{stem}.mmstats")));
+                archives.push(archive_path_of(path, &t.last));
                 continue;
             }
             files.push(FileSample {
@@ -627,15 +625,7 @@ fn strip_path(message: &str, path: &Path) -> String {
 
 /// The archive that may hold the counts of the writer file at `path`.
 fn archive_path_of(path: &Path, snap: &Snapshot) -> PathBuf {
-    let stem = crate::retire::archive_stem(&snap.info.command, &snap.info.model);
-    parent(path).join(format!("{stem}.mmstats"))
-}
-
-fn parent(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
+    crate::retire::archive_path(parent(path), &snap.info.command, &snap.info.model)
 }
 
 fn watch_dir_gone(p: &Path, watch: Option<&Watch>) -> bool {
