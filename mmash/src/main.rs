@@ -65,6 +65,20 @@ and, when mmash runs as root, in every other user's directory by running \
 `mmash retire` as that user; \
 `mmash retire [DIR...]` does it once, for cron (see `mmash retire --help`).";
 
+/// Parses `argv` (the program name first) as `P`; on an error or for
+/// `--help`/`--version`, prints what clap says and gives the exit status:
+/// 2 for a usage error, 0 for help and version.
+pub(crate) fn parse_args<P: Parser>(argv: Vec<OsString>) -> Result<P, ExitCode> {
+    P::try_parse_from(argv).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 /// Takes a reading every `every` unless a request took one since, in a
 /// thread of its own. `/metrics` counters are the sum of the increases
 /// between readings; an increase across a fold is measured against the
@@ -175,16 +189,9 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "retire") {
         return retire::main(argv[1..].to_vec());
     }
-    let args = match Args::try_parse() {
+    let args: Args = match parse_args(argv) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     for (flag, v) in [
         ("--rescan", args.rescan),

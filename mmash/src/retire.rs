@@ -185,7 +185,31 @@ struct FoldCounts {
     pruned: usize,
 }
 
+impl From<&FoldReport> for FoldCounts {
+    fn from(r: &FoldReport) -> FoldCounts {
+        FoldCounts {
+            folded: r.folded,
+            removed: r.removed,
+            archives_written: r.archives_written,
+            pruned: r.pruned,
+        }
+    }
+}
+
 impl FoldCounts {
+    /// Adds these to the `mmash_retire_*` counters.
+    fn count(&self) {
+        for (counter, n) in [
+            (&COUNTERS.folded, self.folded),
+            (&COUNTERS.removed, self.removed),
+            (&COUNTERS.archives_written, self.archives_written),
+            (&COUNTERS.pruned, self.pruned),
+        ] {
+            // Relaxed: independent statistics, read only for /metrics.
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Parses `DIR: folded N file(s), removed N, wrote N archive(s), pruned
     /// N id(s); ...`, the line `main` prints.
     fn parse(line: &str) -> Option<FoldCounts> {
@@ -232,36 +256,14 @@ pub fn spawn(paths: Vec<OsString>, retire_after: Duration) {
                 let (reports, mut errors) = run_once(&paths, &opts);
                 for (dir, uid, gid) in foreign_dirs(&paths) {
                     match fold_as_owner(&dir, uid, gid, retire_after) {
-                        Ok(c) => {
-                            // Relaxed: independent statistics, read only
-                            // for /metrics.
-                            COUNTERS
-                                .folded
-                                .fetch_add(c.folded as u64, Ordering::Relaxed);
-                            COUNTERS
-                                .removed
-                                .fetch_add(c.removed as u64, Ordering::Relaxed);
-                            COUNTERS
-                                .archives_written
-                                .fetch_add(c.archives_written as u64, Ordering::Relaxed);
-                            COUNTERS
-                                .pruned
-                                .fetch_add(c.pruned as u64, Ordering::Relaxed);
-                        }
+                        Ok(c) => c.count(),
                         Err(e) => errors.push(e),
                     }
                 }
                 // Relaxed: independent statistics, read only for /metrics.
                 COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
                 for (dir, r) in &reports {
-                    let add = |c: &AtomicU64, n: usize| {
-                        // Relaxed: as above.
-                        c.fetch_add(n as u64, Ordering::Relaxed);
-                    };
-                    add(&COUNTERS.archives_written, r.archives_written);
-                    add(&COUNTERS.folded, r.folded);
-                    add(&COUNTERS.removed, r.removed);
-                    add(&COUNTERS.pruned, r.pruned);
+                    FoldCounts::from(r).count();
                     for (path, why) in &r.skipped {
                         let line = format!("{}: not folded: {why}", path.display());
                         if logged.len() < 10_000 && logged.insert(line.clone()) {
@@ -392,16 +394,9 @@ struct RetireArgs {
 
 /// `mmash retire ARGS`: `args` starts with the program name.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let args = match RetireArgs::try_parse_from(args) {
+    let args: RetireArgs = match crate::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let mut opts = RetireOptions::default();
     match parse_duration(&args.retire_after) {
