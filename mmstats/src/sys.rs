@@ -59,28 +59,37 @@ impl FileMap {
     /// are lost, so the caller copies them with no other writer running
     /// (a forked child) or accepts that loss (a truncated file).
     pub(crate) fn remap_shared(&self, file: &File) -> io::Result<()> {
+        // `file` is open read-write and at least as long as the map.
+        self.map_over(libc::MAP_SHARED, file.as_raw_fd())?;
+        self.range.healed();
+        Ok(())
+    }
+
+    /// Maps new memory (`flags`, `fd` as `mmap` takes them) over this map's
+    /// range, in place, with the same length and protection.
+    fn map_over(&self, flags: libc::c_int, fd: libc::c_int) -> io::Result<()> {
         let (ptr, len) = (self.map.as_mut_ptr(), self.map.len());
         // SAFETY:
         // - `ptr..ptr + len` is this map's own mapping, page-aligned, and
         //   stays mapped (MAP_FIXED replaces it atomically, never leaving a
         //   hole another thread could fault on).
-        // - `file` is open read-write and at least `len` long, so the new
-        //   mapping is valid memory of the same size and protection.
+        // - The callers give a file open read-write and at least `len`
+        //   long, or anonymous memory (`fd` -1), so the new mapping is
+        //   valid memory of the same size and protection.
         // - Handles only access it as aligned atomic words, as before.
         let res = unsafe {
             libc::mmap(
                 ptr.cast(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                file.as_raw_fd(),
+                flags | libc::MAP_FIXED,
+                fd,
                 0,
             )
         };
         if res == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        self.range.healed();
         Ok(())
     }
 
@@ -92,22 +101,7 @@ impl FileMap {
             // Relaxed: the only thread of the process reads its own words.
             .map(|i| self.word(i * 8).load(Ordering::Relaxed))
             .collect();
-        let (ptr, len) = (self.map.as_mut_ptr(), self.map.len());
-        // SAFETY: as in `remap_shared`, with anonymous memory of the same
-        // size and protection instead of a file.
-        let res = unsafe {
-            libc::mmap(
-                ptr.cast(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if res == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        self.map_over(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
         for (i, w) in words.into_iter().enumerate() {
             // Relaxed: private memory of the only thread.
             self.word(i * 8).store(w, Ordering::Relaxed);
