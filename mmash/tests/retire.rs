@@ -370,7 +370,7 @@ fn churn_keeps_the_directory_bounded_and_metrics_monotonic() {
         )
     });
     assert_eq!(files, ["churn.web.archive.mmstats"]);
-    let (sum, timed, writers, archives) = totals_of(dir.path());
+    let (sum, timed, writers, archives) = totals(dir.path());
     assert_eq!((sum, timed, writers, archives), (expected, n as u64, 0, 1));
     assert!(page.contains("mmash_files{state=\"archive\"} 1"), "{page}");
     let folded = page
@@ -385,66 +385,62 @@ fn churn_keeps_the_directory_bounded_and_metrics_monotonic() {
     );
 }
 
-/// [`totals`] for command `churn`.
-fn totals_of(dir: &Path) -> (u64, u64, usize, usize) {
+/// The identities in the archive of `dir`: how many, and how many of
+/// those files are known gone.
+fn archive_ids(dir: &Path) -> Option<(usize, usize)> {
     mmstats::install_sigbus_guard().unwrap();
     let (files, _) = mmstats::scan(&[dir]);
-    let (mut sum, mut timed, mut writers, mut archives) = (0, 0, 0, 0);
-    for (_, snap) in mmstats::retire::read_all(&files, &ReadLimits::default()) {
-        let snap = snap.unwrap();
-        if snap.info.is_archive() {
-            archives += 1;
-        } else {
-            writers += 1;
-        }
-        if let Some(Value::Counter(n)) = snap.field("web.status.2xx").map(|f| &f.value) {
-            sum += n;
-        }
-        if let Some(Value::Histogram(h)) = snap.field("web.request").map(|f| &f.value) {
-            timed += h.count();
-        }
-    }
-    (sum, timed, writers, archives)
+    mmstats::retire::read_all(&files, &ReadLimits::default())
+        .into_iter()
+        .filter_map(|(_, s)| s.ok()?.info.archive.clone())
+        .map(|a| {
+            (
+                a.ids.len(),
+                a.ids.iter().filter(|(_, gone)| gone.is_some()).count(),
+            )
+        })
+        .next()
+}
+
+/// Runs `mmash retire --retire-after 0` on `dir`, pruning the identities
+/// of files gone for `prune`, and asserts that it succeeded.
+fn retire_pruning(dir: &Path, prune: &str) {
+    let out = Command::new(BIN)
+        .args(["retire", "--retire-after", "0", "--test-prune-after", prune])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn identities_are_pruned_only_after_their_files_are_long_gone() {
     let dir = common::stats_dir();
     let expected = dead_writers(dir.path(), 4, 0);
-    mmstats::install_sigbus_guard().unwrap();
-    let ids = |dir: &Path| {
-        let (files, _) = mmstats::scan(&[dir]);
-        mmstats::retire::read_all(&files, &ReadLimits::default())
-            .into_iter()
-            .filter_map(|(_, s)| s.ok()?.info.archive.clone())
-            .map(|a| {
-                (
-                    a.ids.len(),
-                    a.ids.iter().filter(|(_, gone)| gone.is_some()).count(),
-                )
-            })
-            .next()
-    };
-    let run = |prune: &str| {
-        let out = Command::new(BIN)
-            .args(["retire", "--retire-after", "0", "--test-prune-after", prune])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run("1h");
-    assert_eq!(ids(dir.path()), Some((4, 0)), "folded, files just removed");
-    run("1h");
-    assert_eq!(ids(dir.path()), Some((4, 4)), "found gone, not pruned yet");
-    run("1h");
-    assert_eq!(ids(dir.path()), Some((4, 4)), "not gone long enough");
-    run("0");
-    assert_eq!(ids(dir.path()), Some((0, 0)), "pruned");
+    retire_pruning(dir.path(), "1h");
+    assert_eq!(
+        archive_ids(dir.path()),
+        Some((4, 0)),
+        "folded, files just removed"
+    );
+    retire_pruning(dir.path(), "1h");
+    assert_eq!(
+        archive_ids(dir.path()),
+        Some((4, 4)),
+        "found gone, not pruned yet"
+    );
+    retire_pruning(dir.path(), "1h");
+    assert_eq!(
+        archive_ids(dir.path()),
+        Some((4, 4)),
+        "not gone long enough"
+    );
+    retire_pruning(dir.path(), "0");
+    assert_eq!(archive_ids(dir.path()), Some((0, 0)), "pruned");
     // Pruning drops identities, never counts.
     assert_eq!(totals(dir.path()).0, expected);
 }
@@ -587,31 +583,13 @@ fn a_fold_and_a_prune_between_two_scrapes_count_each_writer_once() {
         &["--retire-after", "off", "--sample-every", &every],
     );
     assert_eq!(counter_of(&m.get("/metrics").body, "webw"), Some(added));
-    let run = |prune: &str| {
-        let out = Command::new(BIN)
-            .args(["retire", "--retire-after", "0", "--test-prune-after", prune])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run("1h");
+    retire_pruning(dir.path(), "1h");
     assert_eq!(totals(dir.path()).2, 0, "folded");
     // Many sampling periods, with no request.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    run("0");
-    run("0");
-    let ids = |dir: &Path| {
-        let (files, _) = mmstats::scan(&[dir]);
-        mmstats::retire::read_all(&files, &ReadLimits::default())
-            .into_iter()
-            .find_map(|(_, s)| Some(s.ok()?.info.archive.clone()?.ids.len()))
-    };
-    assert_eq!(ids(dir.path()), Some(0), "pruned");
+    retire_pruning(dir.path(), "0");
+    retire_pruning(dir.path(), "0");
+    assert_eq!(archive_ids(dir.path()), Some((0, 0)), "pruned");
     assert_eq!(totals(dir.path()).0 as f64, added);
     assert_eq!(counter_of(&m.get("/metrics").body, "webw"), Some(added));
 }
