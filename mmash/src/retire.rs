@@ -254,6 +254,9 @@ pub fn spawn(paths: Vec<OsString>, retire_after: Duration) {
             loop {
                 std::thread::sleep(every);
                 let (reports, mut errors) = run_once(&paths, &opts);
+                for (_, r) in &reports {
+                    FoldCounts::from(r).count();
+                }
                 for (dir, uid, gid) in foreign_dirs(&paths) {
                     match fold_as_owner(&dir, uid, gid, retire_after) {
                         Ok(c) => c.count(),
@@ -263,7 +266,6 @@ pub fn spawn(paths: Vec<OsString>, retire_after: Duration) {
                 // Relaxed: independent statistics, read only for /metrics.
                 COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
                 for (dir, r) in &reports {
-                    FoldCounts::from(r).count();
                     for (path, why) in &r.skipped {
                         let line = format!("{}: not folded: {why}", path.display());
                         if logged.len() < 10_000 && logged.insert(line.clone()) {
