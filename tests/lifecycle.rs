@@ -370,10 +370,9 @@ fn one_lock_file_per_process_names_every_file() {
     drop(models);
 }
 
-#[test]
-fn a_killed_process_reads_as_did_not_close() {
-    mmstats::install_sigbus_guard().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `child_wait_forever` writing into `dir` and waits until its
+/// file is made.
+fn waiting_child(dir: &Path) -> std::process::Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -382,7 +381,7 @@ fn a_killed_process_reads_as_did_not_close() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("MMSTATS_DIR", dir.path())
+        .env("MMSTATS_DIR", dir)
         .env(CHILD_ENV, "wait")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -393,6 +392,14 @@ fn a_killed_process_reads_as_did_not_close() {
         line.clear();
         assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
     }
+    child
+}
+
+#[test]
+fn a_killed_process_reads_as_did_not_close() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = waiting_child(dir.path());
     let path = stats_files(dir.path())[0].clone();
     assert_eq!(mmstats::probe_alive(&path), Some(true));
     child.kill().unwrap();
@@ -409,25 +416,7 @@ fn a_killed_process_reads_as_did_not_close() {
 fn sources_see_a_killed_writer_die() {
     mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_wait_forever",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MMSTATS_DIR", dir.path())
-        .env(CHILD_ENV, "wait")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    while !line.contains("ready=1") {
-        line.clear();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
-    }
+    let mut child = waiting_child(dir.path());
     let mut sources = mmstats::aggregate::Sources::new(&[dir.path()]);
     let s = sources.sample();
     assert_eq!((s.alive(), s.dead()), (1, 0));
