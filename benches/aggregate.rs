@@ -23,8 +23,8 @@ use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mmstats::aggregate::{Sources, View};
 use mmstats::{Counter, Gauge, Stats, Text, Timer};
+use mmstats_read::aggregate::{Sources, View};
 
 /// Ten fields, as a typical small service model.
 #[derive(Stats)]

@@ -1,12 +1,12 @@
-//! `mmstats::aggregate` over real stats files: the watch finds created,
+//! `mmstats_read::aggregate` over real stats files: the watch finds created,
 //! deleted and replaced files without a rescan; hostile files are warnings.
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mmstats::aggregate::{Sample, SeriesValue, Sources, View};
 use mmstats::{Counter, Gauge, Stats};
+use mmstats_read::aggregate::{Sample, SeriesValue, Sources, View};
 
 #[derive(Stats)]
 #[stats(prefix = "agg.")]
@@ -73,7 +73,8 @@ fn the_watch_sees_new_deleted_and_replaced_files_without_rescanning() {
         .iter()
         .find(|f| {
             f.snapshot.info.pid == std::process::id()
-                && f.snapshot.field("agg.requests").unwrap().value == mmstats::Value::Counter(7)
+                && f.snapshot.field("agg.requests").unwrap().value
+                    == mmstats_read::Value::Counter(7)
         })
         .unwrap()
         .id
@@ -92,7 +93,8 @@ fn the_watch_sees_new_deleted_and_replaced_files_without_rescanning() {
     let s2 = sample_until(&mut sources, "the replaced file", |s| {
         s.files.iter().any(|f| {
             f.id.path == b_path
-                && f.snapshot.field("agg.requests").unwrap().value == mmstats::Value::Counter(2)
+                && f.snapshot.field("agg.requests").unwrap().value
+                    == mmstats_read::Value::Counter(2)
         })
     });
     // b vanished (adds nothing), its replacement appeared (adds its 2).

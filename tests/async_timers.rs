@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mmstats::{HistogramSnapshot, Snapshot, Stats, Timer, Value, WriterState};
+use mmstats::{HistogramSnapshot, Stats, Timer, WriterState};
+use mmstats_read::{Snapshot, Value};
 
 const WORKERS: usize = 4;
 
@@ -35,13 +36,13 @@ fn tid() -> u32 {
 /// its lock file, so `alive` is true: liveness is per process since 1.1.)
 fn read_exited(dir: &Path) -> Vec<Snapshot> {
     mmstats::install_sigbus_guard().unwrap();
-    let (files, problems) = mmstats::discover(&[dir]);
+    let (files, problems) = mmstats_read::discover(&[dir]);
     assert!(problems.is_empty(), "{problems:?}");
     assert!(!files.is_empty(), "no stats file in {dir:?}");
     files
         .iter()
         .map(|f| {
-            let snap = mmstats::read_file(f).unwrap();
+            let snap = mmstats_read::read_file(f).unwrap();
             assert_eq!(snap.info.state, WriterState::Exited, "{f:?}");
             snap
         })

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use mmstats::{Counter, Gauge, Snapshot, Stats, Text, Timer, Value, WriterState};
+use mmstats::{Counter, Gauge, Stats, Text, Timer, WriterState};
+use mmstats_read::{Snapshot, Value};
 
 /// The model of these tests.
 #[derive(Stats)]
@@ -36,11 +37,11 @@ const CHILD_ENV: &str = "MMSTATS_FORK_CHILD";
 const N: u64 = 1_000_000;
 
 fn snapshots(dir: &Path) -> Vec<Snapshot> {
-    let (files, errors) = mmstats::discover(&[dir]);
+    let (files, errors) = mmstats_read::discover(&[dir]);
     assert!(errors.is_empty(), "{errors:?}");
     files
         .iter()
-        .map(|f| mmstats::read_file(f).unwrap())
+        .map(|f| mmstats_read::read_file(f).unwrap())
         .collect()
 }
 
@@ -313,7 +314,7 @@ fn child() {
                             let fb = mmstats::fallbacks();
                             assert_eq!(fb.count, 1, "{fb:?}");
                             w.hits.add(2);
-                            let snap = mmstats::read_file(&path).unwrap();
+                            let snap = mmstats_read::read_file(&path).unwrap();
                             assert_eq!(counter(&snap, "hits"), 6);
                             say("grandchild", std::process::id());
                         });
@@ -373,10 +374,10 @@ impl Drop for ForkOnDrop {
 /// The one stats file of process `pid` in `MMSTATS_DIR`.
 fn w_path(pid: u32) -> PathBuf {
     let dir = PathBuf::from(std::env::var_os("MMSTATS_DIR").unwrap());
-    let (files, _) = mmstats::discover(&[&dir]);
+    let (files, _) = mmstats_read::discover(&[&dir]);
     let mine: Vec<PathBuf> = files
         .into_iter()
-        .filter(|f| mmstats::read_file(f).unwrap().info.pid == pid)
+        .filter(|f| mmstats_read::read_file(f).unwrap().info.pid == pid)
         .collect();
     assert_eq!(mine.len(), 1, "{mine:?}");
     mine.into_iter().next().unwrap()

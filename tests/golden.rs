@@ -24,9 +24,10 @@ use mmstats::format::raw::{
 };
 use mmstats::format::{self, raw};
 use mmstats::{
-    Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Layout, Options, Schema, Snapshot,
-    StatsFile, Text, Timer, Value, WriterState,
+    Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Layout, Options, Schema, StatsFile,
+    Text, Timer, WriterState,
 };
+use mmstats_read::{Snapshot, Value};
 
 /// The committed golden stats file.
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden.mmstats");
@@ -200,7 +201,7 @@ fn regenerate_if_asked() -> bool {
         let bytes = golden_bytes();
         fs::create_dir_all(Path::new(GOLDEN).parent().unwrap()).unwrap();
         fs::write(GOLDEN, &bytes).unwrap();
-        let snap = mmstats::read_file(GOLDEN).unwrap();
+        let snap = mmstats_read::read_file(GOLDEN).unwrap();
         fs::write(EXPECTED, reading(&snap)).unwrap();
         eprintln!(
             "{REGENERATE_ENV}=1: wrote {GOLDEN} ({} bytes) and {EXPECTED}. \
@@ -223,7 +224,7 @@ fn golden_file_reads_as_expected() {
         eprintln!("golden_file_reads_as_expected: regenerated, not compared");
         return;
     }
-    let snap = mmstats::read_file(GOLDEN).unwrap_or_else(|e| panic!("{e}\n{HOW_TO_FIX}"));
+    let snap = mmstats_read::read_file(GOLDEN).unwrap_or_else(|e| panic!("{e}\n{HOW_TO_FIX}"));
     let actual = reading(&snap);
     let expected = fs::read_to_string(EXPECTED).unwrap();
     if actual == expected {

@@ -7,9 +7,9 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use mmstats::{
-    CombineError, Histogram, HistogramSnapshot, Kind, Layout, Reader, Snapshot, Stats, Timer, Unit,
-    Value, WriterState,
+    CombineError, Histogram, HistogramSnapshot, Kind, Layout, Stats, Timer, Unit, WriterState,
 };
+use mmstats_read::{Reader, Snapshot, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -28,7 +28,7 @@ const PER_MILLE: [u64; 8] = [0, 500, 750, 900, 950, 990, 999, 1000];
 
 /// The single stats file in `dir`.
 fn only_file(dir: &Path) -> PathBuf {
-    let (files, problems) = mmstats::discover(&[dir]);
+    let (files, problems) = mmstats_read::discover(&[dir]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files.len(), 1, "expected one file in {dir:?}: {files:?}");
     files.into_iter().next().unwrap()
@@ -172,7 +172,7 @@ fn timer_accuracy(samples: &[u64], what: &str) {
             stats.query.record_ns(v);
         }
     }
-    let snap = mmstats::read_file(only_file(dir.path())).unwrap();
+    let snap = mmstats_read::read_file(only_file(dir.path())).unwrap();
     let field = snap.field("query").unwrap();
     assert_eq!(field.kind, Kind::Timer);
     assert_eq!(field.unit, Unit::Nanoseconds);
@@ -218,7 +218,7 @@ fn histogram_with_custom_layout_keeps_its_coarser_bound() {
         stats.rows.record(v);
     }
     let path = only_file(dir.path());
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert_eq!(snap.field("rows").unwrap().kind, Kind::Histogram);
     let h = histogram(&snap, "rows");
     assert_eq!(
@@ -237,7 +237,7 @@ fn histogram_with_custom_layout_keeps_its_coarser_bound() {
     let last = layout.buckets() - 1;
     let before = h.counts()[last];
     stats.rows.record(5_000_000);
-    let h = histogram(&mmstats::read_file(&path).unwrap(), "rows");
+    let h = histogram(&mmstats_read::read_file(&path).unwrap(), "rows");
     assert_eq!(h.count(), SAMPLES as u64 + 1);
     assert_eq!(h.max(), Some(layout.max_value()));
     assert_eq!(h.counts()[last], before + 1);
@@ -277,12 +277,12 @@ fn files_of_many_threads_merge_into_one_histogram_of_all_values() {
         }
     });
 
-    let (files, problems) = mmstats::discover(&[dir.path()]);
+    let (files, problems) = mmstats_read::discover(&[dir.path()]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files.len(), THREADS, "{files:?}");
     let snaps: Vec<Snapshot> = files
         .iter()
-        .map(|f| mmstats::read_file(f).unwrap())
+        .map(|f| mmstats_read::read_file(f).unwrap())
         .collect();
     let mut tids: Vec<u32> = snaps.iter().map(|s| s.info.tid).collect();
     tids.sort_unstable();
@@ -514,7 +514,7 @@ fn every_way_of_timing_is_counted() {
     }
     assert_eq!(stats.query.histogram().count(), 4);
 
-    let snap = mmstats::read_file(only_file(dir.path())).unwrap();
+    let snap = mmstats_read::read_file(only_file(dir.path())).unwrap();
     let field = snap.field("query").unwrap();
     assert_eq!(field.kind, Kind::Timer);
     assert_eq!(field.unit, Unit::Nanoseconds);

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mmstats::format::raw::{self, Header, Record};
-use mmstats::{Counter, FieldDef, Options, ReadError, ReadLimits, Reader, Schema, StatsFile};
-use mmstats::{Found, Value};
+use mmstats::{Counter, FieldDef, Options, Schema, StatsFile};
+use mmstats_read::{Found, Value};
+use mmstats_read::{ReadError, ReadLimits, Reader};
 
 const USER: &str = "mmstats-test-hostile";
 const SECRET: &[u8] = b"TOPSECRET-do-not-print-me";
@@ -150,7 +151,7 @@ fn planted_links_devices_and_fifos_are_never_followed_or_opened() {
         .unwrap();
     assert!(made.success());
 
-    let (files, problems) = mmstats::scan(&[&dir]);
+    let (files, problems) = mmstats_read::scan(&[&dir]);
     assert!(files.is_empty(), "{files:?}");
     let all: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     let text = all.join("\n");
@@ -192,7 +193,7 @@ fn planted_links_devices_and_fifos_are_never_followed_or_opened() {
     for (secret, len, name) in [(&short, 113, "short"), (&long, 1237, "long")] {
         let link = top.path().join(format!("hard-{name}.mmstats"));
         fs::hard_link(secret, &link).unwrap();
-        let err = mmstats::read_file(&link).unwrap_err().to_string();
+        let err = mmstats_read::read_file(&link).unwrap_err().to_string();
         assert!(
             err.contains("bad magic") || err.contains("shorter than the"),
             "{err}"
@@ -242,7 +243,7 @@ fn default_scan_checks_directories_and_owners_and_marks_foreign_problems() {
     // The only test in this binary that reads these variables.
     std::env::remove_var(mmstats::DIR_ENV);
     std::env::set_var("MMSTATS_SCAN_ROOT", root.path());
-    let (files, problems) = mmstats::scan::<&OsStr>(&[]);
+    let (files, problems) = mmstats_read::scan::<&OsStr>(&[]);
     std::env::remove_var("MMSTATS_SCAN_ROOT");
 
     let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
@@ -301,7 +302,7 @@ fn default_scan_checks_directories_and_owners_and_marks_foreign_problems() {
     }
     // Named explicitly, the same file is read: the owner rule is the
     // default scan's.
-    let found: Vec<Found> = mmstats::scan(&[theirs.join("good.mmstats")]).0;
+    let found: Vec<Found> = mmstats_read::scan(&[theirs.join("good.mmstats")]).0;
     assert_eq!(found[0].owner, None);
     assert!(found[0].open(&ReadLimits::default()).is_ok());
 }
@@ -321,12 +322,12 @@ fn recursive_patterns_do_not_follow_links_or_loop() {
     symlink("../..", a.join("b").join("upup")).unwrap();
     symlink(&elsewhere, a.join("away")).unwrap();
     let pattern = top.path().join("a/**/*.mmstats");
-    let (files, problems) = mmstats::discover(&[&pattern]);
+    let (files, problems) = mmstats_read::discover(&[&pattern]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files, [a.join("b/y.mmstats"), a.join("x.mmstats")]);
     // Two overlapping recursions still give each file once.
     let twice = top.path().join("**/a/**/*.mmstats");
-    assert_eq!(mmstats::discover(&[&twice]).0.len(), 2);
+    assert_eq!(mmstats_read::discover(&[&twice]).0.len(), 2);
 }
 
 #[test]
@@ -338,7 +339,7 @@ fn paths_are_sorted_by_their_bytes() {
         fs::create_dir(top.path().join(sub)).unwrap();
         stats_file(&top.path().join(sub).join("x.mmstats"));
     }
-    let (files, _) = mmstats::discover(&[top.path().join("a"), top.path().join("a.b")]);
+    let (files, _) = mmstats_read::discover(&[top.path().join("a"), top.path().join("a.b")]);
     assert_eq!(
         files,
         [
@@ -394,7 +395,7 @@ fn reader_limits_bound_what_a_huge_sparse_file_costs() {
     assert!(size.blocks() * 512 < 64 << 20, "the bomb is sparse");
 
     // By default: over the 64 MiB decode budget, an error for the file.
-    match mmstats::read_file(&bomb) {
+    match mmstats_read::read_file(&bomb) {
         Err(e @ ReadError::Limit { .. }) => {
             let msg = e.to_string();
             assert!(
@@ -438,7 +439,7 @@ fn reader_limits_bound_what_a_huge_sparse_file_costs() {
     // Small texts within the limit still read.
     let small = dir.path().join("small.mmstats");
     text_bomb(&small, 3, 1000);
-    let snap = mmstats::read_file(&small).unwrap();
+    let snap = mmstats_read::read_file(&small).unwrap();
     assert_eq!(snap.fields[0].value, Value::Text("\0".repeat(1000)));
 }
 
@@ -472,7 +473,7 @@ fn duplicate_labels_keep_the_first_field_and_are_reported() {
         table + u64::from(h.record_len.get()) + raw::R_LABEL as u64,
     )
     .unwrap();
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert_eq!(snap.fields.len(), 1);
     assert_eq!(snap.fields[0].value, Value::Counter(1));
     assert_eq!(snap.duplicates, ["a"]);

@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Barrier};
 
 use mmstats::format::{self, raw};
-use mmstats::{Counter, Gauge, Snapshot, Stats, Text, Value, WriterState};
+use mmstats::{Counter, Gauge, Stats, Text, WriterState};
+use mmstats_read::{Snapshot, Value};
 
 /// The model of these tests.
 #[derive(Stats)]
@@ -33,7 +34,7 @@ mmstats::per_thread!(static CHURN: Churn);
 const CHILD_ENV: &str = "MMSTATS_LIFECYCLE_CHILD";
 
 fn stats_files(dir: &Path) -> Vec<PathBuf> {
-    let (files, errors) = mmstats::discover(&[dir]);
+    let (files, errors) = mmstats_read::discover(&[dir]);
     assert!(errors.is_empty(), "{errors:?}");
     files
 }
@@ -148,7 +149,7 @@ fn thread_churn_loses_no_count_and_keeps_files_bounded() {
     let total: u64 = files
         .iter()
         .map(|f| {
-            let snap = mmstats::read_file(f).unwrap();
+            let snap = mmstats_read::read_file(f).unwrap();
             assert_eq!(snap.info.state, WriterState::Exited, "{f:?}");
             counter(&snap, "hits")
         })
@@ -170,7 +171,7 @@ fn an_ended_threads_file_is_taken_over_with_its_counts() {
             stats.level.set(7);
             stats.note.set("first");
             (
-                mmstats::read_file(stats_files(dir.path())[0].clone())
+                mmstats_read::read_file(stats_files(dir.path())[0].clone())
                     .unwrap()
                     .info
                     .path,
@@ -180,13 +181,13 @@ fn an_ended_threads_file_is_taken_over_with_its_counts() {
         .join()
         .unwrap()
     });
-    let parked = mmstats::read_file(&first_path).unwrap();
+    let parked = mmstats_read::read_file(&first_path).unwrap();
     assert_eq!(parked.info.state, WriterState::Exited);
     assert_eq!(parked.info.tid, first_tid);
     std::thread::scope(|s| {
         s.spawn(|| {
             let stats = builder().open().unwrap();
-            let snap = mmstats::read_file(&first_path).unwrap();
+            let snap = mmstats_read::read_file(&first_path).unwrap();
             assert_eq!(
                 stats_files(dir.path()),
                 std::slice::from_ref(&first_path),
@@ -202,7 +203,7 @@ fn an_ended_threads_file_is_taken_over_with_its_counts() {
             );
             stats.hits.incr();
             assert_eq!(
-                counter(&mmstats::read_file(&first_path).unwrap(), "hits"),
+                counter(&mmstats_read::read_file(&first_path).unwrap(), "hits"),
                 6
             );
             // A second model alive at once needs a file of its own.
@@ -223,7 +224,7 @@ fn a_dead_writers_file_with_our_name_is_never_replaced() {
     let src = tempfile::tempdir().unwrap();
     run_child("child_exit_with_live_models", src.path(), "count");
     let dead = stats_files(src.path())[0].clone();
-    let dead_hits = counter(&mmstats::read_file(&dead).unwrap(), "hits");
+    let dead_hits = counter(&mmstats_read::read_file(&dead).unwrap(), "hits");
     let ours = dir.path().join(format!(
         "squat-{}-{}.mmstats",
         std::process::id(),
@@ -247,9 +248,9 @@ fn a_dead_writers_file_with_our_name_is_never_replaced() {
         std::process::id(),
         thread_tid()
     ));
-    assert_eq!(counter(&mmstats::read_file(&next).unwrap(), "hits"), 1);
+    assert_eq!(counter(&mmstats_read::read_file(&next).unwrap(), "hits"), 1);
     assert_eq!(
-        counter(&mmstats::read_file(&ours).unwrap(), "hits"),
+        counter(&mmstats_read::read_file(&ours).unwrap(), "hits"),
         dead_hits
     );
 }
@@ -305,7 +306,7 @@ fn many_threads_need_one_descriptor() {
     assert_eq!(files.len(), ALIVE);
     let total: u64 = files
         .iter()
-        .map(|f| counter(&mmstats::read_file(f).unwrap(), "hits"))
+        .map(|f| counter(&mmstats_read::read_file(f).unwrap(), "hits"))
         .sum();
     assert_eq!(total, ALIVE as u64);
 }
@@ -341,7 +342,7 @@ fn a_normal_exit_closes_every_file() {
     let files = stats_files(dir.path());
     assert_eq!(files.len(), 2);
     for f in &files {
-        let snap = mmstats::read_file(f).unwrap();
+        let snap = mmstats_read::read_file(f).unwrap();
         assert_eq!(snap.info.state, WriterState::Exited, "{f:?}");
         assert!(!snap.info.alive, "{f:?}");
     }
@@ -365,7 +366,7 @@ fn one_lock_file_per_process_names_every_file() {
             locks[0].file_name().unwrap().to_string_lossy(),
             format!(".lock.{token:016x}.mmstats-lock")
         );
-        assert_eq!(mmstats::probe_alive(&f), Some(true));
+        assert_eq!(mmstats_read::probe_alive(&f), Some(true));
     }
     drop(models);
 }
@@ -401,10 +402,10 @@ fn a_killed_process_reads_as_did_not_close() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = waiting_child(dir.path());
     let path = stats_files(dir.path())[0].clone();
-    assert_eq!(mmstats::probe_alive(&path), Some(true));
+    assert_eq!(mmstats_read::probe_alive(&path), Some(true));
     child.kill().unwrap();
     child.wait().unwrap();
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert!(!snap.info.alive);
     assert_eq!(snap.info.state, WriterState::Active);
 }
@@ -417,7 +418,7 @@ fn sources_see_a_killed_writer_die() {
     mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = waiting_child(dir.path());
-    let mut sources = mmstats::aggregate::Sources::new(&[dir.path()]);
+    let mut sources = mmstats_read::aggregate::Sources::new(&[dir.path()]);
     let s = sources.sample();
     assert_eq!((s.alive(), s.dead()), (1, 0));
     let s = sources.sample();
@@ -466,17 +467,17 @@ fn a_1_0_file_is_probed_by_its_own_lock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.mmstats");
     fs::copy(golden, &path).unwrap();
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert_eq!(snap.info.version, (1, 0));
     assert_eq!(snap.info.fallbacks, 0);
     assert!(!snap.info.alive);
     // A 1.0 writer holds an exclusive flock on the file itself.
     let held = fs::File::open(&path).unwrap();
     held.lock().unwrap();
-    assert!(mmstats::read_file(&path).unwrap().info.alive);
-    assert_eq!(mmstats::probe_alive(&path), Some(true));
+    assert!(mmstats_read::read_file(&path).unwrap().info.alive);
+    assert_eq!(mmstats_read::probe_alive(&path), Some(true));
     held.unlock().unwrap();
-    assert_eq!(mmstats::probe_alive(&path), Some(false));
+    assert_eq!(mmstats_read::probe_alive(&path), Some(false));
 }
 
 #[test]
@@ -501,7 +502,7 @@ fn fallbacks_are_counted_and_published_in_every_file() {
             .is_some_and(|e| e.contains(&bad.display().to_string())),
         "{after:?}"
     );
-    let snap = mmstats::read_file(stats_files(dir.path())[0].clone()).unwrap();
+    let snap = mmstats_read::read_file(stats_files(dir.path())[0].clone()).unwrap();
     assert!(snap.info.fallbacks >= before + 3, "{:?}", snap.info);
     good.hits.incr();
 }

@@ -23,9 +23,10 @@ use mmstats::format::raw::{
 };
 use mmstats::format::{self, raw};
 use mmstats::{
-    Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Kind, Layout, Options, ReadError,
-    Reader, Schema, Snapshot, StatsFile, Text, Timer, Unit, Value, WriterState,
+    Constant, Counter, FieldDef, Gauge, GaugeF64, Histogram, Kind, Layout, Options, Schema,
+    StatsFile, Text, Timer, Unit, WriterState,
 };
+use mmstats_read::{ReadError, Reader, Snapshot, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
@@ -166,7 +167,7 @@ fn values_used_end(bytes: &[u8]) -> usize {
 #[track_caller]
 fn expect_malformed(path: &Path, needles: &[&str]) -> String {
     mmstats::install_sigbus_guard().unwrap();
-    match mmstats::read_file(path) {
+    match mmstats_read::read_file(path) {
         Err(e @ ReadError::Malformed { .. }) => check_message(&e, path, needles),
         other => panic!(
             "{}: expected a Malformed error, got {other:?}",
@@ -196,7 +197,7 @@ fn check_message(e: &ReadError, path: &Path, needles: &[&str]) -> String {
 #[track_caller]
 fn expect_ok(path: &Path) -> Snapshot {
     mmstats::install_sigbus_guard().unwrap();
-    mmstats::read_file(path).unwrap_or_else(|e| panic!("expected a good read, got: {e}"))
+    mmstats_read::read_file(path).unwrap_or_else(|e| panic!("expected a good read, got: {e}"))
 }
 
 fn value_of<'a>(snap: &'a Snapshot, label: &str) -> &'a Value {
@@ -335,7 +336,7 @@ fn unknown_major_versions_are_refused() {
             put_u16(b, H_MAJOR, major);
             put_u16(b, H_MINOR, minor);
         });
-        match mmstats::read_file(&path) {
+        match mmstats_read::read_file(&path) {
             Err(
                 e @ ReadError::UnsupportedVersion {
                     major: m, minor: n, ..
@@ -1091,7 +1092,7 @@ fn hostile_files_never_panic_hang_or_kill_the_reader() {
 
 /// Reads `path` and expects `Truncated`, with a message naming the file.
 fn expect_truncated(path: &Path) {
-    match mmstats::read_file(path) {
+    match mmstats_read::read_file(path) {
         Err(e @ ReadError::Truncated { .. }) => {
             check_message(&e, path, &["truncated"]);
         }
@@ -1217,9 +1218,9 @@ fn a_directory_named_like_a_stats_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("sub.mmstats");
     fs::create_dir(&sub).unwrap();
-    let (files, _) = mmstats::discover(&[dir.path()]);
+    let (files, _) = mmstats_read::discover(&[dir.path()]);
     for file in files {
-        let err = mmstats::read_file(&file).unwrap_err();
+        let err = mmstats_read::read_file(&file).unwrap_err();
         check_message(&err, &file, &[]);
     }
     expect_malformed(&sub, &["not a regular file"]);
@@ -1236,12 +1237,12 @@ fn a_symlink_loop_is_an_error_not_a_hang() {
     let root = dir.path().to_owned();
     let (a2, b2) = (a.clone(), b.clone());
     let outcome = within_10s(move || {
-        let (files, _) = mmstats::discover(&[&root]);
+        let (files, _) = mmstats_read::discover(&[&root]);
         let reads: Vec<_> = files
             .iter()
-            .map(|f| (f.clone(), mmstats::read_file(f)))
+            .map(|f| (f.clone(), mmstats_read::read_file(f)))
             .collect();
-        let direct = mmstats::discover(&[&a2]);
+        let direct = mmstats_read::discover(&[&a2]);
         let open_b = Reader::open(&b2).map(|_| ());
         (reads, direct, open_b)
     })
@@ -1278,7 +1279,7 @@ fn a_fifo_named_like_a_stats_file_is_an_error_not_a_hang() {
     assert!(made.success());
 
     // Named directly, discover refuses it.
-    let (files, problems) = mmstats::discover(&[&fifo]);
+    let (files, problems) = mmstats_read::discover(&[&fifo]);
     assert!(files.is_empty(), "{files:?}");
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].to_string().contains("pipe.mmstats"));
@@ -1287,10 +1288,10 @@ fn a_fifo_named_like_a_stats_file_is_an_error_not_a_hang() {
     // read-only blocks until a writer comes, so run it on another thread.
     let root = dir.path().to_owned();
     let outcome = within_10s(move || {
-        let (files, _) = mmstats::discover(&[&root]);
+        let (files, _) = mmstats_read::discover(&[&root]);
         files
             .into_iter()
-            .map(|f| (f.clone(), mmstats::read_file(&f)))
+            .map(|f| (f.clone(), mmstats_read::read_file(&f)))
             .collect::<Vec<_>>()
     });
     let Some(reads) = outcome else {
@@ -1323,7 +1324,7 @@ fn a_file_without_read_permission_is_an_io_error() {
         );
         return;
     }
-    match mmstats::read_file(&path) {
+    match mmstats_read::read_file(&path) {
         Err(e @ ReadError::Io { .. }) => {
             let ReadError::Io { source, .. } = &e else {
                 unreachable!()

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mmstats::Value;
+use mmstats_read::Value;
 
 /// Set to `1` to fail, rather than skip, when strace is missing or cannot
 /// trace in this environment.
@@ -165,10 +165,10 @@ fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, getpid_each: bool) -> 
 
     // The increments went to a real file in $MMSTATS_DIR, not to private
     // memory.
-    let (files, problems) = mmstats::discover(&[&stats_dir]);
+    let (files, problems) = mmstats_read::discover(&[&stats_dir]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files.len(), 1, "one stats file in {}", stats_dir.display());
-    let snap = mmstats::read_file(&files[0]).expect("read the stats file");
+    let snap = mmstats_read::read_file(&files[0]).expect("read the stats file");
     assert_eq!(
         snap.field("incr_loop.count").map(|f| &f.value),
         Some(&Value::Counter(n)),

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mmstats::format::raw;
-use mmstats::retire::{fold, read_all, RetireOptions};
-use mmstats::{Counter, ReadError, ReadLimits, Reader, Stats, Value};
+use mmstats::{Counter, Stats};
+use mmstats_read::retire::{fold, read_all, RetireOptions};
+use mmstats_read::{ReadError, ReadLimits, Reader, Value};
 
 #[derive(Stats)]
 #[stats(model = "job")]
@@ -57,7 +58,7 @@ fn now() -> RetireOptions {
 fn total<P: AsRef<Path>>(args: &[P]) -> u64 {
     mmstats::install_sigbus_guard().unwrap();
     let args: Vec<&Path> = args.iter().map(|p| p.as_ref()).collect();
-    let (files, _) = mmstats::scan(&args);
+    let (files, _) = mmstats_read::scan(&args);
     read_all(&files, &ReadLimits::default())
         .into_iter()
         .filter_map(|(_, s)| match s.ok()?.field("done")?.value {
@@ -257,7 +258,7 @@ fn the_golden_archive_reads_as_expected_and_is_what_a_fold_writes() {
     assert_eq!(a.since, source.info.created);
     let mut id = source.info.source_id();
     // The identity names the file as it was folded: `golden.mmstats`.
-    id.name_hash = mmstats::retire::fnv1a32(b"golden.mmstats");
+    id.name_hash = mmstats_read::retire::fnv1a32(b"golden.mmstats");
     assert!(a.holds(&id));
     // Every field but the gauges, with the source's values.
     for f in &source.fields {
@@ -273,14 +274,14 @@ fn the_golden_archive_reads_as_expected_and_is_what_a_fold_writes() {
 /// identities: its totals and deltas stay exact, no dip, no spike.
 #[test]
 fn a_watching_reader_sees_no_dip_or_spike_through_fold_and_prune() {
-    use mmstats::aggregate::{SeriesValue, Sources, View};
+    use mmstats_read::aggregate::{SeriesValue, Sources, View};
     mmstats::install_sigbus_guard().unwrap();
     let dir = tempfile::tempdir().unwrap();
     dead(dir.path(), "a", 3);
     dead(dir.path(), "b", 4);
     let mut sources = Sources::new(&[dir.path()]);
     let view = View::default();
-    let sum = |s: &mmstats::aggregate::Sample| -> u64 {
+    let sum = |s: &mmstats_read::aggregate::Sample| -> u64 {
         s.files
             .iter()
             .filter_map(|f| match f.snapshot.field("done")?.value {
@@ -289,7 +290,8 @@ fn a_watching_reader_sees_no_dip_or_spike_through_fold_and_prune() {
             })
             .sum()
     };
-    let increase = |d: &mmstats::aggregate::Delta| match d.get("done", None).map(|s| &s.value) {
+    let increase = |d: &mmstats_read::aggregate::Delta| match d.get("done", None).map(|s| &s.value)
+    {
         Some(SeriesValue::Int(n)) => *n,
         other => panic!("{other:?}"),
     };
@@ -391,7 +393,7 @@ fn a_listing_that_missed_the_archive_still_counts_it() {
     assert_eq!(total(&[dir.path()]), 4);
     // A listing made while a fold renamed the archive over the old one may
     // miss its name: the archive's counts must not vanish from the total.
-    let (files, _) = mmstats::scan(&[dir.path()]);
+    let (files, _) = mmstats_read::scan(&[dir.path()]);
     let missed: Vec<_> = files
         .into_iter()
         .filter(|f| !f.path.to_string_lossy().contains(".archive"))

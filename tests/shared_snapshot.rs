@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mmstats::{Counter, FieldDef, Gauge, Histogram, Kind, ReadError, Reader, Stats, Text, Value};
+use mmstats::{Counter, FieldDef, Gauge, Histogram, Kind, Stats, Text};
+use mmstats_read::{ReadError, Reader, Value};
 
 #[derive(Stats)]
 struct Shared {
@@ -23,13 +24,13 @@ struct Shared {
 }
 
 fn only_file(dir: &Path) -> PathBuf {
-    let (files, problems) = mmstats::discover(&[dir]);
+    let (files, problems) = mmstats_read::discover(&[dir]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files.len(), 1);
     files.into_iter().next().unwrap()
 }
 
-fn value<'a>(snap: &'a mmstats::Snapshot, label: &str) -> &'a Value {
+fn value<'a>(snap: &'a mmstats_read::Snapshot, label: &str) -> &'a Value {
     &snap
         .field(label)
         .unwrap_or_else(|| panic!("no {label}"))

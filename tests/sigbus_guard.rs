@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mmstats::{Counter, ReadError, Reader, Stats, Value};
+use mmstats::{Counter, Stats};
+use mmstats_read::{ReadError, Reader, Value};
 
 #[derive(Stats)]
 struct Probe {
@@ -30,7 +31,7 @@ fn stats_file(dir: &Path) -> PathBuf {
     let stats = Probe::builder().dir(dir).open().unwrap();
     stats.hits.add(7);
     drop(stats);
-    let (files, problems) = mmstats::discover(&[dir]);
+    let (files, problems) = mmstats_read::discover(&[dir]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files.len(), 1);
     files[0].clone()
@@ -259,7 +260,7 @@ fn child() {
             std::fs::copy(golden, &path).unwrap();
             for err in [
                 Reader::open(&path).unwrap_err(),
-                mmstats::read_file(&path).unwrap_err(),
+                mmstats_read::read_file(&path).unwrap_err(),
             ] {
                 assert!(
                     matches!(&err, ReadError::NoSigbusGuard { path: p } if *p == path),
@@ -276,8 +277,8 @@ fn child() {
             let own = dir.path().join("own");
             std::fs::create_dir(&own).unwrap();
             let own = stats_file(&own);
-            assert!(mmstats::read_file(&own).is_ok());
-            assert!(mmstats::read_file(&path).is_ok());
+            assert!(mmstats_read::read_file(&own).is_ok());
+            assert!(mmstats_read::read_file(&path).is_ok());
             mmstats::install_sigbus_guard().unwrap();
             return;
         }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mmstats::{
-    Constant, Counter, FieldDef, Gauge, GaugeF64, Kind, Options, Reader, Schema, Snapshot, Stats,
-    StatsFile, Text, Value, WriterState,
+    Constant, Counter, FieldDef, Gauge, GaugeF64, Kind, Options, Schema, Stats, StatsFile, Text,
+    WriterState,
 };
+use mmstats_read::{Reader, Snapshot, Value};
 
 /// Request statistics of the web front end.
 #[derive(Stats)]
@@ -45,7 +46,7 @@ fn thread_tid() -> u32 {
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let (files, errors) = mmstats::discover(&[dir]);
+    let (files, errors) = mmstats_read::discover(&[dir]);
     assert!(errors.is_empty(), "{errors:?}");
     files
 }
@@ -84,7 +85,7 @@ fn the_issue_surface_round_trips_through_a_file() {
     let pid = std::process::id().to_string();
     assert!(name.contains(".WebStats.") && name.contains(&pid) && name.ends_with(".mmstats"));
 
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert_eq!(value(&snap, "web.status.2xx"), &Value::Counter(6));
     assert_eq!(value(&snap, "web.in_flight"), &Value::Gauge(-7));
     assert_eq!(value(&snap, "web.load"), &Value::GaugeF64(0.75));
@@ -106,7 +107,7 @@ fn the_issue_surface_round_trips_through_a_file() {
     assert!(snap.info.process_start > 0);
 
     drop(stats);
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     // Closed; the process, which holds the lock, lives on.
     assert!(snap.info.alive);
     assert_eq!(snap.info.state, WriterState::Exited);
@@ -125,7 +126,7 @@ fn text_is_truncated_on_a_character_boundary() {
     let long = "é".repeat(40); // 80 bytes, capacity 64
     assert_eq!(stats.state.set(&long), 64);
     stats.version.set("日本語のバージョン"); // 27 bytes, capacity 16
-    let snap = mmstats::read_file(only_file(dir.path())).unwrap();
+    let snap = mmstats_read::read_file(only_file(dir.path())).unwrap();
     assert_eq!(value(&snap, "web.state"), &Value::Text("é".repeat(32)));
     assert_eq!(
         value(&snap, "web.version"),
@@ -155,7 +156,7 @@ fn builder_options_dir_template_prefix() {
             thread_tid()
         )
     );
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert_eq!(value(&snap, "svc.queries"), &Value::Counter(2));
     assert_eq!(snap.info.command, "worker 7");
 
@@ -222,7 +223,7 @@ fn a_stale_entry_with_our_name_is_kept_never_written_through() {
         .unwrap()
         .file_type()
         .is_symlink());
-    let snap = mmstats::read_file(dir.path().join(format!("{stem}.2.mmstats"))).unwrap();
+    let snap = mmstats_read::read_file(dir.path().join(format!("{stem}.2.mmstats"))).unwrap();
     assert_eq!(value(&snap, "queries"), &Value::Counter(1));
 }
 
@@ -249,7 +250,7 @@ fn four_threads_write_four_files() {
     let mut got: Vec<(u32, u64)> = files
         .iter()
         .map(|f| {
-            let snap = mmstats::read_file(f).unwrap();
+            let snap = mmstats_read::read_file(f).unwrap();
             assert!(snap.info.alive);
             let Value::Counter(n) = value(&snap, "queries") else {
                 panic!("not a counter")
@@ -278,7 +279,7 @@ fn two_models_in_one_thread_get_two_files() {
     db.queries.add(7);
     let snaps: Vec<Snapshot> = files_in(dir.path())
         .iter()
-        .map(|f| mmstats::read_file(f).unwrap())
+        .map(|f| mmstats_read::read_file(f).unwrap())
         .collect();
     assert_eq!(snaps.len(), 2);
     let models: Vec<&str> = snaps.iter().map(|s| s.info.model.as_str()).collect();
@@ -323,7 +324,7 @@ fn per_thread_static_gives_each_thread_its_own_file() {
     let mut counts: Vec<u64> = files_in(per_thread_dir())
         .iter()
         .map(|f| {
-            let snap = mmstats::read_file(f).unwrap();
+            let snap = mmstats_read::read_file(f).unwrap();
             // The threads have ended: their instances were dropped (the
             // process lives on, so its lock still says alive).
             assert_eq!(snap.info.state, WriterState::Exited);
@@ -410,7 +411,7 @@ fn run_time_schemas_hand_out_their_handles_once() {
         .unwrap_err()
         .to_string()
         .contains("rt.nope"));
-    let snap = mmstats::read_file(file.path().unwrap()).unwrap();
+    let snap = mmstats_read::read_file(file.path().unwrap()).unwrap();
     assert_eq!(value(&snap, "rt.hits"), &Value::Counter(3));
     assert_eq!(value(&snap, "rt.mood"), &Value::Text("calm".into()));
 
@@ -429,7 +430,7 @@ fn a_fifo_named_like_a_stats_file_does_not_hang_the_reader() {
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
     // Listed, it is skipped with a problem naming it, never opened.
-    let (files, problems) = mmstats::discover(&[dir.path()]);
+    let (files, problems) = mmstats_read::discover(&[dir.path()]);
     assert!(files.is_empty(), "{files:?}");
     assert!(
         problems[0].to_string().contains("trap.mmstats"),
@@ -438,7 +439,7 @@ fn a_fifo_named_like_a_stats_file_does_not_hang_the_reader() {
     // Opening a FIFO for reading blocks until a writer comes, unless the
     // reader asks not to; run it on a thread so a regression fails, not hangs.
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(mmstats::read_file(&fifo).map(|_| ())).unwrap());
+    std::thread::spawn(move || tx.send(mmstats_read::read_file(&fifo).map(|_| ())).unwrap());
     let err = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("reader hung on a FIFO")
@@ -528,7 +529,7 @@ fn static_labels_and_units_are_stored() {
             .unit("requests"),
     );
     let file = StatsFile::create(&schema, &Options::new().dir(dir.path())).unwrap();
-    let snap = mmstats::read_file(file.path().unwrap()).unwrap();
+    let snap = mmstats_read::read_file(file.path().unwrap()).unwrap();
     let f = snap.field("http.requests").unwrap();
     assert_eq!(
         f.static_labels,
@@ -715,15 +716,15 @@ fn killed_writer_reads_as_dead_but_active() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child_writer(dir.path(), 10);
     let path = only_file(dir.path());
-    assert_eq!(mmstats::probe_alive(&path), Some(true));
+    assert_eq!(mmstats_read::probe_alive(&path), Some(true));
     child.kill().unwrap();
     child.wait().unwrap();
-    let snap = mmstats::read_file(&path).unwrap();
+    let snap = mmstats_read::read_file(&path).unwrap();
     assert!(!snap.info.alive);
     assert_eq!(
         snap.info.state,
         WriterState::Active,
         "it never said goodbye"
     );
-    assert_eq!(mmstats::probe_alive(&path), Some(false));
+    assert_eq!(mmstats_read::probe_alive(&path), Some(false));
 }

@@ -19,8 +19,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use mmstats::aggregate::{Aggregator, Sample, Selector, SeriesValue, View};
 use mmstats::{HistogramSnapshot, Kind, Unit};
+use mmstats_read::aggregate::{Aggregator, Sample, Selector, SeriesValue, View};
 
 use crate::plugin::{number, status_line, Perfdata, State, Uom};
 use crate::range::Range;

@@ -263,7 +263,7 @@ fn from_dir(dir: &Path, spec: &Spec, timeout: Duration) -> Result<Measure, Strin
     }
     mmstats::install_sigbus_guard()
         .map_err(|e| format!("cannot install the SIGBUS guard readers need: {e}"))?;
-    let mut sources = mmstats::aggregate::Sources::new(&[dir]);
+    let mut sources = mmstats_read::aggregate::Sources::new(&[dir]);
     let first = sources.sample();
     if first.files.is_empty() {
         let why = first
@@ -333,7 +333,7 @@ fn from_mmash(args: &Args, spec: &Spec, deadline: Instant) -> Result<Measure, St
         })?;
         // Never judge a value that is not the one asked for.
         let what = match (spec.aggr, spec.rate, spec.stat) {
-            (Some(mmstats::aggregate::Aggregator::Count), _, _) => Some("count".to_owned()),
+            (Some(mmstats_read::aggregate::Aggregator::Count), _, _) => Some("count".to_owned()),
             (_, Some(_), _) => Some("rate".to_owned()),
             (_, _, Some(s)) => Some(s.name()),
             _ => None,

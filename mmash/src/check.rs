@@ -34,8 +34,8 @@ use hyper::ext::ReasonPhrase;
 use mmstats::{HistogramSnapshot, Kind};
 use serde_json::json;
 
+use crate::app::{App, MAX_QUERY};
 use crate::collect::Current;
-use crate::http::{App, MAX_QUERY};
 use crate::prom::{FamilyKind, SeriesValue};
 
 /// The status of a WARNING: a 4xx, which `check_http` reports as WARNING.
@@ -210,7 +210,7 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         }
     }
     if family.is_none()
-        && spec.aggr != Some(mmstats::aggregate::Aggregator::Count)
+        && spec.aggr != Some(mmstats_read::aggregate::Aggregator::Count)
         && kind_of(&cur.sample, label).is_none()
     {
         return Err(no_label(label));

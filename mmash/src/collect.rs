@@ -19,8 +19,8 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mmstats::aggregate::{GroupBy, Sample, SeriesValue as LayerValue, Sources, View, Warning};
 use mmstats::{HistogramSnapshot, Kind};
+use mmstats_read::aggregate::{GroupBy, Sample, SeriesValue as LayerValue, Sources, View, Warning};
 
 use crate::prom::{Collision, Family, FamilyKind, Series, SeriesValue};
 
@@ -123,7 +123,7 @@ impl Collector {
         // The previous sample is the one in the current reading.
         let prev = inner.current.clone();
         let prev = prev.as_ref().map(|c| &c.sample);
-        let seen: &[mmstats::aggregate::FileSample] = prev.map_or(&[], |p| &p.files);
+        let seen: &[mmstats_read::aggregate::FileSample] = prev.map_or(&[], |p| &p.files);
         let mut j = 0;
         for f in &sample.files {
             while seen.get(j).is_some_and(|p| p.id < f.id) {

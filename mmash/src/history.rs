@@ -377,7 +377,7 @@ fn pick(
 mod tests {
     use super::*;
     use crate::prom::{Family, Series};
-    use mmstats::aggregate::Sample;
+    use mmstats_read::aggregate::Sample;
     use std::time::SystemTime;
 
     fn current(at: Instant, total: i128) -> Current {

@@ -3,7 +3,7 @@
 //! logging as middleware.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,36 +13,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use mmstats::aggregate::{Aggregator, FileSample, Sample, Selector, SeriesValue, View};
-use mmstats::json::{state_name, FileJson, HistogramJson, ValueJson};
+use mmstats_read::aggregate::{Aggregator, FileSample, Sample, Selector, SeriesValue, View};
+use mmstats_read::json::{state_name, FileJson, HistogramJson, ValueJson};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 use subtle::ConstantTimeEq;
 
-use crate::collect::{Collector, Current};
+use crate::app::{App, MAX_QUERY};
+use crate::collect::Current;
 use crate::prom::{self, FamilyKind};
 
-/// Longest query string accepted, in bytes.
-pub const MAX_QUERY: usize = 4096;
-
 const DASHBOARD: &str = include_str!("dashboard.html");
-
-/// What every handler shares.
-#[derive(Debug)]
-pub struct App {
-    /// The files and series.
-    pub collector: Collector,
-    /// `--namespace`.
-    pub namespace: String,
-    /// The expected `Authorization` header value, `Bearer <token>`.
-    pub auth: Option<Vec<u8>>,
-    /// `--log-requests`.
-    pub log_requests: bool,
-    /// The stats directories: where `glob` patterns are relative to.
-    pub dirs: Vec<PathBuf>,
-    /// Past readings, for `/check/` windows.
-    pub history: crate::history::History,
-}
 
 /// A 4xx or 5xx with a JSON body `{"error": message}`.
 #[derive(Debug)]

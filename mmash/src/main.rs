@@ -9,6 +9,7 @@
 //! (slow clients), keep-alive and graceful shutdown are hyper's, not ours.
 #![forbid(unsafe_code)]
 
+mod app;
 mod check;
 mod collect;
 mod history;
@@ -27,12 +28,12 @@ use clap::Parser;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use mmstats::aggregate::GroupBy;
+use mmstats_read::aggregate::GroupBy;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::app::App;
 use crate::collect::Collector;
-use crate::http::App;
 
 const LONG_ABOUT: &str = "\
 Serve every mmstats file on the host over HTTP.
@@ -236,7 +237,7 @@ fn main() -> ExitCode {
         }
     };
     let sample_every = match retire::parse_duration(&args.sample_every) {
-        Ok(Some(d)) if d < mmstats::retire::MIN_PRUNE_AFTER => d,
+        Ok(Some(d)) if d < mmstats_read::retire::MIN_PRUNE_AFTER => d,
         Ok(_) => {
             eprintln!(
                 "mmash: --sample-every {:?} must be above 0 and under 1m (the shortest prune delay)",
@@ -310,7 +311,7 @@ fn read_token(p: &Path) -> Result<String, String> {
 /// directory of each file or pattern, or the default directories.
 fn stats_dirs(paths: &[OsString]) -> Vec<PathBuf> {
     if paths.is_empty() {
-        return mmstats::default_dirs();
+        return mmstats_read::default_dirs();
     }
     let mut dirs: Vec<PathBuf> = paths
         .iter()

@@ -2,7 +2,7 @@
 //! `--retire-after`, the one-shot `mmash retire` for cron, and the
 //! `mmash_files` / `mmash_retire_*` series on `/metrics`.
 //!
-//! The fold itself is [`mmstats::retire::fold`]; this module only decides
+//! The fold itself is [`mmstats_read::retire::fold`]; this module only decides
 //! which directories and when. A directory is folded only as its owner:
 //! the periodic fold of an mmash running as root folds another user's
 //! directory by running `mmash retire` as that user; a one-shot `mmash
@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use mmstats::aggregate::Sample;
-use mmstats::retire::{fold, FoldReport, FoldStep, RetireOptions};
+use mmstats_read::aggregate::Sample;
+use mmstats_read::retire::{fold, FoldReport, FoldStep, RetireOptions};
 
 /// Default `--retire-after`: see README, "Operating it".
 pub const DEFAULT_RETIRE_AFTER: &str = "5m";
@@ -76,7 +76,7 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
 fn own_dirs(paths: &[OsString]) -> Vec<PathBuf> {
     candidate_dirs(paths)
         .into_iter()
-        .filter(|d| mmstats::retire::foldable(d).is_ok())
+        .filter(|d| mmstats_read::retire::foldable(d).is_ok())
         .collect()
 }
 
@@ -84,7 +84,7 @@ fn own_dirs(paths: &[OsString]) -> Vec<PathBuf> {
 /// ones), whoever owns them.
 fn candidate_dirs(paths: &[OsString]) -> Vec<PathBuf> {
     if paths.is_empty() {
-        mmstats::default_dirs()
+        mmstats_read::default_dirs()
     } else {
         paths
             .iter()
@@ -406,7 +406,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Err(e) => return usage(&format!("--retire-after {e}")),
     }
     match parse_duration(&args.prune_after) {
-        Ok(Some(d)) if d >= mmstats::retire::MIN_PRUNE_AFTER => opts.prune_after = d,
+        Ok(Some(d)) if d >= mmstats_read::retire::MIN_PRUNE_AFTER => opts.prune_after = d,
         Ok(_) => return usage("--prune-after must be at least 1m"),
         Err(e) => return usage(&format!("--prune-after {e}")),
     }
@@ -454,7 +454,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     for p in &args.paths {
         if let (true, Err(e)) = (
             Path::new(p).is_dir(),
-            mmstats::retire::foldable(Path::new(p)),
+            mmstats_read::retire::foldable(Path::new(p)),
         ) {
             eprintln!("mmash retire: {e}");
             failed = true;

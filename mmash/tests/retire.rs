@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{writer_main, Writer, BIN};
-use mmstats::aggregate::{SeriesValue, Sources, View};
-use mmstats::{ReadLimits, Stats, Value};
+use mmstats::Stats;
+use mmstats_read::aggregate::{SeriesValue, Sources, View};
+use mmstats_read::{ReadLimits, Value};
 
 #[test]
 fn writer_child() {
@@ -26,9 +27,9 @@ fn writer_child() {
 /// counter over every file, each dead writer once; and the timer count.
 fn totals(dir: &Path) -> (u64, u64, usize, usize) {
     mmstats::install_sigbus_guard().unwrap();
-    let (files, _) = mmstats::scan(&[dir]);
+    let (files, _) = mmstats_read::scan(&[dir]);
     let (mut sum, mut timed, mut writers, mut archives) = (0, 0, 0, 0);
-    for (_, snap) in mmstats::retire::read_all(&files, &ReadLimits::default()) {
+    for (_, snap) in mmstats_read::retire::read_all(&files, &ReadLimits::default()) {
         let snap = snap.expect("every file reads");
         if snap.info.is_archive() {
             archives += 1;
@@ -131,8 +132,8 @@ fn a_folder_killed_at_any_step_neither_loses_nor_double_counts() {
         "{names:?}"
     );
     // The archive says what it holds; slurpstats-style JSON too.
-    let (files, _) = mmstats::scan(&[dir.path()]);
-    let read = mmstats::retire::read_all(&files, &ReadLimits::default());
+    let (files, _) = mmstats_read::scan(&[dir.path()]);
+    let read = mmstats_read::retire::read_all(&files, &ReadLimits::default());
     let archive = read
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok())
@@ -393,8 +394,8 @@ fn churn_keeps_the_directory_bounded_and_metrics_monotonic() {
 /// those files are known gone.
 fn archive_ids(dir: &Path) -> Option<(usize, usize)> {
     mmstats::install_sigbus_guard().unwrap();
-    let (files, _) = mmstats::scan(&[dir]);
-    mmstats::retire::read_all(&files, &ReadLimits::default())
+    let (files, _) = mmstats_read::scan(&[dir]);
+    mmstats_read::retire::read_all(&files, &ReadLimits::default())
         .into_iter()
         .filter_map(|(_, s)| s.ok()?.info.archive.clone())
         .map(|a| {
@@ -458,8 +459,8 @@ fn the_real_default_floor_keeps_identities_a_minute() {
         // --prune-after below 1m is refused; the hidden test flag is not used.
         retire(dir.path(), None);
     }
-    let (files, _) = mmstats::scan(&[dir.path()]);
-    let kept = mmstats::retire::read_all(&files, &ReadLimits::default())
+    let (files, _) = mmstats_read::scan(&[dir.path()]);
+    let kept = mmstats_read::retire::read_all(&files, &ReadLimits::default())
         .into_iter()
         .filter_map(|(_, s)| s.ok()?.info.archive.clone())
         .map(|a| a.ids.len())

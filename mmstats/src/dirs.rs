@@ -1,12 +1,11 @@
 //! Where stats files live: the directory policy that writers and readers
 //! share (format-spec.md §2.1).
 //!
-//! Writers use [`default_dir`]; readers given no paths search
-//! [`default_dirs`]. Both honour [`DIR_ENV`].
+//! Writers use [`default_dir`], and [`fallback_dir`] when it is not
+//! theirs; readers given no paths search `mmstats-read`'s `default_dirs`.
+//! Both honour [`DIR_ENV`].
 
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::sys;
 
@@ -14,13 +13,8 @@ use crate::sys;
 /// for writers and readers alike.
 pub const DIR_ENV: &str = "MMSTATS_DIR";
 
-/// For tests only: the directory a default scan lists for `mmstats-*`
-/// directories instead of `/dev/shm`, so that tests of the default scan do
-/// not touch the machine's real one. Writers ignore it.
-pub(crate) const SCAN_ROOT_ENV: &str = "MMSTATS_SCAN_ROOT";
-
 /// The parent of the per-user directories.
-const SHM: &str = "/dev/shm";
+pub const SHM: &str = "/dev/shm";
 
 /// The directory writers use and readers search: `$MMSTATS_DIR` if set,
 /// else `/dev/shm/mmstats-EUID` (on tmpfs, so stores never wait on disk).
@@ -35,49 +29,7 @@ pub fn default_dir() -> PathBuf {
 /// `/dev/shm/mmstats-EUID`, is not theirs (another user may create it
 /// first): `$XDG_RUNTIME_DIR/mmstats`, if `XDG_RUNTIME_DIR` is set to an
 /// absolute path. Readers' default scan includes it.
-pub(crate) fn fallback_dir() -> Option<PathBuf> {
+pub fn fallback_dir() -> Option<PathBuf> {
     let runtime = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
     runtime.is_absolute().then(|| runtime.join("mmstats"))
-}
-
-/// The directories searched when a reader is given no paths: `$MMSTATS_DIR`
-/// if set and not empty, else every `/dev/shm/mmstats-*` entry (one per
-/// user), sorted byte-wise, then the writers' fallback directory
-/// `$XDG_RUNTIME_DIR/mmstats` if it exists. These are only the candidates: [`discover`]
-/// reads one only if it passes the default scan's checks (not a symbolic
-/// link, not writable by group or others), and only the files in it that
-/// its owner owns.
-///
-/// (Tests may set `MMSTATS_SCAN_ROOT` to list another directory instead of
-/// `/dev/shm`; it is not meant for anything else.)
-///
-/// [`discover`]: crate::discover
-pub fn default_dirs() -> Vec<PathBuf> {
-    if let Some(dir) = std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()) {
-        return vec![PathBuf::from(dir)];
-    }
-    let root = std::env::var_os(SCAN_ROOT_ENV)
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| PathBuf::from(SHM), PathBuf::from);
-    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.file_name().as_bytes().starts_with(b"mmstats-"))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort_by(|a, b| by_bytes(a, b));
-    // Writers whose /dev/shm directory was squatted write here instead.
-    if let Some(fallback) = fallback_dir().filter(|d| d.is_dir()) {
-        if !dirs.contains(&fallback) {
-            dirs.push(fallback);
-        }
-    }
-    dirs
-}
-
-/// Orders paths by their bytes (format-spec.md §2.1), not by components.
-pub(crate) fn by_bytes(a: &Path, b: &Path) -> std::cmp::Ordering {
-    a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes())
 }

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::format::raw::{self, Header, Record};
 use crate::format::{Kind, WriterState};
 use crate::hist::Layout;
-use crate::layout::Plan;
+use crate::layout::{lay_out, Laid, Plan, SlotPlan};
 use crate::options::{render_template, Options, DEFAULT_TEMPLATE};
 use crate::publish::{publish, usable_dir};
 use crate::registry::{self, Home, PoolKey};
@@ -244,6 +244,37 @@ impl StatsFile {
         )))
     }
 
+    /// Lays the file out and hands the finished image to `make_backing`,
+    /// which publishes it or copies it into private memory.
+    fn layout<M>(
+        schema: &Schema,
+        options: &Options<M>,
+        make_backing: impl FnOnce(&mut [u8]) -> Result<(Backing, Option<PathBuf>), Error>,
+    ) -> Result<StatsFile, Error> {
+        let Laid {
+            mut image,
+            header,
+            strings_used,
+            values_used,
+            labels,
+            slots,
+        } = lay_out(schema, options)?;
+        let (backing, path) = make_backing(&mut image)?;
+        // Only the metadata is kept, for appending fields later.
+        image.truncate(header.values_off.get() as usize);
+        Ok(StatsFile {
+            backing: Arc::new(backing),
+            path,
+            image,
+            header,
+            strings_used,
+            values_used,
+            prefix: options.prefix.clone(),
+            labels,
+            slots,
+        })
+    }
+
     /// Stores `len` bytes of the local image at `off` into the backing
     /// memory, as whole words (neighbouring bytes are stored unchanged).
     fn store_image(&self, off: usize, len: usize) {
@@ -276,6 +307,57 @@ impl StatsFile {
             values_used: self.values_used,
         }
     }
+}
+
+impl<T: crate::Stats> Options<T> {
+    /// Creates this thread's stats file and returns the model bound to it.
+    /// A model needs at least one field: its handles are what keep the
+    /// file open.
+    ///
+    /// When the model is dropped (a `per_thread!` instance when its thread
+    /// ends), its file is marked exited and parked; the next open of the
+    /// same model, with the same options, in this process takes it over
+    /// instead of making a new file. Its counters and histograms continue
+    /// from where they were, so sums over files stay exact; gauges restart
+    /// at zero; text and constants keep their last value until set again.
+    /// Files per process are thus bounded by the instances alive at once.
+    pub fn open(self) -> Result<T, Error> {
+        let mut file = StatsFile::create_file(&model_schema::<T>()?, &self, true)?;
+        Ok(T::bind(&mut Slots(file.take_slots().into_iter())))
+    }
+
+    /// Like [`open`](Options::open), but never fails: if the file cannot
+    /// be made, the model lives in process-private memory (the application
+    /// runs the same, nobody can read its stats) and the reason is returned
+    /// beside it. A definition error in the model itself still panics,
+    /// since it is a bug in the program.
+    pub fn open_or_private(self) -> (T, Option<Error>) {
+        let schema = model_schema::<T>().unwrap_or_else(|e| panic!("invalid stats model: {e}"));
+        let (mut file, err) = match StatsFile::create_file(&schema, &self, true) {
+            Ok(file) => (file, None),
+            Err(err @ Error::Field { .. }) => panic!("invalid stats model: {err}"),
+            Err(err) => {
+                registry::note_fallback(&err);
+                let file = StatsFile::private(&schema, &self)
+                    .unwrap_or_else(|e| panic!("invalid stats model: {e}"));
+                (file, Some(err))
+            }
+        };
+        (T::bind(&mut Slots(file.take_slots().into_iter())), err)
+    }
+}
+
+/// A model's schema, refused if it has no field: nothing would hold the
+/// file open.
+fn model_schema<T: crate::Stats>() -> Result<Schema, Error> {
+    let schema = T::schema();
+    if schema.fields.is_empty() {
+        return Err(Error::Field {
+            label: schema.model,
+            reason: "a stats model needs at least one field".into(),
+        });
+    }
+    Ok(schema)
 }
 
 /// The backing of a live file mapping, which goes back to the registry when
@@ -317,13 +399,6 @@ fn reuse(map: &FileMap, image: &[u8]) {
     // Release: a reader that acquires "active" sees the new tid and gauges.
     map.word(raw::H_STATE)
         .store(WriterState::ACTIVE, Ordering::Release);
-}
-
-/// A field waiting to be bound: its definition and where its value lives.
-pub(crate) struct SlotPlan {
-    pub(crate) def: FieldDef,
-    pub(crate) off: usize,
-    pub(crate) len: usize,
 }
 
 #[cfg(test)]

@@ -268,11 +268,7 @@ impl HistogramSnapshot {
 
     /// A snapshot from `(bucket, count)` pairs in bucket order, for the
     /// reader, which finds them in that order.
-    pub(crate) fn from_sorted_used(
-        layout: Layout,
-        sum: u64,
-        used: Vec<(u32, u64)>,
-    ) -> HistogramSnapshot {
+    pub fn from_sorted_used(layout: Layout, sum: u64, used: Vec<(u32, u64)>) -> HistogramSnapshot {
         debug_assert!(used.windows(2).all(|w| w[0].0 < w[1].0));
         debug_assert!(used
             .iter()
@@ -397,7 +393,7 @@ impl HistogramSnapshot {
 
     /// Adds `now.since(then)` into this one: the same result as
     /// `self.merge(&now.since(then)?)`, and on error this one is unchanged.
-    pub(crate) fn merge_since(
+    pub fn merge_since(
         &mut self,
         now: &HistogramSnapshot,
         then: &HistogramSnapshot,

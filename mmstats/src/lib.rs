@@ -5,9 +5,14 @@
 //! derives [`Stats`] for it. Each writer thread opens its own instance, which
 //! lays the struct out in its own file (by default under `/dev/shm`) and
 //! updates it with relaxed atomic stores: no lock, no syscall and no
-//! allocation on the hot path. Separate programs (`slurpstats`, and this
-//! crate's [reader API](Reader)) find those files and read them without
-//! disturbing the writers.
+//! allocation on the hot path. Separate programs (`slurpstats`, `pollstats`,
+//! `mmash`, and the `mmstats-read` crate they are built on) find those files
+//! and read them without disturbing the writers.
+//!
+//! This is the crate applications depend on: the file format and the
+//! writer, with lean dependencies (`libc`, `memmap2`, `zerocopy`, the
+//! derive). Reading, discovery, aggregation and the fold of dead writers
+//! live one layer up, in `mmstats-read`.
 //!
 //! # Overview
 //!
@@ -16,47 +21,18 @@
 //!   once), [`Timer`] and [`Histogram`] (log-linear buckets, mergeable).
 //! - Opening: [`Stats::open`], [`Stats::builder`] for the directory, file name
 //!   template and label prefix, and [`Stats::open_or_private`], which never
-//!   fails: it falls back to process-private memory and says why.
+//!   fails: it falls back to process-private memory and says why
+//!   ([`fallbacks`] counts those).
 //! - Per-thread access from anywhere: [`per_thread!`] declares a
 //!   [`PerThread`] static; it also gives timer guards that may cross
 //!   `.await` points, and a future adapter that records wall and busy time.
-//! - Reading: [`install_sigbus_guard`], called once at program start,
-//!   lets readers survive files truncated under them; [`discover`] (or
-//!   [`scan`]) finds files, [`Reader`] maps one read-only and takes
-//!   [`Snapshot`]s (or, polling, [`Reader::snapshot_shared`], which reads
-//!   again only what changed); [`HistogramSnapshot`] gives quantiles,
-//!   merges files and subtracts snapshots to get a window.
-//! - Many files, one view: [`aggregate`] keeps readers open over a
-//!   watched set of files and turns two samples into per-series rates,
-//!   gauges and latency windows (what `pollstats` shows).
-//! - Bounded directories: [`retire::fold`] folds the files of dead writers
-//!   into one archive per command and model and removes them, while every
-//!   reader of this crate keeps each total exact and never decreasing
-//!   ([`retire::read_all`] for one-shot readers).
-//!
-//! # Reading files other users own
-//!
-//! Readers may run as root over `/dev/shm/mmstats-*` directories that any
-//! user can create and fill, so every file is treated as hostile:
-//!
-//! - Entries are examined with `lstat` and opened with `O_NOFOLLOW |
-//!   O_NONBLOCK | O_NOCTTY`: a symbolic link, device, FIFO or socket under
-//!   a stats name is skipped, never opened, and the type is checked again
-//!   with `fstat` before the file is mapped. Error messages never quote a
-//!   file's bytes, nor the size of a file not known to be a stats file.
-//! - A *default scan* ([`scan`] with no paths) reads a directory only if it
-//!   is not a symbolic link and not writable by group or others, and only
-//!   the files in it owned by the directory's owner ([`Found::open`] checks
-//!   that again on the opened file). Problems in other users' directories
-//!   are marked [`DiscoverError::foreign`] (and [`Found::foreign`]), for a
-//!   tool to count rather than report one by one.
-//! - `**` in a pattern never follows a symbolic link and never visits a
-//!   directory twice.
-//! - [`ReadLimits`] bound what one file can cost (mapped length, text
-//!   capacity read, field count, bytes decoded per snapshot); pass them to
-//!   [`Reader::open_with`] or [`Found::open`].
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
+//! - The format itself, for readers and for writers in other languages:
+//!   [`format`] (every byte offset), [`hist`] (histogram layout, snapshots
+//!   and quantiles), [`protocol`] (the memory-ordering protocols of both
+//!   sides), [`layout::Plan`] (writing an image), and [`guard`], the SIGBUS
+//!   guard that readers map files through.
 //!
 //! # Architecture
 //!
@@ -64,17 +40,19 @@
 //! but not `Sync`, so the compiler keeps one writer per file. Each 8-byte
 //! value is one relaxed atomic word; text is double-buffered under a
 //! sequence counter, so readers copy the last complete string while the
-//! writer fills the other buffer, and never see it torn. A file is written whole under a temporary name
-//! and linked into place, so a reader never sees it half-made. Each writer
-//! process holds one exclusive `flock` on one lock file per directory, which
-//! every file of the process names: that is how readers tell live writers
-//! from dead ones. A thread's file is parked when its model is dropped and
-//! taken over by the next thread of the process that opens the same model. The byte layout is public and specified
-//! in `format-spec.md` at the root of the repository; [`format`](mod@format) holds every
-//! offset. The memory-ordering protocols (text, histograms, appended
-//! fields) live in one internal module, and `./test.sh` checks them with
-//! `loom` models, which run those same functions over every interleaving
-//! and every value the memory model allows a load to return.
+//! writer fills the other buffer, and never see it torn. A file is written
+//! whole under a temporary name and linked into place, so a reader never
+//! sees it half-made. Each writer process holds one exclusive `flock` on one
+//! lock file per directory, which every file of the process names: that is
+//! how readers tell live writers from dead ones. A thread's file is parked
+//! when its model is dropped and taken over by the next thread of the
+//! process that opens the same model. The byte layout is public and
+//! specified in `format-spec.md` at the root of the repository;
+//! [`format`](mod@format) holds every offset. The memory-ordering protocols
+//! (text, histograms, appended fields) live in one module, [`protocol`],
+//! and `./test.sh` checks them with `loom` models, which run those same
+//! functions over every interleaving and every value the memory model
+//! allows a load to return.
 //!
 //! A child made by `fork()` gets files of its own for everything its parent
 //! had open, mapped at the same addresses, so inherited handles count into
@@ -84,43 +62,36 @@
 //!
 //! # Which module holds what
 //!
-//! ```text
-//! format/       the file format's vocabulary: Kind (one table: code, name,
-//!   mod.rs      shape, value length), Unit, WriterState, limits
-//!   raw.rs      (hidden) header and record as #[repr(C)] little-endian
-//!               structs; every byte offset
-//! protocol.rs   the memory-ordering protocols, once, for writer and reader
-//!               (checked by loom)
-//! hist.rs       histogram layout, snapshots, quantiles, merge and windows
+//! The arrows run one way, down this list: a module imports only modules
+//! listed below it (the crate root's re-exports aside).
 //!
-//! writer side
-//!   schema.rs   FieldDef, Schema: what a model is made of
-//!   options.rs  Options / Builder, file name templates
-//!   layout.rs   laying a schema out into a file image
-//!   publish.rs  directory checks, publication under the final name
-//!   file.rs     StatsFile, Slot: a live file and its fields
+//! ```text
+//! the writer
+//!   per_thread.rs  per_thread!, timer guards across threads, futures
+//!   metrics.rs  the handles: Counter, Gauge, Text, Timer, ...
+//!   file.rs     StatsFile, Slot, Options::open: a live file and its fields
 //!   registry.rs per-process pool of files for reuse, lock files, exit
 //!               marking, fallback counts, re-homing files after fork()
 //!               and after truncation
-//!   metrics.rs  the handles: Counter, Gauge, Text, Timer, ...
-//!   per_thread.rs  per_thread!, timer guards across threads, futures
-//!   procfs.rs   /proc parsing (command name, process start)
-//!   sys.rs      (unsafe) shared writer memory as atomic words
-//!
-//! shared by both
+//!   layout.rs   laying a schema out into a file image; Plan
+//!   publish.rs  directory checks, publication under the final name
+//!   options.rs  Options / Builder, file name templates
+//!   schema.rs   FieldDef, Schema: what a model is made of
 //!   dirs.rs     directory policy: MMSTATS_DIR, default and fallback dirs
-//!   liveness.rs is a file's writer alive: lock file or file lock
-//!   error.rs    Error (writers), ReadError (readers)
+//!   procfs.rs   /proc parsing (command name, process start)
+//!   sys/        (unsafe) shared writer memory as atomic words; held.rs: a
+//!               lock held across fork()
+//!   guard/      (unsafe) the SIGBUS guard: its registry of reader and
+//!               writer mappings, ReadMap for readers, writer repair
+//!   error.rs    Error
 //!
-//! reader side
-//!   discover.rs finding files safely: lstat, owner policy, own globbing
-//!   reader.rs   Reader, Snapshot, ReadLimits: validate and copy out
-//!   sigbus.rs   (unsafe) the SIGBUS guard and its registry of reader and
-//!               writer mappings
-//!   json.rs     the JSON contract as Serialize types
-//!   aggregate/  many files, one view: watched sources, samples, deltas
-//!   retire.rs   folding dead writers into archives, and the readers'
-//!               rule that counts each of them once
+//! the format (no I/O)
+//!   protocol/   the memory-ordering protocols, once, for writer and reader
+//!               (checked by loom in protocol/models.rs)
+//!   hist.rs     histogram layout, snapshots, quantiles, merge and windows
+//!   format/     Kind, Unit, WriterState, limits, lock file names;
+//!               raw.rs: header and record as #[repr(C)] little-endian
+//!               structs, every byte offset
 //! ```
 //!
 //! # Example
@@ -146,13 +117,8 @@
 //! stats.ok.incr();
 //! stats.in_flight.set(3);
 //! stats.state.set("reading request");
-//!
-//! // Any other process can now read the file (once, at its start, it
-//! // installs the guard that turns a truncated file into an error).
-//! mmstats::install_sigbus_guard()?;
-//! let (files, _problems) = mmstats::discover(&[dir.path()]);
-//! let snap = mmstats::read_file(&files[0])?;
-//! assert_eq!(snap.field("web.status.2xx").unwrap().value, mmstats::Value::Counter(1));
+//! // Any other process can now read the file: `slurpstats DIR`, or the
+//! // `mmstats-read` crate's `discover` and `read_file`.
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_code)]
@@ -164,46 +130,37 @@
 #[cfg(not(all(target_pointer_width = "64", target_has_atomic = "64")))]
 compile_error!("mmstats needs a 64-bit target with 64-bit atomics");
 
-pub mod aggregate;
 mod dirs;
-mod discover;
 mod error;
 mod file;
 pub mod format;
+#[allow(unsafe_code)]
+pub mod guard;
 pub mod hist;
-pub mod json;
-mod layout;
-mod liveness;
+pub mod layout;
 mod metrics;
 mod options;
 mod per_thread;
 mod procfs;
-mod protocol;
+pub mod protocol;
 mod publish;
-mod reader;
 mod registry;
-pub mod retire;
 mod schema;
-#[allow(unsafe_code)]
-mod sigbus;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use dirs::{default_dir, default_dirs, DIR_ENV};
-pub use discover::{discover, scan, DiscoverError, Found};
-pub use error::{Error, ReadError};
+pub use dirs::{default_dir, fallback_dir, DIR_ENV, SHM};
+pub use error::Error;
 pub use file::StatsFile;
 pub use format::{Kind, Unit, WriterState};
+pub use guard::{install_sigbus_guard, MAX_MAPPINGS};
 pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
 pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
-pub use options::{Builder, Options, DEFAULT_TEMPLATE};
+pub use options::{sanitize, Builder, Options, DEFAULT_TEMPLATE};
 pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
-pub use reader::{
-    probe_alive, read_file, Field, FileInfo, LivenessMemo, ReadLimits, Reader, Snapshot, Value,
-};
 pub use registry::{fallbacks, Fallbacks};
 pub use schema::{FieldDef, Schema};
-pub use sigbus::{install_sigbus_guard, MAX_MAPPINGS};
+pub use sys::geteuid;
 
 /// What generated code needs and users do not: the bound slots a model is
 /// made from. Not part of the public API.

@@ -6,9 +6,8 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use crate::error::Error;
-use crate::file::{Slots, StatsFile};
 use crate::procfs::command_name;
-use crate::schema::Schema;
+
 use crate::sys;
 
 /// The default file name template.
@@ -133,59 +132,10 @@ impl<M> Options<M> {
     }
 }
 
-impl<T: crate::Stats> Options<T> {
-    /// Creates this thread's stats file and returns the model bound to it.
-    /// A model needs at least one field: its handles are what keep the
-    /// file open.
-    ///
-    /// When the model is dropped (a `per_thread!` instance when its thread
-    /// ends), its file is marked exited and parked; the next open of the
-    /// same model, with the same options, in this process takes it over
-    /// instead of making a new file. Its counters and histograms continue
-    /// from where they were, so sums over files stay exact; gauges restart
-    /// at zero; text and constants keep their last value until set again.
-    /// Files per process are thus bounded by the instances alive at once.
-    pub fn open(self) -> Result<T, Error> {
-        let mut file = StatsFile::create_file(&model_schema::<T>()?, &self, true)?;
-        Ok(T::bind(&mut Slots(file.take_slots().into_iter())))
-    }
-
-    /// Like [`open`](Options::open), but never fails: if the file cannot
-    /// be made, the model lives in process-private memory (the application
-    /// runs the same, nobody can read its stats) and the reason is returned
-    /// beside it. A definition error in the model itself still panics,
-    /// since it is a bug in the program.
-    pub fn open_or_private(self) -> (T, Option<Error>) {
-        let schema = model_schema::<T>().unwrap_or_else(|e| panic!("invalid stats model: {e}"));
-        let (mut file, err) = match StatsFile::create_file(&schema, &self, true) {
-            Ok(file) => (file, None),
-            Err(err @ Error::Field { .. }) => panic!("invalid stats model: {err}"),
-            Err(err) => {
-                crate::registry::note_fallback(&err);
-                let file = StatsFile::private(&schema, &self)
-                    .unwrap_or_else(|e| panic!("invalid stats model: {e}"));
-                (file, Some(err))
-            }
-        };
-        (T::bind(&mut Slots(file.take_slots().into_iter())), err)
-    }
-}
-
-/// A model's schema, refused if it has no field: nothing would hold the
-/// file open.
-fn model_schema<T: crate::Stats>() -> Result<Schema, Error> {
-    let schema = T::schema();
-    if schema.fields.is_empty() {
-        return Err(Error::Field {
-            label: schema.model,
-            reason: "a stats model needs at least one field".into(),
-        });
-    }
-    Ok(schema)
-}
-
-/// Keeps file names portable and free of separators.
-pub(crate) fn sanitize(s: &str) -> String {
+/// Sanitises `{cmd}` or `{model}` for a file name (format-spec.md §2.2):
+/// ASCII letters, digits, `_` and `-` are kept, every other code point
+/// becomes one `_`, and an empty result becomes `_`.
+pub fn sanitize(s: &str) -> String {
     let out: String = s
         .chars()
         .map(|c| {

@@ -42,7 +42,8 @@ pub(crate) fn process_start_ticks() -> u64 {
 static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
 
 /// The cache lock, held by the forking thread across `fork`.
-static HELD: crate::sys::HeldAcrossFork<(u32, u64)> = crate::sys::HeldAcrossFork::new(cache_lock);
+static HELD: crate::sys::held::HeldAcrossFork<(u32, u64)> =
+    crate::sys::held::HeldAcrossFork::new(cache_lock);
 
 fn cache_lock() -> &'static Mutex<(u32, u64)> {
     &CACHE

@@ -25,12 +25,13 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Once};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
+use crate::format::lock_file_name;
 use crate::format::raw::{self, Header, Record};
 use crate::format::{Kind, WriterState};
-use crate::liveness::lock_file_name;
 use crate::options::render_template_for;
 use crate::publish::publish_with;
-use crate::sys::{FileMap, HeldAcrossFork};
+use crate::sys::held::HeldAcrossFork;
+use crate::sys::FileMap;
 
 /// A parked file's identity: its directory and everything of its image
 /// that does not depend on the thread that made it (see [`pool_key`]).
@@ -138,7 +139,7 @@ struct Registry {
     /// Every mapped file of the process that a handle still uses, by address.
     live: HashMap<usize, Live>,
     last_error: Option<String>,
-    /// The `sigbus::dark_events` count up to which every dark mapping was
+    /// The `guard::dark_events` count up to which every dark mapping was
     /// re-homed.
     dark_seen: u64,
 }
@@ -504,7 +505,7 @@ fn cumulative_words(meta: &[u8]) -> Vec<usize> {
 /// truncated, so the SIGBUS guard put private memory over it) a new file,
 /// and counts each as a fallback until then. Called on every cold path.
 fn rehome_dark(reg: &mut Registry) {
-    let events = crate::sigbus::dark_events();
+    let events = crate::guard::dark_events();
     if events == reg.dark_seen {
         return;
     }
@@ -562,13 +563,13 @@ fn install_fork_handlers() {
 /// are being destroyed must get a child that re-homes its files too.)
 extern "C" fn before_fork() {
     FORK_HELD.hold();
-    crate::sigbus::hold_alloc_for_fork();
+    crate::guard::hold_alloc_for_fork();
     crate::procfs::hold_for_fork();
 }
 
 extern "C" fn after_fork_in_parent() {
     crate::procfs::release_after_fork();
-    crate::sigbus::release_alloc_after_fork();
+    crate::guard::release_alloc_after_fork();
     FORK_HELD.release();
 }
 
@@ -579,7 +580,7 @@ extern "C" fn after_fork_in_parent() {
 /// instead (counted as a fallback): the parent's file is never touched.
 extern "C" fn after_fork_in_child() {
     crate::procfs::release_after_fork_in_child();
-    crate::sigbus::release_alloc_after_fork_in_child();
+    crate::guard::release_alloc_after_fork_in_child();
     let Some(mut reg) = FORK_HELD.take_in_child() else {
         return;
     };
@@ -634,60 +635,12 @@ extern "C" fn after_fork_in_child() {
         // stats), but it will not mark that file exited.
         note_fallback_in(&mut reg, &err);
     }
-    reg.dark_seen = crate::sigbus::dark_events();
+    reg.dark_seen = crate::guard::dark_events();
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::{Counter, FieldDef, Options, Schema, StatsFile, Value};
     use std::fs;
-
-    /// A truncated file, written to, goes dark (private memory, no SIGBUS);
-    /// the next cold path publishes a new file under its name holding every
-    /// field, also one appended after creation, and the values since.
-    #[test]
-    fn a_truncated_file_is_made_again_with_its_appended_fields() {
-        let _m = crate::sigbus::tests::mapping();
-        crate::install_sigbus_guard().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut schema = Schema::new("Trunc");
-        schema.push(FieldDef::counter("a"));
-        let options = Options::new().dir(dir.path()).reserve(2, 256);
-        let mut file = StatsFile::create(&schema, &options).unwrap();
-        let a: Counter = file.take("a").unwrap();
-        let b: Counter = file.add(FieldDef::counter("b")).unwrap();
-        a.add(3);
-        let path = file.path().unwrap().to_owned();
-        let before = super::fallbacks().count;
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
-        // Faults, and lands in private memory.
-        b.add(2);
-        a.incr();
-        let fb = super::fallbacks();
-        assert_eq!(fb.count, before + 1);
-        let err = fb.last_error.unwrap();
-        assert!(err.contains("truncated"), "{err}");
-        // Re-homed by that call: the stores go to the new file.
-        b.incr();
-        let snap = crate::read_file(&path).unwrap();
-        let value = |l: &str| snap.field(l).map(|f| f.value.clone());
-        assert_eq!(value("a"), Some(Value::Counter(1)));
-        assert_eq!(value("b"), Some(Value::Counter(3)));
-        assert!(snap.info.alive);
-        assert_eq!(snap.info.fallbacks, before + 1);
-        // The old, truncated inode's name was taken over: one file.
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".mmstats"))
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-    }
 
     pub(crate) fn truncate(path: &std::path::Path) {
         fs::OpenOptions::new()
@@ -696,62 +649,5 @@ pub(crate) mod tests {
             .unwrap()
             .set_len(0)
             .unwrap();
-    }
-
-    /// A file truncated, then closed (its exit store faults and lands in
-    /// private memory), is made again by that close as a closed file, not
-    /// as one still in use.
-    #[test]
-    fn a_file_closed_while_dark_is_made_again_closed() {
-        let _m = crate::sigbus::tests::mapping();
-        crate::install_sigbus_guard().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut schema = Schema::new("DarkClose");
-        schema.push(FieldDef::counter("a"));
-        let options = Options::new().dir(dir.path());
-        let mut file = StatsFile::create(&schema, &options).unwrap();
-        let a: Counter = file.take("a").unwrap();
-        a.add(3);
-        let path = file.path().unwrap().to_owned();
-        truncate(&path);
-        drop(a);
-        drop(file);
-        let snap = crate::read_file(&path).unwrap();
-        assert_eq!(snap.info.state, crate::WriterState::Exited);
-    }
-
-    /// Re-homing checks the directory as a first open does: one made
-    /// writable to others since gets no new file (the mapping stays dark,
-    /// counted as a fallback).
-    #[test]
-    fn a_file_is_not_made_again_in_a_directory_others_can_write() {
-        use std::os::unix::fs::PermissionsExt;
-        let _m = crate::sigbus::tests::mapping();
-        crate::install_sigbus_guard().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut schema = Schema::new("DarkDir");
-        schema.push(FieldDef::counter("a"));
-        let options = Options::new().dir(dir.path());
-        let mut file = StatsFile::create(&schema, &options).unwrap();
-        let a: Counter = file.take("a").unwrap();
-        let path = file.path().unwrap().to_owned();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        truncate(&path);
-        a.add(3);
-        let _ = super::fallbacks();
-        a.incr();
-        assert_eq!(fs::metadata(&path).unwrap().len(), 0, "made again");
-        let files = fs::read_dir(dir.path()).unwrap();
-        let names: Vec<_> = files
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".mmstats"))
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-        // Made again once the directory is safe again.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let _ = super::fallbacks();
-        a.incr();
-        let snap = crate::read_file(&path).unwrap();
-        assert_eq!(snap.field("a").unwrap().value, Value::Counter(5));
     }
 }

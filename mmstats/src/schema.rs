@@ -143,6 +143,40 @@ impl FieldDef {
         self.kind
     }
 
+    /// The text capacity of a text or constant field, in bytes (else 0).
+    pub fn capacity(&self) -> usize {
+        match self.kind {
+            Kind::Text | Kind::Constant => self.param0 as usize,
+            _ => 0,
+        }
+    }
+
+    /// Grows a text or constant field's capacity to at least `capacity`
+    /// bytes (a fold keeps the longest value it has seen). Other kinds are
+    /// unchanged.
+    pub fn grow_capacity(&mut self, capacity: usize) {
+        if matches!(self.kind, Kind::Text | Kind::Constant) {
+            self.param0 = self.param0.max(capacity as u64);
+        }
+    }
+
+    /// Copies metadata as a reader found it in a file: help text, unit
+    /// code and unit text, and static labels. A fold uses it to keep an
+    /// archive's fields described as their writers described them.
+    pub fn with_metadata(
+        mut self,
+        help: &str,
+        unit: Unit,
+        unit_text: &str,
+        static_labels: &[(String, String)],
+    ) -> FieldDef {
+        self.help = help.to_owned();
+        self.unit = unit;
+        self.unit_text = unit_text.to_owned();
+        self.static_labels = static_labels.to_vec();
+        self
+    }
+
     pub(crate) fn with_prefix(&self, prefix: &str) -> FieldDef {
         let mut d = self.clone();
         d.label = format!("{prefix}{}", self.label);
@@ -150,7 +184,13 @@ impl FieldDef {
     }
 
     /// Checks the definition and returns the length of its value in bytes.
-    pub(crate) fn validate(&self) -> Result<usize, Error> {
+    /// Checks the definition and returns its value length in bytes (the
+    /// rule of [`Kind::value_len`]), as a writer does before laying it out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Field`] naming the label and what is wrong.
+    pub fn validate(&self) -> Result<usize, Error> {
         let bad = |reason: String| Error::Field {
             label: self.label.clone(),
             reason,
@@ -175,7 +215,9 @@ impl FieldDef {
     }
 
     /// Bytes this field puts in the string table.
-    pub(crate) fn string_bytes(&self) -> usize {
+    /// The string table bytes this field takes: its label, help, unit
+    /// text and encoded static labels.
+    pub fn string_bytes(&self) -> usize {
         self.label.len()
             + self.help.len()
             + self.unit_text.len()

@@ -7,9 +7,9 @@
 
 use std::time::UNIX_EPOCH;
 
-use mmstats::aggregate::{Delta, SeriesValue};
-use mmstats::json::HistogramJson;
 use mmstats::HistogramSnapshot;
+use mmstats_read::aggregate::{Delta, SeriesValue};
+use mmstats_read::json::HistogramJson;
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 

@@ -1,6 +1,6 @@
 //! `pollstats`: the vmstat of mmstats. Once an interval, one row of rates,
 //! gauges and latencies aggregated over every stats file, from
-//! [`mmstats::aggregate`].
+//! [`mmstats_read::aggregate`].
 //!
 //! Exit status: 0 when the count is reached, on Ctrl-C or when the reader
 //! of the output goes away; 1 when nothing can be shown (no files, a
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use mmstats::aggregate::{Aggregator, GroupBy, Sample, Selector, Sources, View};
 use mmstats::Kind;
+use mmstats_read::aggregate::{Aggregator, GroupBy, Sample, Selector, Sources, View};
 
 const ABOUT: &str =
     "Rates, gauges and latencies of every mmstats file, once an interval (like vmstat).";
@@ -165,7 +165,7 @@ fn parse_group(s: &str) -> Result<GroupBy, String> {
 
 fn parse_aggregator(s: &str) -> Result<Aggregator, String> {
     s.parse()
-        .map_err(|e: mmstats::aggregate::ParseError| e.to_string())
+        .map_err(|e: mmstats_read::aggregate::ParseError| e.to_string())
 }
 
 /// How values are shown, shared by the text and JSON outputs.

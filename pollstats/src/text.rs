@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::time::UNIX_EPOCH;
 
-use mmstats::aggregate::{Delta, Series, SeriesKey, SeriesValue};
 use mmstats::{HistogramSnapshot, Kind};
+use mmstats_read::aggregate::{Delta, Series, SeriesKey, SeriesValue};
 
 use crate::human;
 use crate::Mode;

@@ -1,11 +1,11 @@
 //! The JSON output: one array, one object per file, each the library's
-//! [`mmstats::json::FileJson`], so the contract documented in `--help`
+//! [`mmstats_read::json::FileJson`], so the contract documented in `--help`
 //! (see `JSON_HELP` in `main.rs`) and in README.md is one type.
 
 use std::io::{self, Write};
 
-use mmstats::json::FileJson;
-use mmstats::Snapshot;
+use mmstats_read::json::FileJson;
+use mmstats_read::Snapshot;
 
 /// Writes the object for one file.
 pub fn write_file(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
@@ -14,8 +14,8 @@ pub fn write_file(out: &mut impl Write, snap: &Snapshot) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use mmstats::json::HistogramJson;
     use mmstats::{HistogramSnapshot, Layout};
+    use mmstats_read::json::HistogramJson;
     use serde_json::json;
 
     #[test]

@@ -1,8 +1,8 @@
 //! `slurpstats`: dump every metric of every mmstats file, as aligned text or
 //! as one JSON array.
 //!
-//! Files are found with [`mmstats::scan`] and read with
-//! [`mmstats::Found::open`]; a file that cannot be read is reported on
+//! Files are found with [`mmstats_read::scan`] and read with
+//! [`mmstats_read::Found::open`]; a file that cannot be read is reported on
 //! stderr and the others are still printed. In a default scan (no paths),
 //! problems in other users' directories are counted in one summary line
 //! and do not fail the run. Exit status: 0 if everything was read, 1 if an
@@ -21,7 +21,7 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use mmstats::{ReadError, ReadLimits};
+use mmstats_read::{ReadError, ReadLimits};
 
 const ABOUT: &str = "Dump every metric of every mmstats file, as text or JSON.";
 
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> io::Result<bool> {
     mmstats::install_sigbus_guard()?;
     let limits = args.limits();
-    let (files, problems) = mmstats::scan(&args.paths);
+    let (files, problems) = mmstats_read::scan(&args.paths);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut all_read = true;
     // Problems in other users' directories of a default scan: anyone can
@@ -213,7 +213,7 @@ fn run(args: &Args) -> io::Result<bool> {
     let mut first = true;
     // Writer files first, archives last, and what an archive holds once
     // (format-spec.md §2.8).
-    for (found, read) in mmstats::retire::read_all(&files, &limits) {
+    for (found, read) in mmstats_read::retire::read_all(&files, &limits) {
         let snap = match read {
             Ok(snap) => snap,
             Err(_) if found.foreign => {
@@ -270,7 +270,7 @@ fn explain(e: &ReadError) -> String {
 
 /// The warning for fields ignored because their label came earlier in the
 /// file; names at most a few labels, so a hostile file cannot flood stderr.
-fn duplicates(snap: &mmstats::Snapshot) -> String {
+fn duplicates(snap: &mmstats_read::Snapshot) -> String {
     const SHOWN: usize = 5;
     let d = &snap.duplicates;
     let mut labels: Vec<String> = d.iter().take(SHOWN).map(|l| format!("{l:?}")).collect();

@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 use std::io::{self, Write};
 
-use mmstats::{Field, FileInfo, HistogramSnapshot, Kind, Snapshot, Value, WriterState};
+use mmstats::{HistogramSnapshot, Kind, WriterState};
+use mmstats_read::{Field, FileInfo, Snapshot, Value};
 
 use crate::human;
 

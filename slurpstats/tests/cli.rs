@@ -1032,9 +1032,9 @@ fn archives_show_how_many_writers_they_hold_and_replace_their_files() {
         fs::write(&path, bytes).unwrap();
     }
     let live = mixed(dir.path(), "live");
-    let mut opts = mmstats::retire::RetireOptions::default();
+    let mut opts = mmstats_read::retire::RetireOptions::default();
     opts.min_age = std::time::Duration::ZERO;
-    let report = mmstats::retire::fold(dir.path(), &opts).unwrap();
+    let report = mmstats_read::retire::fold(dir.path(), &opts).unwrap();
     assert_eq!((report.folded, report.files, report.archives), (2, 1, 1));
 
     let out = slurp(&[dir.path()]);

@@ -37,11 +37,12 @@ pub const MAX_FILE_LEN: u64 = 1 << 30;
 /// says how big it is).
 ///
 /// Adding a kind means: a variant and a row in `KINDS` here, a handle type
-/// in `metrics`, a [`Value`](crate::Value) variant and its decoding in the
-/// reader, and its JSON form in [`json`](crate::json). The compiler points
-/// at each, since those matches are exhaustive.
+/// in `metrics`, a `Value` variant and its decoding in the
+/// reader, and its JSON form in `mmstats-read`'s `json`. The compiler points
+/// at each, since those matches are exhaustive. (So `Kind` is not
+/// `#[non_exhaustive]`: a new kind is a format change, and every reader's
+/// match must learn it.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
 pub enum Kind {
     /// `u64` that only goes up.
     Counter,
@@ -181,7 +182,7 @@ impl Kind {
     /// The length in bytes of a value of this kind with these parameters:
     /// the one rule writers lay values out by and readers check them with.
     /// The error says which parameter is out of range.
-    pub(crate) fn value_len(self, param0: u64, param1: u64) -> Result<usize, String> {
+    pub fn value_len(self, param0: u64, param1: u64) -> Result<usize, String> {
         match self.shape() {
             Shape::Word => Ok(8),
             Shape::Text => {
@@ -282,16 +283,16 @@ impl Unit {
     }
 }
 
-/// The writer state word (header offset 0x20).
+/// The writer state word (header offset 0x20). Exhaustive, as [`Kind`]:
+/// a new state is a format change every reader must learn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum WriterState {
     /// The writer has the file open.
     Active,
     /// The writer closed the file; values are final.
     Exited,
     /// An archive (since 1.2): the folded totals of dead writers, written
-    /// by a fold, never by a writer ([`retire`](crate::retire)).
+    /// by a fold, never by a writer (`mmstats-read`'s `retire`).
     Archive,
     /// A value this version does not know.
     Unknown(u64),
@@ -314,6 +315,13 @@ impl WriterState {
             other => WriterState::Unknown(other),
         }
     }
+}
+
+/// The name of the lock file for `token`, in the stats file's directory
+/// (format-spec.md §2.4): `.lock.TOKEN.mmstats-lock`, the token as 16
+/// lowercase hex digits.
+pub fn lock_file_name(token: u64) -> String {
+    format!(".lock.{token:016x}.mmstats-lock")
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
-use crate::{Field, HistogramSnapshot, Snapshot, Value, WriterState};
+use crate::{Field, Snapshot, Value};
+use mmstats::{HistogramSnapshot, WriterState};
 
 /// One file: its facts, its values under `"stats"` and its field
 /// descriptions under `"fields"`, both keyed by label.
@@ -119,7 +120,7 @@ pub struct ArchiveJson {
 
 impl ArchiveJson {
     /// The object for one archive.
-    pub fn new(a: &crate::retire::ArchiveInfo) -> ArchiveJson {
+    pub fn new(a: &crate::archive::ArchiveInfo) -> ArchiveJson {
         let ns = |t: std::time::SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -149,7 +150,7 @@ pub fn state_name(state: WriterState) -> &'static str {
 #[derive(Debug, Serialize)]
 #[non_exhaustive]
 pub struct FieldJson<'a> {
-    /// [`Kind::name`](crate::Kind::name).
+    /// [`Kind::name`](mmstats::Kind::name).
     pub kind: &'static str,
     /// The unit text, or the unit code's canonical text if that is empty.
     pub unit: &'a str,

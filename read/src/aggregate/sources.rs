@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::Warning;
+use crate::archive::{archive_path, parent};
 use crate::dirs::default_dirs;
 use crate::discover::{is_stats_name, pattern_matches, scan};
 use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
-use crate::retire::parent;
 
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
@@ -625,7 +625,7 @@ fn strip_path(message: &str, path: &Path) -> String {
 
 /// The archive that may hold the counts of the writer file at `path`.
 fn archive_path_of(path: &Path, snap: &Snapshot) -> PathBuf {
-    crate::retire::archive_path(parent(path), &snap.info.command, &snap.info.model)
+    archive_path(parent(path), &snap.info.command, &snap.info.model)
 }
 
 fn watch_dir_gone(p: &Path, watch: Option<&Watch>) -> bool {

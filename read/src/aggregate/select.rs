@@ -4,8 +4,8 @@ use crate::discover::Wildcard;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::format::Kind;
 use crate::reader::FileInfo;
+use mmstats::format::Kind;
 
 /// A bad aggregator, group or pattern: names the value and what is valid.
 #[derive(Clone, Debug, PartialEq, Eq)]

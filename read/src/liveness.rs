@@ -11,12 +11,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::format::{self, raw};
-
-/// The name of the lock file for `token`, in the stats file's directory.
-pub(crate) fn lock_file_name(token: u64) -> String {
-    format!(".lock.{token:016x}.mmstats-lock")
-}
+use mmstats::format::{self, lock_file_name, raw};
 
 /// Whether the writer of the stats file at `path`, open as `file`, is
 /// alive: by its lock file if the header (`minor`, `token`) names one,

@@ -31,7 +31,7 @@
 //!   only, so a dead process's last `in_flight = 3` does not haunt the total
 //!   ([`View::include_dead`] or an explicit aggregator counts dead ones).
 //! - **Histograms and timers:** the distribution of the values recorded in
-//!   the interval ([`HistogramSnapshot::since`](crate::HistogramSnapshot::since)),
+//!   the interval ([`HistogramSnapshot::since`](mmstats::HistogramSnapshot::since)),
 //!   merged over every file.
 //! - **Text:** the distinct values.
 //!

@@ -8,7 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::Field;
-use crate::format::Kind;
+use mmstats::format::Kind;
 
 /// The labels and kinds of a list of fields, interned: equal lists alive
 /// at the same time share one.

@@ -42,11 +42,11 @@ use std::sync::Arc;
 
 use super::{Reader, Snapshot, Value};
 use crate::error::ReadError;
-use crate::format::{raw, Kind};
-use crate::hist::{HistogramSnapshot, Layout};
 use crate::liveness;
-use crate::protocol;
-use crate::sigbus::ReadMap;
+use mmstats::format::{raw, Kind};
+use mmstats::guard::ReadMap;
+use mmstats::hist::{HistogramSnapshot, Layout};
+use mmstats::protocol;
 
 /// Every this many snapshots of a file, every value is read again whatever
 /// its signature says (see the module docs).

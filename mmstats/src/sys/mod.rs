@@ -7,18 +7,20 @@
 //! plain type: every access is an atomic load or store of an aligned `u64`
 //! through a raw pointer, as the format (one writer, 8-byte words) allows.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::Cell;
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::sigbus::WriterRange;
+use crate::guard::WriterRange;
+
+pub(crate) mod held;
 
 // ------------------------------------------------------------- writer side --
 
@@ -28,7 +30,7 @@ use crate::sigbus::WriterRange;
 ///
 /// The address range never changes while the map lives, but what backs it
 /// may: a new file after a `fork` (the child's own) or after the file was
-/// truncated, or private memory (see `sigbus::WriterRange`).
+/// truncated, or private memory (see `guard::WriterRange`).
 pub(crate) struct FileMap {
     /// Dropped first: the guard forgets the range before it is unmapped.
     range: WriterRange,
@@ -375,83 +377,8 @@ pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: 
     }
 }
 
-/// A lock that the thread calling `fork` holds across it: taken by the
-/// prepare handler ([`hold`](Self::hold)), released by the parent and
-/// child handlers ([`release`](Self::release), [`take_in_child`](Self::take_in_child)),
-/// which run on that same thread (in the child, on its copy). The guard
-/// sits in this static, not in a thread local: a thread may fork while its
-/// thread locals are being destroyed, and the child must then still get
-/// the lock, not a copy of it held by a thread that does not exist there.
-pub(crate) struct HeldAcrossFork<T: 'static> {
-    lock: fn() -> &'static Mutex<T>,
-    guard: UnsafeCell<Option<MutexGuard<'static, T>>>,
-    /// The process and thread that hold the guard (0 while nobody does).
-    holder: AtomicU64,
-}
-
-// SAFETY: `guard` is only touched by `hold`, `release` and `take_in_child`.
-// `hold` writes it while holding `lock`; `release` only by the thread that
-// holds it (checked against `holder`); `take_in_child` only in a forked
-// child, whose only thread is the copy of the holder. So no two threads
-// ever touch `guard` at once, and a guard is dropped by the thread (or the
-// copy of the thread) that locked it.
-unsafe impl<T> Sync for HeldAcrossFork<T> {}
-
-impl<T> HeldAcrossFork<T> {
-    /// Holds the lock that `lock` returns.
-    pub(crate) const fn new(lock: fn() -> &'static Mutex<T>) -> Self {
-        HeldAcrossFork {
-            lock,
-            guard: UnsafeCell::new(None),
-            holder: AtomicU64::new(0),
-        }
-    }
-
-    fn me() -> u64 {
-        (u64::from(std::process::id()) << 32) | u64::from(gettid())
-    }
-
-    /// Before `fork`: locks and keeps the guard.
-    pub(crate) fn hold(&self) {
-        let g = (self.lock)().lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: we hold `lock`, so no other thread is in `hold`, and
-        // `holder` is 0 (or another process's), so none is in `release`.
-        unsafe { *self.guard.get() = Some(g) };
-        // Relaxed: only read back by this thread (or its copy in the child).
-        self.holder.store(Self::me(), Ordering::Relaxed);
-    }
-
-    /// After `fork`, in the parent: unlocks, if this thread holds it.
-    pub(crate) fn release(&self) {
-        // Relaxed: a thread only matches its own store.
-        if self.holder.load(Ordering::Relaxed) != Self::me() {
-            return;
-        }
-        // Relaxed: as above.
-        self.holder.store(0, Ordering::Relaxed);
-        // SAFETY: this thread holds `lock`, so it alone touches `guard`.
-        drop(unsafe { (*self.guard.get()).take() });
-    }
-
-    /// After `fork`, in the child: the guard its forking thread held (or
-    /// `None` in any other process, where this thread did not fork).
-    pub(crate) fn take_in_child(&self) -> Option<MutexGuard<'static, T>> {
-        // Relaxed: the copy of the forking thread's own store.
-        let holder = self.holder.load(Ordering::Relaxed);
-        if holder == 0 || holder >> 32 == u64::from(std::process::id()) {
-            return None;
-        }
-        // Relaxed: as above.
-        self.holder.store(0, Ordering::Relaxed);
-        // SAFETY: another process's thread held `lock` when this memory was
-        // copied, so this is a child made by `fork` from inside `hold`'s
-        // hold, whose only thread is the copy of that holder.
-        unsafe { (*self.guard.get()).take() }
-    }
-}
-
 /// The effective user id of this process.
-pub(crate) fn geteuid() -> u32 {
+pub fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
@@ -472,7 +399,7 @@ mod tests {
     #[test]
     fn only_the_creating_process_marks_a_file_exited() {
         use std::io::{Read, Seek};
-        let _m = crate::sigbus::tests::mapping();
+        let _m = crate::guard::tests::mapping();
         let state_off = 8;
         for (pid_delta, expected) in [(0u32, 2u64), (1, 0)] {
             let mut f = tempfile::tempfile().unwrap();
@@ -495,7 +422,7 @@ mod tests {
     /// file, darkens it itself and goes on, instead of waiting forever.
     #[test]
     fn a_fork_during_a_darkening_does_not_hang_the_child() {
-        let _m = crate::sigbus::tests::mapping();
+        let _m = crate::guard::tests::mapping();
         crate::install_sigbus_guard().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut schema = Schema::new("ForkDarkening");

@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use crate::dirs::{by_bytes, default_dirs};
 use crate::error::ReadError;
 use crate::reader::{ReadLimits, Reader};
-use crate::sys;
 
 /// A problem met while discovering files: a path that does not exist, a
 /// directory that cannot be listed or is unsafe to scan, an entry that is
@@ -104,7 +103,7 @@ pub fn discover<S: AsRef<OsStr>>(args: &[S]) -> (Vec<PathBuf>, Vec<DiscoverError
 pub fn scan<S: AsRef<OsStr>>(args: &[S]) -> (Vec<Found>, Vec<DiscoverError>) {
     let mut s = Scan::default();
     if args.is_empty() {
-        let euid = sys::geteuid();
+        let euid = mmstats::geteuid();
         for dir in default_dirs() {
             s.default_dir(&dir, euid);
         }
