@@ -207,7 +207,7 @@ impl Collector {
             }
         }
         let families = self.families(inner, gauges);
-        let unreadable = sample.files.iter().filter(|f| !f.fresh).count();
+        let unreadable = sample.files.iter().filter(|f| !f.fresh && !f.gone).count();
         Current {
             sample,
             families,

@@ -475,7 +475,12 @@ impl FileFilter {
         Sample {
             time: s.time,
             instant: s.instant,
-            files: s.files.iter().filter(|f| self.keeps(f)).cloned().collect(),
+            files: s
+                .files
+                .iter()
+                .filter(|f| !f.gone && self.keeps(f))
+                .cloned()
+                .collect(),
             warnings: Vec::new(),
             foreign_skipped: 0,
         }
@@ -499,6 +504,7 @@ async fn summary(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
         .sample
         .files
         .iter()
+        .filter(|f| !f.gone)
         .map(|f| {
             let i = &f.snapshot.info;
             let age = now.duration_since(i.created).unwrap_or_default();

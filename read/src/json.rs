@@ -13,7 +13,7 @@
 //! # use mmstats::{HistogramSnapshot, Layout};
 //! let mut h = HistogramSnapshot::new(Layout::timer());
 //! h.record(1_000);
-//! let j = mmstats::json::HistogramJson::new(&h);
+//! let j = mmstats_read::json::HistogramJson::new(&h);
 //! assert_eq!(j.count, 1);
 //! assert_eq!(j.buckets.len(), 1);
 //! ```

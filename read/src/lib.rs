@@ -104,6 +104,7 @@ pub use discover::{discover, scan, DiscoverError, Found};
 pub use error::ReadError;
 pub use reader::{
     probe_alive, read_file, Field, FileInfo, LivenessMemo, ReadLimits, Reader, Snapshot, Value,
+    MAX_OPEN_LOCKS,
 };
 
 // What every reader needs of the format, so that a reading program can

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use mmstats::format::{self, lock_file_name, raw};
@@ -16,12 +16,21 @@ use mmstats::format::{self, lock_file_name, raw};
 /// Whether the writer of the stats file at `path`, open as `file`, is
 /// alive: by its lock file if the header (`minor`, `token`) names one,
 /// else by the file's own lock. `None` if the probe itself failed.
-pub(crate) fn probe(file: &File, path: &Path, minor: u16, token: u64) -> Option<bool> {
+///
+/// A 1.0 file's own lock is probed on a descriptor opened for the probe
+/// and closed after it, and only if the path still names the file
+/// `dev_ino` says (readers keep no descriptor per file).
+pub(crate) fn probe(path: &Path, dev_ino: (u64, u64), minor: u16, token: u64) -> Option<bool> {
     if minor >= 1 && token != 0 {
         let dir = path.parent().unwrap_or(Path::new(""));
         probe_lock_file(&dir.join(lock_file_name(token)))
     } else {
-        is_locked(file)
+        let file = open_no_follow(path).ok()?;
+        let meta = file.metadata().ok()?;
+        if (meta.dev(), meta.ino()) != dev_ino {
+            return None;
+        }
+        is_locked(&file)
     }
 }
 
@@ -42,7 +51,7 @@ pub(crate) fn open_lock_file(path: &Path, token: u64) -> Result<Option<File>, ()
 /// Probes a lock file. A missing one is a process that exited (it removes
 /// its lock files at a normal exit) or whose lock file was cleaned away
 /// once nobody held it: not alive.
-fn probe_lock_file(path: &Path) -> Option<bool> {
+pub(crate) fn probe_lock_file(path: &Path) -> Option<bool> {
     match open_no_follow(path) {
         Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => is_locked(&f),
         Ok(_) => None,
@@ -74,7 +83,12 @@ pub(crate) fn probe_path(path: &Path) -> Option<bool> {
     }
     let minor = raw::get_u16(&header, raw::H_MINOR);
     let token = raw::get_u64(&header, raw::H_LOCK_TOKEN);
-    probe(&file, path, minor, token)
+    if minor >= 1 && token != 0 {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        probe_lock_file(&dir.join(lock_file_name(token)))
+    } else {
+        is_locked(&file)
+    }
 }
 
 /// Opens `path` read-only, without following a final symlink and without

@@ -28,8 +28,8 @@ mod snapshot;
 
 pub(crate) use layout::FieldLayout;
 
-pub use cached::LivenessMemo;
 use cached::Slot;
+pub use cached::{LivenessMemo, MAX_OPEN_LOCKS};
 pub use snapshot::{Field, FileInfo, ReadLimits, Snapshot, Value};
 
 /// How many times a text value is re-read while its writer is mid-update
@@ -47,7 +47,12 @@ pub(crate) const TEXT_RETRIES: usize = 1000;
 /// files can be open at once in one process.
 pub struct Reader {
     path: PathBuf,
-    file: File,
+    /// Device and inode of the file mapped: the name still names it while
+    /// `lstat` of the path gives these. No descriptor is kept open (the
+    /// mapping outlives it), so a reader of many files needs no
+    /// descriptor per file.
+    dev: u64,
+    ino: u64,
     map: ReadMap,
     /// The size `fstat` gave at open; the header's `file_len` must not
     /// exceed it (H4).
@@ -151,9 +156,12 @@ impl Reader {
         }
         let map =
             ReadMap::new(&file, (size & !7) as usize).map_err(|e| ReadError::from_map(e, &path))?;
+        // The descriptor is closed here: the mapping does not need it.
+        drop(file);
         Ok(Reader {
             path,
-            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
             map,
             size,
             owner: meta.uid(),
@@ -168,22 +176,37 @@ impl Reader {
         &self.path
     }
 
-    /// Whether the file has been removed from its directory since it was
-    /// opened (its link count is 0), or cannot be checked. A fold removes a
-    /// writer's file only after publishing the archive that holds it
-    /// (spec §2.8), so a reader that finds a file unlinked leaves it out.
+    /// Whether the file is no longer under its name: removed from its
+    /// directory since it was opened, replaced by another file, or it
+    /// cannot be checked. A fold removes a writer's file only after
+    /// publishing the archive that holds it (spec §2.8), so a reader that
+    /// finds a file unlinked leaves it out.
     ///
-    /// After a [`snapshot`](Reader::snapshot), this is what the `fstat`
-    /// that closed it saw (no extra system call): a file still linked then
-    /// was linked after everything that snapshot read, which is what the
-    /// protocol needs.
+    /// Told by `lstat` of the path (same device and inode, and a link
+    /// count above 0), since no descriptor is kept. After a
+    /// [`snapshot`](Reader::snapshot), this is what the `lstat` that
+    /// closed it saw (no extra system call): a file still under its name
+    /// then was there after everything that snapshot read, which is what
+    /// the protocol needs.
     pub fn unlinked(&self) -> bool {
-        // Relaxed: the word is this reader's own record of its last fstat;
+        // Relaxed: the word is this reader's own record of its last lstat;
         // no other memory is published with it.
         match self.nlink.load(Ordering::Relaxed) {
-            u64::MAX => self.file.metadata().map_or(true, |m| m.nlink() == 0),
+            u64::MAX => self.by_name().map_or(true, |m| m.nlink() == 0),
             n => n == 0,
         }
+    }
+
+    /// `lstat` of the path, if it still names the file mapped.
+    fn by_name(&self) -> Option<fs::Metadata> {
+        fs::symlink_metadata(&self.path)
+            .ok()
+            .filter(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
+    }
+
+    /// Device and inode of the file mapped.
+    pub fn dev_ino(&self) -> (u64, u64) {
+        (self.dev, self.ino)
     }
 
     /// Reads the file: header, fields and values.
@@ -232,13 +255,20 @@ impl Reader {
         // the last page reads zeros silently, so the size is checked too,
         // against the length the snapshot relied on. Either way, what was
         // read may mix old values with zeros.
-        let shrunk = file_len.is_some_and(|len| match self.file.metadata() {
-            Ok(m) => {
+        let shrunk = file_len.is_some_and(|len| match self.by_name() {
+            Some(m) => {
                 // Relaxed: see `unlinked`.
                 self.nlink.store(m.nlink(), Ordering::Relaxed);
                 m.len() < len
             }
-            Err(_) => true,
+            // No longer under its name: unlinked, and left out by every
+            // reader of this crate; a shrink across a page still shows
+            // as a fault.
+            None => {
+                // Relaxed: see `unlinked`.
+                self.nlink.store(0, Ordering::Relaxed);
+                false
+            }
         });
         if self.map.faulted() || shrunk {
             return Err(ReadError::Truncated {
@@ -327,8 +357,8 @@ impl Reader {
             alive: match memo {
                 Some(memo) => memo.probe(self, h.minor.get(), h.lock_token.get()),
                 None => crate::liveness::probe(
-                    &self.file,
                     &self.path,
+                    (self.dev, self.ino),
                     h.minor.get(),
                     h.lock_token.get(),
                 ),

@@ -41,7 +41,7 @@
 //! # Example
 //!
 //! ```
-//! use mmstats::aggregate::{SeriesValue, Sources, View};
+//! use mmstats_read::aggregate::{SeriesValue, Sources, View};
 //! use mmstats::{Counter, Stats};
 //!
 //! #[derive(Stats)]
@@ -71,7 +71,10 @@ mod sources;
 mod view;
 
 pub use select::{Aggregator, GroupBy, ParseError, Selector};
-pub use sources::{FileId, FileSample, Sample, Sources, DEFAULT_RESCAN};
+pub use sources::{
+    FileId, FileSample, Sample, Sources, DEFAULT_RESCAN, GHOST_TTL, TOMBSTONES_PER_OWNER,
+    TOMBSTONE_TTL,
+};
 pub use view::{Delta, Series, SeriesKey, SeriesValue, View};
 
 use std::fmt;

@@ -22,11 +22,17 @@ use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
 /// what file system events missed.
 pub const DEFAULT_RESCAN: Duration = Duration::from_secs(10);
 
-/// Who a stats file is: its path, and the inode and creation time of the
-/// file at that path. A new file under an old name is a new `FileId`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Who a stats file is. Two `FileId`s are equal when they are the same
+/// writer's file, wherever it was found: a writer file is its owner and
+/// its writer's identity (format-spec.md §2.6: lock token, creation time,
+/// process start and pid), not its path, so a file moved away and back, or
+/// seen under two names (a hard link, a copy), is one file and counted
+/// once. An archive is the file itself (path, inode and creation time): a
+/// fold publishes a new one under the same name.
+#[derive(Clone, Debug)]
 pub struct FileId {
-    /// The path it was found at.
+    /// The path it was found at (the smallest, byte-wise, of the paths it
+    /// was seen under in one sample).
     pub path: PathBuf,
     /// Device of the file system holding it.
     pub dev: u64,
@@ -34,7 +40,117 @@ pub struct FileId {
     pub ino: u64,
     /// Creation time from the file's header, nanoseconds since the epoch.
     pub created_ns: u64,
+    /// What equality, order and hashing go by.
+    pub(crate) key: Key,
 }
+
+/// The identity a [`FileId`] compares by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Key {
+    /// A writer file: who wrote it.
+    Writer {
+        owner: u32,
+        created_ns: u64,
+        lock_token: u64,
+        process_start: u64,
+        pid: u32,
+    },
+    /// An archive: this very file.
+    File {
+        owner: u32,
+        dev: u64,
+        ino: u64,
+        created_ns: u64,
+        path: PathBuf,
+    },
+}
+
+impl Key {
+    fn owner(&self) -> u32 {
+        match self {
+            Key::Writer { owner, .. } | Key::File { owner, .. } => *owner,
+        }
+    }
+}
+
+impl FileId {
+    /// The id of the file read as `info`, found at `path` with `dev` and
+    /// `ino`.
+    pub fn new(path: &Path, dev: u64, ino: u64, info: &crate::FileInfo) -> FileId {
+        let created_ns = info
+            .created
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let key = if info.is_archive() {
+            Key::File {
+                owner: info.owner,
+                dev,
+                ino,
+                created_ns,
+                path: path.to_owned(),
+            }
+        } else {
+            Key::Writer {
+                owner: info.owner,
+                created_ns,
+                lock_token: info.lock_token,
+                process_start: info.process_start,
+                pid: info.pid,
+            }
+        };
+        FileId {
+            path: path.to_owned(),
+            dev,
+            ino,
+            created_ns,
+            key,
+        }
+    }
+}
+
+impl PartialEq for FileId {
+    fn eq(&self, other: &FileId) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for FileId {}
+
+impl PartialOrd for FileId {
+    fn partial_cmp(&self, other: &FileId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FileId {
+    fn cmp(&self, other: &FileId) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl std::hash::Hash for FileId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+/// How long [`Sources`] keeps the last reading of a writer file that is no
+/// longer found (moved away, deleted, unreadable under every name), so that
+/// if it comes back it resumes from there instead of adding its whole
+/// count again: the default prune delay of an archive's identities
+/// (format-spec.md §2.8, step 4), the time after which a fold, too, stops
+/// expecting a file to come back.
+pub const GHOST_TTL: Duration = Duration::from_secs(600);
+
+/// How long, past [`GHOST_TTL`], [`Sources`] remembers that a writer file
+/// was counted (its identity only, 64 bytes, no values). One that comes
+/// back after its reading was dropped resumes from its value then: what it
+/// counted while away is not counted, but nothing is counted twice.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The most identities remembered per owner past [`GHOST_TTL`]; the oldest
+/// go first, and one owner's churn never evicts another's.
+pub const TOMBSTONES_PER_OWNER: usize = 20_000;
 
 /// One file in a [`Sample`].
 #[derive(Clone, Debug)]
@@ -44,9 +160,13 @@ pub struct FileSample {
     /// What was read.
     pub snapshot: Arc<Snapshot>,
     /// `false` if this sample could not read the file, which is still
-    /// there: `snapshot` is then the last good reading, kept so that the
-    /// next good one is measured against it. Stale files add nothing.
+    /// there, or if it is [`gone`](FileSample::gone): `snapshot` is then
+    /// the last good reading, kept so that the next good one is measured
+    /// against it. Stale files add nothing.
     pub fresh: bool,
+    /// The file is no longer found under any name; its last reading is
+    /// kept for [`GHOST_TTL`] in case it comes back.
+    pub gone: bool,
 }
 
 /// One reading of every source file.
@@ -145,6 +265,16 @@ pub struct Sources {
     /// file opened since the last rescan: looked up by name at every
     /// sample, whether a listing or an event named it or not (§2.8).
     group_archives: BTreeSet<PathBuf>,
+    /// The path each tracked inode is read under: a second name of one
+    /// inode (a hard link) is not opened again.
+    inodes: HashMap<(u64, u64), PathBuf>,
+    /// Writer files no longer found, with their last reading and when
+    /// they went.
+    ghosts: HashMap<Key, (FileSample, Instant)>,
+    /// Identities of writer files whose ghost expired, with when.
+    tombstones: HashMap<Key, Instant>,
+    /// Other names of tracked inodes skipped at the last rescan.
+    aliases_skipped: usize,
 }
 
 impl std::fmt::Debug for Sources {
@@ -163,6 +293,9 @@ struct Tracked {
     last: Arc<Snapshot>,
     /// Read when opened, not yet handed out in a sample.
     unsent: bool,
+    /// A file counted before whose last reading was dropped: its first
+    /// reading is only a baseline.
+    baseline_only: bool,
     /// The last read error reported for this file.
     error: Option<String>,
 }
@@ -211,6 +344,10 @@ impl Sources {
             limits: ReadLimits::default(),
             liveness: LivenessMemo::new(),
             group_archives: BTreeSet::new(),
+            inodes: HashMap::new(),
+            ghosts: HashMap::new(),
+            tombstones: HashMap::new(),
+            aliases_skipped: 0,
         };
         sources.rescan();
         sources
@@ -242,6 +379,7 @@ impl Sources {
     /// re-opens replaced ones.
     pub fn rescan(&mut self) {
         self.next_rescan = Instant::now() + self.rescan_interval;
+        self.aliases_skipped = 0;
         self.matcher = Matcher::new(&self.args);
         // Rebuilt from the files still tracked, so groups that are gone
         // do not accumulate.
@@ -286,7 +424,7 @@ impl Sources {
             let archive = self.files.get(&p).is_some_and(|t| t.last.info.is_archive());
             if archive && listed_dirs.contains(parent(&p)) {
                 self.check(&p);
-            } else if let Some(t) = self.files.remove(&p) {
+            } else if let Some(t) = self.forget(&p) {
                 self.check_archive_of(&t);
             }
         }
@@ -338,7 +476,7 @@ impl Sources {
         let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(_) => {
-                if let Some(gone) = self.files.remove(path) {
+                if let Some(gone) = self.forget(path) {
                     self.check_archive_of(&gone);
                 }
                 self.failed.remove(path);
@@ -351,7 +489,14 @@ impl Sources {
             }
         }
         // New, or a new file under the old name: the old one has vanished.
-        self.files.remove(path);
+        self.forget(path);
+        // Another name of an inode already read (a hard link): one file.
+        if let Some(other) = self.inodes.get(&(meta.dev(), meta.ino())) {
+            if other != path && self.files.contains_key(other) {
+                self.aliases_skipped += 1;
+                return;
+            }
+        }
         // In a default scan, only files owned by their directory's owner
         // (as `scan` decides; for a file an event named, the same rule).
         let owner = match self.owners.get(path) {
@@ -367,13 +512,19 @@ impl Sources {
                 if !snap.info.is_archive() {
                     self.group_archives.insert(archive_path_of(path, &snap));
                 }
+                // Back from elsewhere: measured against its last reading
+                // (the ghost stays in samples while it is not fresh), or,
+                // if that was dropped, against its first reading now.
+                let baseline_only = self.tombstones.remove(&id.key).is_some();
+                self.inodes.insert((id.dev, id.ino), path.to_owned());
                 self.files.insert(
                     path.to_owned(),
                     Tracked {
                         id,
                         reader,
                         last: snap,
-                        unsent: true,
+                        unsent: !baseline_only,
+                        baseline_only,
                         error: None,
                     },
                 );
@@ -388,6 +539,63 @@ impl Sources {
                 }
             }
         }
+    }
+
+    /// Stops reading `path`; a writer file's last reading becomes a ghost.
+    fn forget(&mut self, path: &Path) -> Option<Tracked> {
+        let t = self.files.remove(path)?;
+        if self.inodes.get(&(t.id.dev, t.id.ino)).map(PathBuf::as_path) == Some(path) {
+            self.inodes.remove(&(t.id.dev, t.id.ino));
+        }
+        if !t.last.info.is_archive() {
+            let ghost = FileSample {
+                id: t.id.clone(),
+                snapshot: Arc::clone(&t.last),
+                fresh: false,
+                gone: true,
+            };
+            self.ghosts
+                .insert(t.id.key.clone(), (ghost, Instant::now()));
+        }
+        Some(t)
+    }
+
+    /// Drops ghosts older than [`GHOST_TTL`] (keeping their identities as
+    /// tombstones) and tombstones older than [`TOMBSTONE_TTL`] or over the
+    /// owner's [`TOMBSTONES_PER_OWNER`].
+    fn expire_ghosts(&mut self, now: Instant) {
+        let expired: Vec<Key> = self
+            .ghosts
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= GHOST_TTL)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.ghosts.remove(&k);
+            self.tombstones.insert(k, now);
+        }
+        self.tombstones
+            .retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        let mut per_owner: HashMap<u32, Vec<(Instant, Key)>> = HashMap::new();
+        for (k, at) in &self.tombstones {
+            per_owner
+                .entry(k.owner())
+                .or_default()
+                .push((*at, k.clone()));
+        }
+        for (_, mut list) in per_owner {
+            if list.len() > TOMBSTONES_PER_OWNER {
+                list.sort();
+                for (_, k) in &list[..list.len() - TOMBSTONES_PER_OWNER] {
+                    self.tombstones.remove(k);
+                }
+            }
+        }
+    }
+
+    /// Writer files remembered as gone (see [`GHOST_TTL`]).
+    pub fn ghosts(&self) -> usize {
+        self.ghosts.len()
     }
 
     /// A writer file that vanished may have been folded (spec §2.8): its
@@ -486,7 +694,31 @@ impl Sources {
         let folded = crate::retire::folded(&snaps);
         let mut folded = folded.into_iter();
         files.retain(|_| !folded.next().unwrap_or(false));
-        files.sort_by(|a, b| a.id.cmp(&b.id));
+        // One writer seen under two names (a copy of the same owner, a
+        // second name) is one file. The copy that has counted the most is
+        // kept (a copy is a picture of the file's past, so the live file
+        // has counted at least as much), then the smallest path: the kept
+        // reading never goes backwards, so deltas stay exact whichever
+        // copy is kept in which sample.
+        files.sort_by_cached_key(|f| {
+            (
+                f.id.clone(),
+                std::cmp::Reverse(counted(&f.snapshot)),
+                f.id.path.clone(),
+            )
+        });
+        files.dedup_by(|b, a| a.id == b.id);
+        // A file found again is no longer a ghost; the others stay in the
+        // sample, stale, so that one coming back is measured against them.
+        let now = Instant::now();
+        for f in &files {
+            self.ghosts.remove(&f.id.key);
+        }
+        self.expire_ghosts(now);
+        if !self.ghosts.is_empty() {
+            files.extend(self.ghosts.values().map(|(g, _)| g.clone()));
+            files.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         Sample {
             time,
             instant,
@@ -510,7 +742,9 @@ impl Sources {
                 archives.push(path.clone());
                 continue;
             }
-            let fresh = if std::mem::take(&mut t.unsent) {
+            let fresh = if std::mem::take(&mut t.baseline_only) {
+                false
+            } else if std::mem::take(&mut t.unsent) {
                 true
             } else {
                 // Shared: an idle file gives the very snapshot it gave last
@@ -546,10 +780,11 @@ impl Sources {
                 id: t.id.clone(),
                 snapshot: Arc::clone(&t.last),
                 fresh,
+                gone: false,
             });
         }
         for p in unlinked {
-            self.files.remove(&p);
+            self.forget(&p);
         }
         archives.extend(self.group_archives.iter().cloned());
         archives.sort();
@@ -573,6 +808,7 @@ impl Sources {
                     id: t.id.clone(),
                     snapshot: Arc::clone(&t.last),
                     fresh: true,
+                    gone: false,
                 });
             }
         }
@@ -600,20 +836,21 @@ fn open(
             last = "replaced while being opened".into();
             continue;
         }
-        let created_ns = snap
-            .info
-            .created
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let id = FileId {
-            path: path.to_owned(),
-            dev: after.dev(),
-            ino: after.ino(),
-            created_ns,
-        };
+        let id = FileId::new(path, after.dev(), after.ino(), &snap.info);
         return Ok((id, reader, snap));
     }
     Err(last)
+}
+
+/// The sum of a snapshot's counters: how much a file has counted.
+fn counted(snap: &Snapshot) -> u128 {
+    snap.fields
+        .iter()
+        .map(|f| match f.value {
+            crate::Value::Counter(n) => u128::from(n),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// A read error's message without the path in front, since a [`Warning`]

@@ -300,15 +300,8 @@ struct Known<'a> {
 /// The file `id` in `prev`, looked for from `cursor` on (files of both
 /// samples are sorted by id, and mostly the same), then anywhere.
 fn same_file<'a>(prev: &'a Sample, cursor: &mut usize, id: &FileId) -> Option<&'a FileSample> {
-    // Cheap words first: a path comparison goes component by component.
-    let eq = |a: &FileId| {
-        a.ino == id.ino
-            && a.dev == id.dev
-            && a.created_ns == id.created_ns
-            && a.path.as_os_str() == id.path.as_os_str()
-    };
     if let Some(f) = prev.files.get(*cursor) {
-        if eq(&f.id) {
+        if f.id == *id {
             *cursor += 1;
             return Some(f);
         }

@@ -35,15 +35,17 @@
 //! does.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use super::{Reader, Snapshot, Value};
 use crate::error::ReadError;
 use crate::liveness;
-use mmstats::format::{raw, Kind};
+use mmstats::format::{lock_file_name, raw, Kind};
 use mmstats::guard::ReadMap;
 use mmstats::hist::{HistogramSnapshot, Layout};
 use mmstats::protocol;
@@ -196,11 +198,21 @@ pub(crate) fn header_words(map: &ReadMap) -> [u64; HEADER_WORDS] {
 /// A lock file kept open still tells the truth: its writer holds its lock
 /// for as long as it lives, and one that exited removed the name and let
 /// go of the lock, which the open descriptor sees.
+///
+/// At most [`MAX_OPEN_LOCKS`] lock files are kept open; past that, a lock
+/// file is opened, probed and closed again in each pass, so a host of many
+/// writer processes never costs a descriptor each.
 #[derive(Debug, Default)]
 pub struct LivenessMemo {
     /// By lock token: one entry per stats directory.
     locks: HashMap<u64, Vec<Lock>>,
+    /// Lock files held open now.
+    open: usize,
 }
+
+/// The most lock files a [`LivenessMemo`] keeps open between passes (one
+/// per writer process and directory).
+pub const MAX_OPEN_LOCKS: usize = 256;
 
 #[derive(Debug)]
 struct Lock {
@@ -230,6 +242,12 @@ impl LivenessMemo {
             v.retain(|l| l.used);
             !v.is_empty()
         });
+        self.open = self
+            .locks
+            .values()
+            .flatten()
+            .filter(|l| l.file.is_some())
+            .count();
         for l in self.locks.values_mut().flatten() {
             if !l.gone {
                 l.alive = None;
@@ -241,7 +259,7 @@ impl LivenessMemo {
     pub(crate) fn probe(&mut self, reader: &Reader, minor: u16, token: u64) -> Option<bool> {
         if minor < 1 || token == 0 {
             // A 1.0 file: its own lock.
-            return liveness::probe(&reader.file, &reader.path, minor, token);
+            return liveness::probe(&reader.path, reader.dev_ino(), minor, token);
         }
         // The directory as the bytes before the last `/`: cheaper than
         // `Path::parent`, which parses components, and only a key here
@@ -267,8 +285,18 @@ impl LivenessMemo {
             return alive;
         }
         if lock.file.is_none() {
+            if self.open >= MAX_OPEN_LOCKS {
+                // Over the cap: probed on a descriptor closed right after.
+                let dir = Path::new(OsStr::from_bytes(dir));
+                let alive = liveness::probe_lock_file(&dir.join(lock_file_name(token)));
+                lock.alive = Some(alive);
+                return alive;
+            }
             match liveness::open_lock_file(&reader.path, token) {
-                Ok(Some(f)) => lock.file = Some(f),
+                Ok(Some(f)) => {
+                    lock.file = Some(f);
+                    self.open += 1;
+                }
                 // Missing: the process exited.
                 Ok(None) => {
                     lock.alive = Some(Some(false));

@@ -200,7 +200,7 @@ impl Snapshot {
 /// limits apply whatever these are set to.
 ///
 /// ```
-/// let mut limits = mmstats::ReadLimits::default();
+/// let mut limits = mmstats_read::ReadLimits::default();
 /// limits.max_text_capacity = 1 << 20; // read texts of up to 1 MiB
 /// # let _ = limits;
 /// ```

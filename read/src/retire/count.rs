@@ -60,8 +60,8 @@ fn key(info: &FileInfo) -> (&Path, u32, &str, &str) {
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// mmstats::install_sigbus_guard()?;
-/// let (files, _problems) = mmstats::scan(&[dir.path()]);
-/// for (found, snap) in mmstats::retire::read_all(&files, &mmstats::ReadLimits::default()) {
+/// let (files, _problems) = mmstats_read::scan(&[dir.path()]);
+/// for (found, snap) in mmstats_read::retire::read_all(&files, &mmstats_read::ReadLimits::default()) {
 ///     let _ = (found.path, snap);
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())

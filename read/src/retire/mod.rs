@@ -15,7 +15,7 @@
 //! `mmash` folds periodically (`--retire-after`) and once (`mmash retire`).
 //!
 //! ```
-//! use mmstats::retire::{fold, RetireOptions};
+//! use mmstats_read::retire::{fold, RetireOptions};
 //! use mmstats::{Counter, Stats};
 //! use std::time::Duration;
 //!

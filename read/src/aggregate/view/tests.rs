@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use super::*;
+use crate::aggregate::sources::Key;
 use crate::aggregate::{FileId, FileSample};
 use crate::reader::FileInfo;
 use mmstats::format::{Unit, WriterState};
@@ -26,6 +27,13 @@ fn file(name: &str, ino: u64, alive: bool, fields: &[(&str, Value)]) -> FileSamp
             dev: 1,
             ino,
             created_ns: ino,
+            key: Key::File {
+                owner: 0,
+                dev: 1,
+                ino,
+                created_ns: ino,
+                path: path.clone(),
+            },
         },
         snapshot: Arc::new(with_layout(
             ino,
@@ -68,6 +76,7 @@ fn file(name: &str, ino: u64, alive: bool, fields: &[(&str, Value)]) -> FileSamp
             },
         )),
         fresh: true,
+        gone: false,
     }
 }
 

@@ -1,0 +1,143 @@
+//! A writer's contribution is keyed by who wrote the file, not by where a
+//! sample found it: a file moved away and back, seen under two names, or
+//! copied within its owner's directory is counted once; and readers keep
+//! no descriptor per file.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use mmstats::{Counter, Stats};
+use mmstats_read::aggregate::{Sample, SeriesValue, Sources, View};
+
+#[derive(Stats)]
+struct Work {
+    done: Counter,
+}
+
+/// The sum of `done` over the deltas of consecutive samples.
+fn counted(samples: &[Sample]) -> i128 {
+    let view = View::default();
+    let mut total = 0;
+    let mut prev = None;
+    for s in samples {
+        let delta = view.delta(prev, s);
+        if let Some(series) = delta.get("done", None) {
+            match series.value {
+                SeriesValue::Int(n) => total += i128::from(n),
+                ref other => panic!("done is {other:?}"),
+            }
+        }
+        prev = Some(s);
+    }
+    total
+}
+
+#[test]
+fn a_file_moved_away_and_back_is_counted_once() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let away = tempfile::tempdir().unwrap();
+    let work = Work::builder().dir(dir.path()).open().unwrap();
+    let mut sources = Sources::new(&[dir.path()]);
+    sources.set_rescan_interval(std::time::Duration::ZERO);
+    let mut samples = Vec::new();
+    work.done.add(100);
+    samples.push(sources.sample());
+    let name = only_file(dir.path());
+    // Moved away for two samples, counting all the while.
+    fs::rename(dir.path().join(&name), away.path().join(&name)).unwrap();
+    work.done.add(10);
+    samples.push(sources.sample());
+    assert_eq!(sources.ghosts(), 1, "its last reading is kept");
+    work.done.add(10);
+    samples.push(sources.sample());
+    fs::rename(away.path().join(&name), dir.path().join(&name)).unwrap();
+    work.done.add(5);
+    samples.push(sources.sample());
+    work.done.add(5);
+    samples.push(sources.sample());
+    assert_eq!(counted(&samples), 130, "written 130");
+    assert_eq!(sources.ghosts(), 0);
+}
+
+#[test]
+fn hard_links_and_copies_of_one_file_count_once() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let work = Work::builder().dir(dir.path()).open().unwrap();
+    work.done.add(7);
+    let name = only_file(dir.path());
+    for i in 0..3000 {
+        fs::hard_link(dir.path().join(&name), dir.path().join(format!("link{i}.mmstats"))).unwrap();
+    }
+    // A copy: another inode, the same writer.
+    fs::copy(dir.path().join(&name), dir.path().join("copy.mmstats")).unwrap();
+    let mut sources = Sources::new(&[dir.path()]);
+    assert!(sources.len() <= 2, "{} readers for one inode and a copy", sources.len());
+    let first = sources.sample();
+    work.done.add(3);
+    let second = sources.sample();
+    assert_eq!(first.files.iter().filter(|f| f.fresh).count(), 1);
+    assert_eq!(counted(&[first, second]), 10);
+}
+
+/// Run by `many_files_need_no_descriptor_each` under a low descriptor limit.
+#[test]
+fn child_reads_many_files() {
+    let Some(dir) = std::env::var_os("MMSTATS_IDENTITY_DIR") else {
+        return; // Only as the child of the test below.
+    };
+    mmstats::install_sigbus_guard().unwrap();
+    let mut sources = Sources::new(&[Path::new(&dir)]);
+    let sample = sources.sample();
+    let fresh = sample.files.iter().filter(|f| f.fresh).count();
+    let warnings: Vec<String> = sample.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(fresh, 1000, "{warnings:?}");
+    assert_eq!(counted(&[sample]), 1000);
+}
+
+#[test]
+fn many_files_need_no_descriptor_each() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 1000 files of dead writers (each made by its own thread, then closed).
+    for _ in 0..1000 {
+        let d = dir.path().to_owned();
+        std::thread::spawn(move || {
+            let w = mmstats::StatsFile::create(
+                &{
+                    let mut s = mmstats::Schema::new("Work");
+                    s.push(mmstats::FieldDef::counter("done"));
+                    s
+                },
+                &mmstats::Options::new().dir(&d),
+            )
+            .unwrap();
+            let mut w = w;
+            let done: Counter = w.take("done").unwrap();
+            done.incr();
+        })
+        .join()
+        .unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" --exact child_reads_many_files --test-threads=1")
+        .arg(&exe)
+        .env("MMSTATS_IDENTITY_DIR", dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "1000 files under a limit of 64 descriptors: {status}");
+}
+
+fn only_file(dir: &Path) -> String {
+    let names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".mmstats"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names.into_iter().next().unwrap()
+}
