@@ -1,0 +1,4 @@
+def test_import():
+    import mmstats
+
+    assert mmstats.CounterField
