@@ -1057,8 +1057,9 @@ def discover(paths: Optional[Iterable[str]] = None, limits: Optional[ReadLimits]
 
 
 def format_f64(x: float) -> str:
-    """``x`` as Rust's ``serde_json`` prints it (the shortest round-trip
-    digits, in ryu's notation)."""
+    """``x`` as Rust's ``serde_json`` prints it: the shortest digits that
+    round-trip, plain from 1e-5 to below 1e16 (``123.0``, ``0.00001``),
+    else in scientific notation (``1e+16``, ``1.5e-7``)."""
     r = repr(x)
     sign = ""
     if r.startswith("-"):
@@ -1082,10 +1083,10 @@ def format_f64(x: float) -> str:
         s = stripped[:kk] + "." + stripped[kk:]
     elif -5 < kk <= 0:
         s = "0." + "0" * (-kk) + stripped
-    elif n == 1:
-        s = f"{stripped}e{kk - 1}"
     else:
-        s = f"{stripped[0]}.{stripped[1:]}e{kk - 1}"
+        e = kk - 1
+        exp = f"e+{e}" if e >= 0 else f"e{e}"
+        s = stripped + exp if n == 1 else f"{stripped[0]}.{stripped[1:]}{exp}"
     return sign + s
 
 

@@ -1,4 +1,0 @@
-def test_import():
-    import mmstats
-
-    assert mmstats.CounterField
