@@ -9,8 +9,9 @@ import os
 import threading
 import time
 
-import mmstats
 from conftest import by_label, rust_json
+
+import mmstats
 
 
 def test_two_instances_of_one_model_share_nothing(stats_dir: str) -> None:

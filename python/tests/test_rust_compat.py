@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 from typing import Dict
 
-import mmstats
 from conftest import clean_env, demo_bin, py_json_text, run_script, rust_bin, rust_json, rust_json_text
+
+import mmstats
 from mmstats import reader
 
 
