@@ -539,16 +539,20 @@ def _at_exit() -> None:
 
 def _hook_multiprocessing() -> None:
     """A multiprocessing child ends with ``os._exit`` after running its own
-    finalizers, not ``atexit``: run the exit store there too."""
-    mp = sys.modules.get("multiprocessing.util")
-    if mp is None or _proc.mp_finalizer:
+    finalizers, not ``atexit``: run the exit store there too. (Celery's
+    billiard, a fork of multiprocessing with the same hooks, likewise.)"""
+    if _proc.mp_finalizer:
         return
-    _proc.mp_finalizer = True
-    try:
-        mp.Finalize(None, _at_exit, exitpriority=0)
-        mp.register_after_fork(_mp_sentinel, _mp_after_fork)
-    except Exception:  # noqa: BLE001 (best effort: the files read as "did not close")
-        pass
+    for name in ("multiprocessing.util", "billiard.util"):
+        mp = sys.modules.get(name)
+        if mp is None:
+            continue
+        _proc.mp_finalizer = True
+        try:
+            mp.Finalize(None, _at_exit, exitpriority=0)
+            mp.register_after_fork(_mp_sentinel, _mp_after_fork)
+        except Exception:  # noqa: BLE001 (best effort: the files read as "did not close")
+            pass
 
 
 class _Sentinel:
