@@ -77,7 +77,7 @@ def test_a_reader_never_sees_a_torn_text(stats_dir: str, child_env: Dict[str, st
         w.wait(timeout=30)
     assert w.returncode == 0
     # The writer was busy throughout: many distinct values, many writes.
-    assert reads > 500 and len(seen) > 10 and counted > 10_000, (reads, len(seen), counted)
+    assert reads > 100 and len(seen) > 10 and counted > 1000, (reads, len(seen), counted)
 
 
 class Small(mmstats.BaseMmStats):

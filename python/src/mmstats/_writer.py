@@ -617,10 +617,16 @@ def _after_fork_child() -> None:
                 pass
         me = threading.get_ident()
         for f in old.live.values():
-            if f.ident == me:
-                _rehome(f)
-            else:
-                _orphan(f)
+            try:
+                if f.ident == me:
+                    _rehome(f)
+                else:
+                    _orphan(f)
+            except Exception as e:  # noqa: BLE001 (never store into the parent's file)
+                f.owner = None
+                f.private = True
+                f.bind(bytearray(f.length))
+                _note_fallback(f"making the forked child's own file failed: {e!r}")
     finally:
         _lock.release()
 
