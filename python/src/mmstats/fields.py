@@ -109,13 +109,12 @@ class Counter(_Handle):
     def inc(self, n: int = 1) -> None:
         """Adds ``n`` (default 1), wrapping at 2^64: one store of the new
         value (this thread is the file's only writer, so the handle knows it)."""
-        v = self._v + n
         try:
-            self._w[0] = v
+            # Targets are assigned left to right: the word first, then the
+            # handle's copy, so a failed store leaves both unchanged.
+            self._w[0] = self._v = self._v + n
         except (ValueError, TypeError):
-            v = int(v) & M64
-            self._w[0] = v
-        self._v = v
+            self._w[0] = self._v = int(self._v + n) & M64
 
     def incr(self, amount: int = 1) -> None:
         """Adds ``amount`` (default 1); the name mmstats 0.7.1 introduced."""
