@@ -30,7 +30,6 @@ fi
 py="$venv/bin/python"
 
 echo "== installing test tools and ./python into $venv"
-"$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet pytest gunicorn prometheus_client ruff
 # --force-reinstall: the package's version stays 0.9.0 while its code changes.
 "$py" -m pip install --quiet --force-reinstall --no-deps "$here"
