@@ -56,13 +56,13 @@ pub enum Error {
     },
     /// The default stats directory cannot be used (another user made it
     /// first, it is writable by others, or it is not a directory), and
-    /// neither can the fallback, `$XDG_RUNTIME_DIR/mmstats`. Fix: set
+    /// neither can the fallback, a private `/dev/shm/mmstats-EUID-*`
+    /// directory ([`fallback_dir`](crate::fallback_dir)). Fix: set
     /// `MMSTATS_DIR` (or the builder's `dir`) to a directory you own.
     NoUsableDir {
         /// Why the default directory was refused.
         default: Box<Error>,
-        /// The fallback directory tried and why it was refused; `None` if
-        /// `XDG_RUNTIME_DIR` is not set.
+        /// The fallback directory tried and why it was refused.
         fallback: Option<(PathBuf, Box<Error>)>,
     },
     /// The file name template is not usable. Fix: the template must end in
@@ -124,7 +124,7 @@ impl fmt::Display for Error {
                     Some((path, err)) => {
                         write!(f, "the fallback directory {} failed too: {err}", path.display())?
                     }
-                    None => write!(f, "no fallback: XDG_RUNTIME_DIR is not set")?,
+                    None => write!(f, "no fallback directory")?,
                 }
                 write!(f, "; set MMSTATS_DIR to a directory you own")
             }

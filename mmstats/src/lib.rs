@@ -149,7 +149,7 @@ mod schema;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use dirs::{default_dir, fallback_dir, DIR_ENV, SHM};
+pub use dirs::{default_dir, fallback_dir, shm_root, DIR_ENV, SCAN_ROOT_ENV, SHM};
 pub use error::Error;
 pub use file::StatsFile;
 pub use format::{Kind, Unit, WriterState};

@@ -86,8 +86,8 @@ impl<M> std::fmt::Debug for Options<M> {
 
 impl<M> Options<M> {
     /// The directory for the file (default: [`default_dir`](crate::default_dir), or, if that is
-    /// the per-user default under `/dev/shm` and it is not ours,
-    /// `$XDG_RUNTIME_DIR/mmstats`).
+    /// the per-user default under `/dev/shm` and it is not ours, a private
+    /// [`fallback_dir`](crate::fallback_dir)).
     #[must_use]
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::dirs::{default_dir, fallback_dir, DIR_ENV};
+use crate::dirs::{default_dir, fallback_dir, shm_root, DIR_ENV};
 use crate::error::Error;
 use crate::sys::{self, FileMap};
 
@@ -23,20 +23,32 @@ pub(crate) fn usable_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
         ensure_private_dir(&dir)?;
         return Ok(dir);
     }
-    default_or_fallback(&default_dir(), fallback_dir())
+    default_or_fallback(&default_dir(), fallback_dir)
 }
 
 /// `primary` if it is usable, else `fallback`, else an error naming both.
-fn default_or_fallback(primary: &Path, fallback: Option<PathBuf>) -> Result<PathBuf, Error> {
+fn default_or_fallback(
+    primary: &Path,
+    fallback: impl FnOnce() -> std::io::Result<PathBuf>,
+) -> Result<PathBuf, Error> {
     let default = match ensure_private_dir(primary) {
         Ok(()) => return Ok(primary.to_owned()),
         Err(e) => Box::new(e),
     };
-    let Some(fallback) = fallback else {
-        return Err(Error::NoUsableDir {
-            default,
-            fallback: None,
-        });
+    let fallback = match fallback() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Err(Error::NoUsableDir {
+                default,
+                fallback: Some((
+                    shm_root().join(format!("mmstats-{}-*", crate::sys::geteuid())),
+                    Box::new(Error::Dir {
+                        path: shm_root(),
+                        source: e,
+                    }),
+                )),
+            })
+        }
     };
     match ensure_private_dir(&fallback) {
         Ok(()) => Ok(fallback),
@@ -209,15 +221,17 @@ mod tests {
         fs::create_dir(&primary).unwrap();
         fs::set_permissions(&primary, fs::Permissions::from_mode(0o777)).unwrap();
         let fallback = root.path().join("run/mmstats");
+        let given = fallback.clone();
         assert_eq!(
-            default_or_fallback(&primary, Some(fallback.clone())).unwrap(),
+            default_or_fallback(&primary, move || Ok(given)).unwrap(),
             fallback
         );
         // Both unusable: the message names both and says what to do.
         let blocker = root.path().join("not-a-dir");
         fs::write(&blocker, b"").unwrap();
         let bad_fallback = blocker.join("mmstats");
-        let err = default_or_fallback(&primary, Some(bad_fallback.clone())).unwrap_err();
+        let given = bad_fallback.clone();
+        let err = default_or_fallback(&primary, move || Ok(given)).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(&primary.display().to_string()), "{msg}");
         assert!(msg.contains(&bad_fallback.display().to_string()), "{msg}");
@@ -225,10 +239,8 @@ mod tests {
             msg.contains("MMSTATS_DIR") && !msg.contains("remove it"),
             "{msg}"
         );
-        let err = default_or_fallback(&primary, None).unwrap_err();
-        assert!(
-            err.to_string().contains("XDG_RUNTIME_DIR is not set"),
-            "{err}"
-        );
+        let err =
+            default_or_fallback(&primary, || Err(std::io::Error::other("no room"))).unwrap_err();
+        assert!(err.to_string().contains("no room"), "{err}");
     }
 }

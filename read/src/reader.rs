@@ -192,7 +192,7 @@ impl Reader {
         // Relaxed: the word is this reader's own record of its last lstat;
         // no other memory is published with it.
         match self.nlink.load(Ordering::Relaxed) {
-            u64::MAX => self.by_name().map_or(true, |m| m.nlink() == 0),
+            u64::MAX => self.by_name().is_none_or(|m| m.nlink() == 0),
             n => n == 0,
         }
     }

@@ -24,7 +24,7 @@ fn counted(samples: &[Sample]) -> i128 {
         let delta = view.delta(prev, s);
         if let Some(series) = delta.get("done", None) {
             match series.value {
-                SeriesValue::Int(n) => total += i128::from(n),
+                SeriesValue::Int(n) => total += n,
                 ref other => panic!("done is {other:?}"),
             }
         }
@@ -69,12 +69,20 @@ fn hard_links_and_copies_of_one_file_count_once() {
     work.done.add(7);
     let name = only_file(dir.path());
     for i in 0..3000 {
-        fs::hard_link(dir.path().join(&name), dir.path().join(format!("link{i}.mmstats"))).unwrap();
+        fs::hard_link(
+            dir.path().join(&name),
+            dir.path().join(format!("link{i}.mmstats")),
+        )
+        .unwrap();
     }
     // A copy: another inode, the same writer.
     fs::copy(dir.path().join(&name), dir.path().join("copy.mmstats")).unwrap();
     let mut sources = Sources::new(&[dir.path()]);
-    assert!(sources.len() <= 2, "{} readers for one inode and a copy", sources.len());
+    assert!(
+        sources.len() <= 2,
+        "{} readers for one inode and a copy",
+        sources.len()
+    );
     let first = sources.sample();
     work.done.add(3);
     let second = sources.sample();
@@ -129,7 +137,10 @@ fn many_files_need_no_descriptor_each() {
         .env("MMSTATS_IDENTITY_DIR", dir.path())
         .status()
         .unwrap();
-    assert!(status.success(), "1000 files under a limit of 64 descriptors: {status}");
+    assert!(
+        status.success(),
+        "1000 files under a limit of 64 descriptors: {status}"
+    );
 }
 
 fn only_file(dir: &Path) -> String {

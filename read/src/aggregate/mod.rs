@@ -65,16 +65,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod identity;
+mod matcher;
 mod retired;
 mod select;
 mod sources;
 mod view;
 
+pub use identity::{FileId, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
 pub use select::{Aggregator, GroupBy, ParseError, Selector};
-pub use sources::{
-    FileId, FileSample, Sample, Sources, DEFAULT_RESCAN, GHOST_TTL, TOMBSTONES_PER_OWNER,
-    TOMBSTONE_TTL,
-};
+pub use sources::{FileSample, Sample, Sources, DEFAULT_RESCAN};
 pub use view::{Delta, Series, SeriesKey, SeriesValue, View};
 
 use std::fmt;

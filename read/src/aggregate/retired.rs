@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 
-use super::sources::{FileId, Sample};
+use super::identity::FileId;
+use super::sources::Sample;
 use crate::reader::{Snapshot, Value};
 
 /// For each archive of `next` that is not the same file as in `prev`, the

@@ -8,149 +8,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use super::identity::{FileId, Key, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
+use super::matcher::Matcher;
 use super::Warning;
 use crate::archive::{archive_path, parent};
-use crate::dirs::default_dirs;
-use crate::discover::{is_stats_name, pattern_matches, scan};
+use crate::discover::scan;
 use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
 
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
 pub const DEFAULT_RESCAN: Duration = Duration::from_secs(10);
-
-/// Who a stats file is. Two `FileId`s are equal when they are the same
-/// writer's file, wherever it was found: a writer file is its owner and
-/// its writer's identity (format-spec.md §2.6: lock token, creation time,
-/// process start and pid), not its path, so a file moved away and back, or
-/// seen under two names (a hard link, a copy), is one file and counted
-/// once. An archive is the file itself (path, inode and creation time): a
-/// fold publishes a new one under the same name.
-#[derive(Clone, Debug)]
-pub struct FileId {
-    /// The path it was found at (the smallest, byte-wise, of the paths it
-    /// was seen under in one sample).
-    pub path: PathBuf,
-    /// Device of the file system holding it.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// Creation time from the file's header, nanoseconds since the epoch.
-    pub created_ns: u64,
-    /// What equality, order and hashing go by.
-    pub(crate) key: Key,
-}
-
-/// The identity a [`FileId`] compares by.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Key {
-    /// A writer file: who wrote it.
-    Writer {
-        owner: u32,
-        created_ns: u64,
-        lock_token: u64,
-        process_start: u64,
-        pid: u32,
-    },
-    /// An archive: this very file.
-    File {
-        owner: u32,
-        dev: u64,
-        ino: u64,
-        created_ns: u64,
-        path: PathBuf,
-    },
-}
-
-impl Key {
-    fn owner(&self) -> u32 {
-        match self {
-            Key::Writer { owner, .. } | Key::File { owner, .. } => *owner,
-        }
-    }
-}
-
-impl FileId {
-    /// The id of the file read as `info`, found at `path` with `dev` and
-    /// `ino`.
-    pub fn new(path: &Path, dev: u64, ino: u64, info: &crate::FileInfo) -> FileId {
-        let created_ns = info
-            .created
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let key = if info.is_archive() {
-            Key::File {
-                owner: info.owner,
-                dev,
-                ino,
-                created_ns,
-                path: path.to_owned(),
-            }
-        } else {
-            Key::Writer {
-                owner: info.owner,
-                created_ns,
-                lock_token: info.lock_token,
-                process_start: info.process_start,
-                pid: info.pid,
-            }
-        };
-        FileId {
-            path: path.to_owned(),
-            dev,
-            ino,
-            created_ns,
-            key,
-        }
-    }
-}
-
-impl PartialEq for FileId {
-    fn eq(&self, other: &FileId) -> bool {
-        self.key == other.key
-    }
-}
-
-impl Eq for FileId {}
-
-impl PartialOrd for FileId {
-    fn partial_cmp(&self, other: &FileId) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for FileId {
-    fn cmp(&self, other: &FileId) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
-    }
-}
-
-impl std::hash::Hash for FileId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-    }
-}
-
-/// How long [`Sources`] keeps the last reading of a writer file that is no
-/// longer found (moved away, deleted, unreadable under every name), so that
-/// if it comes back it resumes from there instead of adding its whole
-/// count again: the default prune delay of an archive's identities
-/// (format-spec.md §2.8, step 4), the time after which a fold, too, stops
-/// expecting a file to come back.
-pub const GHOST_TTL: Duration = Duration::from_secs(600);
-
-/// How long, past [`GHOST_TTL`], [`Sources`] remembers that a writer file
-/// was counted (its identity only, 64 bytes, no values). One that comes
-/// back after its reading was dropped resumes from its value then: what it
-/// counted while away is not counted, but nothing is counted twice.
-pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// The most identities remembered per owner past [`GHOST_TTL`]; the oldest
-/// go first, and one owner's churn never evicts another's.
-pub const TOMBSTONES_PER_OWNER: usize = 20_000;
 
 /// One file in a [`Sample`].
 #[derive(Clone, Debug)]
@@ -867,76 +738,4 @@ fn archive_path_of(path: &Path, snap: &Snapshot) -> PathBuf {
 
 fn watch_dir_gone(p: &Path, watch: Option<&Watch>) -> bool {
     watch.is_some_and(|w| w.dirs.contains(p)) && !p.is_dir()
-}
-
-/// Which paths an event may be about, and under what name `discover`
-/// knows them.
-#[derive(Default)]
-struct Matcher {
-    /// Directories whose stats files are sources.
-    dirs: HashSet<PathBuf>,
-    /// Directories holding file arguments: watched, but their other files
-    /// are not sources.
-    file_dirs: HashSet<PathBuf>,
-    /// Files named as arguments: (directory, file name) to the argument.
-    files: HashMap<(PathBuf, OsString), PathBuf>,
-    /// Glob arguments.
-    globs: Vec<String>,
-}
-
-impl Matcher {
-    fn new(args: &[OsString]) -> Matcher {
-        let mut m = Matcher::default();
-        if args.is_empty() {
-            m.dirs.extend(default_dirs());
-        }
-        for arg in args {
-            let path = Path::new(arg);
-            match fs::metadata(path) {
-                Ok(meta) if meta.is_dir() => {
-                    m.dirs.insert(path.to_owned());
-                }
-                Ok(_) => m.add_file(path),
-                Err(_) => {
-                    let s = arg.to_string_lossy();
-                    if !s.contains(['*', '?', '[']) {
-                        // A file that does not exist yet.
-                        m.add_file(path);
-                        continue;
-                    }
-                    // The directories holding its matches are watched once a
-                    // rescan has found them; new directories that come to
-                    // match are found by the periodic rescan.
-                    m.globs.push(s.into_owned());
-                }
-            }
-        }
-        m
-    }
-
-    fn add_file(&mut self, path: &Path) {
-        if let Some(name) = path.file_name() {
-            let dir = parent(path).to_owned();
-            self.file_dirs.insert(dir.clone());
-            self.files.insert((dir, name.to_owned()), path.to_owned());
-        }
-    }
-
-    /// The path under which `discover` lists the file an event named, if
-    /// it is a source.
-    fn canonical(&self, event_path: &Path) -> Option<PathBuf> {
-        let dir = parent(event_path);
-        if let Some(name) = event_path.file_name() {
-            if let Some(arg) = self.files.get(&(dir.to_owned(), name.to_owned())) {
-                return Some(arg.clone());
-            }
-        }
-        if !event_path.file_name().is_some_and(is_stats_name) {
-            return None;
-        }
-        if self.dirs.contains(dir) || self.globs.iter().any(|g| pattern_matches(g, event_path)) {
-            return Some(event_path.to_owned());
-        }
-        None
-    }
 }

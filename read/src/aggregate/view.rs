@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::identity::FileId;
 use super::select::{Aggregator, GroupBy, Selector};
-use super::sources::{FileId, FileSample, Sample};
+use super::sources::{FileSample, Sample};
 use super::Warning;
 use crate::reader::{Field, FieldLayout, Snapshot, Value};
 use mmstats::format::Kind;

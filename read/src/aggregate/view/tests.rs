@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use super::*;
-use crate::aggregate::sources::Key;
+use crate::aggregate::identity::Key;
 use crate::aggregate::{FileId, FileSample};
 use crate::reader::FileInfo;
 use mmstats::format::{Unit, WriterState};
