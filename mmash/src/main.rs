@@ -125,8 +125,11 @@ struct Args {
     #[arg(long, default_value = "")]
     namespace: String,
 
-    /// What /metrics series are split by, comma-separated: command, model,
-    /// pid, file; "label" for one series per label
+    /// What /metrics series are split by besides their owner, comma-separated:
+    /// command, model, pid, file; "label" for one series per label and
+    /// owner. Every series carries its owner as `user="NAME"` whatever this
+    /// says, so that one user's files never add to, hide or satisfy another
+    /// user's series
     #[arg(long, default_value = "command,model", value_parser = parse_by)]
     by: ByList,
 
@@ -180,6 +183,13 @@ fn parse_by(s: &str) -> Result<ByList, String> {
         out.push(g);
     }
     Ok(ByList(out))
+}
+
+/// `by` with the owner first: series of different owners never merge.
+fn with_user(by: &[GroupBy]) -> Vec<GroupBy> {
+    let mut out = vec![GroupBy::User];
+    out.extend(by.iter().copied().filter(|g| *g != GroupBy::User));
+    out
 }
 
 /// How long shutdown waits for requests in flight.
@@ -253,7 +263,7 @@ fn main() -> ExitCode {
     let dirs = stats_dirs(&args.paths);
     let collector = Collector::new(
         &args.paths,
-        args.by.0.clone(),
+        with_user(&args.by.0),
         Duration::from_secs_f64(args.rescan),
     );
     if let Some(after) = retire_after {

@@ -5,9 +5,13 @@
 //! character outside `[a-zA-Z0-9_]` with `_` (colons too: Prometheus keeps
 //! them for recording rules and `promtool` warns about them), prefixing `_`
 //! if it starts with a digit, and adding the namespace (`NS_`) and a suffix:
-//! `_total` for counters, `_seconds` for timers. Two families that claim the
-//! same name (including a histogram's `_bucket`, `_count` and `_sum`) are a
-//! [`Collision`]: the first, in label order, is exported, the others are not.
+//! `_total` for counters, `_seconds` for timers. A name in mmash's own
+//! namespace (`mmash_...`) gets `mmstats_` in front. Families of one kind
+//! that map to one name are all exported under it, told apart by an
+//! `mmstats_label` label holding the original label; families of other
+//! kinds that claim the same name (including a histogram's `_bucket`,
+//! `_count` and `_sum`) are a [`Collision`]: the first, in label order, is
+//! exported, the others are not, and mmash logs it.
 //!
 //! Histograms export a bounded set of `le` boundaries, each the upper edge
 //! of one of the file's buckets, so every cumulative count is exact; the
@@ -109,9 +113,18 @@ fn push_sanitised(out: &mut String, s: &str) {
     }));
 }
 
-/// The full metric name of a family.
+/// The prefix of mmash's own series (`mmash_files`, `mmash_retire_*`),
+/// which no file's label may produce.
+pub const RESERVED_PREFIX: &str = "mmash_";
+
+/// The full metric name of a family. A name that would start with
+/// [`RESERVED_PREFIX`] gets `mmstats_` in front: a file cannot make a
+/// series in mmash's own namespace.
 pub fn metric_name(namespace: &str, label: &str, kind: FamilyKind) -> String {
     let mut name = base_name(namespace, label);
+    if name.starts_with(RESERVED_PREFIX) {
+        name.insert_str(0, "mmstats_");
+    }
     let suffix = match kind {
         FamilyKind::Counter => "_total",
         FamilyKind::Timer => "_seconds",
@@ -248,26 +261,77 @@ fn push_float(out: &mut String, x: f64) {
 
 /// Renders `families` (sorted by label for a stable page) into `out` and
 /// returns the name collisions met.
+///
+/// Families of one kind whose labels map to one metric name (`web.status.2xx`
+/// and `web-status-2xx`) are both exported under that name, each series with
+/// its original label as `mmstats_label="..."`, so none hides another. A
+/// family whose name another family of a different kind took (or whose
+/// sample names, such as a histogram's `_count`, it took) cannot be
+/// exported under it: that is a [`Collision`], which the caller logs.
 pub fn render(namespace: &str, families: &[Family], out: &mut String) -> Vec<Collision> {
-    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
-    let mut collisions = Vec::new();
+    let mut by_name: BTreeMap<String, Vec<&Family>> = BTreeMap::new();
     let mut order: Vec<&Family> = families.iter().collect();
     order.sort_by(|a, b| a.label.cmp(&b.label));
     for fam in order {
-        let name = metric_name(namespace, &fam.label, fam.kind);
-        let names = claimed(&name, fam.kind);
-        if let Some(owner) = names.iter().find_map(|n| owners.get(n)) {
+        by_name
+            .entry(metric_name(namespace, &fam.label, fam.kind))
+            .or_default()
+            .push(fam);
+    }
+    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
+    let mut collisions = Vec::new();
+    for (name, fams) in &by_name {
+        let kind = fams[0].kind;
+        let (same, other): (Vec<&Family>, Vec<&Family>) = fams.iter().partition(|f| f.kind == kind);
+        for f in other {
             collisions.push(Collision {
                 name: name.clone(),
-                kept: (*owner).to_owned(),
-                dropped: fam.label.clone(),
+                kept: fams[0].label.clone(),
+                dropped: f.label.clone(),
             });
+        }
+        let names = claimed(name, kind);
+        if let Some(owner) = names.iter().find_map(|n| owners.get(n)) {
+            for f in &same {
+                collisions.push(Collision {
+                    name: name.clone(),
+                    kept: (*owner).to_owned(),
+                    dropped: f.label.clone(),
+                });
+            }
             continue;
         }
         for n in names {
-            owners.insert(n, &fam.label);
+            owners.insert(n, &fams[0].label);
         }
-        render_family(&name, fam, out);
+        if same.len() == 1 {
+            render_family(name, same[0], out);
+        } else {
+            let merged = Family {
+                label: same[0].label.clone(),
+                kind,
+                help: same
+                    .iter()
+                    .map(|f| f.help.as_str())
+                    .find(|h| !h.trim().is_empty())
+                    .unwrap_or_default()
+                    .to_owned(),
+                series: same
+                    .iter()
+                    .flat_map(|f| {
+                        f.series.iter().map(|s| {
+                            let mut labels = s.labels.clone();
+                            labels.push(("mmstats_label", f.label.clone()));
+                            Series {
+                                labels,
+                                value: s.value.clone(),
+                            }
+                        })
+                    })
+                    .collect(),
+            };
+            render_family(name, &merged, out);
+        }
     }
     collisions
 }
@@ -427,13 +491,13 @@ mod tests {
     }
 
     #[test]
-    fn collisions_keep_the_first_label() {
+    fn same_kind_labels_of_one_name_are_all_exported_and_other_kinds_collide() {
         let fam = |label: &str, kind| Family {
             label: label.into(),
             kind,
             help: String::new(),
             series: vec![Series {
-                labels: vec![],
+                labels: vec![("user", "u".into())],
                 value: SeriesValue::Int(1),
             }],
         };
@@ -453,11 +517,30 @@ mod tests {
             ],
             &mut out,
         );
-        assert_eq!(c.len(), 2, "{c:?}");
-        assert_eq!(c[0].kept, "a.b");
-        assert_eq!(c[0].dropped, "a_b");
-        assert_eq!(c[1].kept, "t");
-        assert_eq!(out.matches("# TYPE a_b gauge").count(), 1);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].kept, "t");
+        assert_eq!(c[0].dropped, "t_count");
+        assert_eq!(out.matches("# TYPE a_b gauge").count(), 1, "{out}");
+        assert!(
+            out.contains("a_b{user=\"u\",mmstats_label=\"a.b\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a_b{user=\"u\",mmstats_label=\"a_b\"} 1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn file_labels_never_make_mmash_names() {
+        assert_eq!(
+            metric_name("", "mmash.retire.runs", FamilyKind::Counter),
+            "mmstats_mmash_retire_runs_total"
+        );
+        assert_eq!(
+            metric_name("", "web.ok", FamilyKind::Counter),
+            "web_ok_total"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@
 //!   reader/     cached.rs: incremental snapshots; layout.rs: interned
 //!               field layouts
 //! archive.rs    SourceId (who a writer file is), ArchiveInfo, archive names
+//! owners.rs     user names of owners' uids
 //! liveness.rs   is a file's writer alive: lock file or file lock
 //! error.rs      ReadError
 //! ```
@@ -96,6 +97,7 @@ mod discover;
 mod error;
 pub mod json;
 mod liveness;
+pub mod owners;
 mod reader;
 pub mod retire;
 

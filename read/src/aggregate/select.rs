@@ -120,15 +120,18 @@ pub enum GroupBy {
     Pid,
     /// One per label and file.
     File,
+    /// One per label and owner (the files' uid, spelled as a user name).
+    User,
 }
 
 impl GroupBy {
-    const ALL: [GroupBy; 5] = [
+    const ALL: [GroupBy; 6] = [
         GroupBy::Label,
         GroupBy::Command,
         GroupBy::Model,
         GroupBy::Pid,
         GroupBy::File,
+        GroupBy::User,
     ];
 
     /// The name used on command lines and in series keys: `pid`, ...
@@ -139,6 +142,7 @@ impl GroupBy {
             GroupBy::Model => "model",
             GroupBy::Pid => "pid",
             GroupBy::File => "file",
+            GroupBy::User => "user",
         }
     }
 
@@ -150,6 +154,7 @@ impl GroupBy {
             GroupBy::Model => Some(info.model.clone()),
             GroupBy::Pid => Some(info.pid.to_string()),
             GroupBy::File => Some(info.path.display().to_string()),
+            GroupBy::User => Some(crate::owners::user_name(info.owner)),
         }
     }
 }
