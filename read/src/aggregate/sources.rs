@@ -175,6 +175,10 @@ struct Watch {
     watcher: notify::RecommendedWatcher,
     events: Receiver<notify::Result<notify::Event>>,
     dirs: HashSet<PathBuf>,
+    /// Directories watched for a directory of interest to appear in them:
+    /// `/dev/shm` for new `mmstats-*` (a default scan), the nearest
+    /// existing ancestor of a directory that does not exist yet.
+    parents: HashSet<PathBuf>,
 }
 
 impl Sources {
@@ -189,6 +193,7 @@ impl Sources {
                 watcher,
                 events: rx,
                 dirs: HashSet::new(),
+                parents: HashSet::new(),
             }),
             Err(e) => {
                 warnings.push(Warning {
@@ -260,6 +265,12 @@ impl Sources {
             .filter(|(_, t)| !t.last.info.is_archive())
             .map(|(p, t)| archive_path_of(p, &t.last))
             .collect();
+        // Watched before listing: a file made in a new directory between
+        // the listing and the watch would wait for the next rescan.
+        let mut first: Vec<PathBuf> = self.matcher.dirs.iter().cloned().collect();
+        first.extend(self.matcher.file_dirs.iter().cloned());
+        self.watch_dirs(first);
+        self.watch_parents();
         let (found, problems) = scan(&self.args);
         let paths: Vec<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
         self.owners = found.into_iter().map(|f| (f.path, f.owner)).collect();
@@ -312,6 +323,73 @@ impl Sources {
                 .collect::<HashSet<_>>(),
         );
         self.watch_dirs(dirs);
+    }
+
+    /// Watches where the directories of interest will appear: the parent
+    /// of the per-user directories for a default scan, and the nearest
+    /// existing ancestor of each directory source that does not exist.
+    fn watch_parents(&mut self) {
+        let mut wanted: HashSet<PathBuf> = HashSet::new();
+        if self.args.is_empty() && std::env::var_os(mmstats::DIR_ENV).is_none_or(|d| d.is_empty()) {
+            wanted.insert(mmstats::shm_root());
+        }
+        for dir in self.matcher.dirs.iter().chain(&self.matcher.file_dirs) {
+            if dir.is_dir() {
+                continue;
+            }
+            let mut p = dir.parent();
+            while let Some(a) = p {
+                let a = if a.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    a
+                };
+                if a.is_dir() {
+                    wanted.insert(a.to_owned());
+                    break;
+                }
+                p = a.parent();
+            }
+        }
+        let Some(watch) = &mut self.watch else { return };
+        watch.parents.retain(|p| {
+            let keep = wanted.contains(p);
+            if !keep {
+                let _ = watch.watcher.unwatch(p);
+            }
+            keep
+        });
+        for p in wanted {
+            if watch.parents.contains(&p) || watch.dirs.contains(&p) {
+                continue;
+            }
+            if watch.watcher.watch(&p, RecursiveMode::NonRecursive).is_ok() {
+                watch.parents.insert(p);
+            }
+        }
+    }
+
+    /// Whether an event about `p` may be a directory of interest
+    /// appearing (or its ancestor): then every source is listed again.
+    fn is_new_source_dir(&self, p: &Path) -> bool {
+        let Some(watch) = &self.watch else {
+            return false;
+        };
+        if !watch.parents.contains(parent(p)) {
+            return false;
+        }
+        if self.args.is_empty()
+            && parent(p) == mmstats::shm_root()
+            && p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"mmstats-"))
+        {
+            return true;
+        }
+        self.matcher
+            .dirs
+            .iter()
+            .chain(&self.matcher.file_dirs)
+            .any(|d| d.starts_with(p))
     }
 
     fn watch_dirs(&mut self, dirs: Vec<PathBuf>) {
@@ -528,6 +606,9 @@ impl Sources {
         }
         dirty.sort();
         dirty.dedup();
+        if dirty.iter().any(|p| self.is_new_source_dir(p)) {
+            return true;
+        }
         for p in dirty {
             // A watched directory that went away: the rescan sorts it out.
             if watch_dir_gone(&p, self.watch.as_ref()) {
