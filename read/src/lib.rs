@@ -106,7 +106,7 @@ pub use discover::{discover, scan, DiscoverError, Found};
 pub use error::ReadError;
 pub use reader::{
     probe_alive, read_file, Field, FileInfo, LivenessMemo, ReadLimits, Reader, Snapshot, Value,
-    MAX_OPEN_LOCKS,
+    MAX_HELP_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OPEN_LOCKS, MAX_STATIC_LABELS_LEN,
 };
 
 // What every reader needs of the format, so that a reading program can

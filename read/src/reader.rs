@@ -32,6 +32,19 @@ use cached::Slot;
 pub use cached::{LivenessMemo, MAX_OPEN_LOCKS};
 pub use snapshot::{Field, FileInfo, ReadLimits, Snapshot, Value};
 
+/// Longest field label read, in bytes: a field with a longer one is
+/// skipped (counted in [`Snapshot::skipped`]).
+pub const MAX_LABEL_LEN: usize = 1024;
+/// Longest help text or unit text kept, in bytes: a longer one is cut at
+/// the last whole character before it, and only that much is read.
+pub const MAX_HELP_LEN: usize = 4096;
+/// Longest encoded static labels of a field, in bytes: a field with longer
+/// ones is skipped.
+pub const MAX_STATIC_LABELS_LEN: usize = 4096;
+/// Longest command or model name, in bytes: a file with a longer one is
+/// refused as malformed.
+pub const MAX_NAME_LEN: usize = 1024;
+
 /// How many times a text value is re-read while its writer is mid-update
 /// before the reader reports it [`Value::Unavailable`].
 pub(crate) const TEXT_RETRIES: usize = 1000;
@@ -204,6 +217,12 @@ impl Reader {
             .filter(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
     }
 
+    /// The file's size when it was opened, in bytes: what the mapping
+    /// spans (rounded down to whole words).
+    pub fn mapped_len(&self) -> u64 {
+        self.size
+    }
+
     /// Device and inode of the file mapped.
     pub fn dev_ino(&self) -> (u64, u64) {
         (self.dev, self.ino)
@@ -349,10 +368,10 @@ impl Reader {
             process_start: h.proc_start.get(),
             created: UNIX_EPOCH + Duration::from_nanos(h.created_ns.get()),
             command: self
-                .string(&regions, h.command, budget)
+                .name(&regions, h.command, budget)
                 .map_err(|e| bad(format!("command: {e}")))?,
             model: self
-                .string(&regions, h.model, budget)
+                .name(&regions, h.model, budget)
                 .map_err(|e| bad(format!("model: {e}")))?,
             alive: match memo {
                 Some(memo) => memo.probe(self, h.minor.get(), h.lock_token.get()),
@@ -396,19 +415,29 @@ impl Reader {
             self.map
                 .copy(table + i * record_len, raw::RECORD_LEN, &mut rec_bytes);
             let rec = Record::decode(&rec_bytes);
-            let mut text = |r: StrRef, what: &str| {
-                self.string(&regions, r, budget)
+            let mut text = |r: StrRef, what: &str, cap: usize| {
+                self.string(&regions, r, budget, cap)
                     .map_err(|e| format!("{what}: {e}"))
             };
-            let label = text(rec.label, "label").map_err(|e| bad(format!("field {i}: {e}")))?;
+            // A label or static labels over their cap: the field is
+            // skipped (a cut label could pass for another field's).
+            if rec.label.len.get() as usize > MAX_LABEL_LEN
+                || rec.static_labels.len.get() as usize > MAX_STATIC_LABELS_LEN
+            {
+                skipped += 1;
+                continue;
+            }
+            let label = text(rec.label, "label", MAX_LABEL_LEN)
+                .map_err(|e| bad(format!("field {i}: {e}")))?;
             let at = |e: String| bad(format!("field {i} ({label}): {e}"));
             let Some(kind) = Kind::from_code(rec.kind.get()) else {
                 skipped += 1;
                 continue;
             };
-            let unit_text = text(rec.unit_text, "unit").map_err(at)?;
-            let help = text(rec.help, "help").map_err(at)?;
-            let static_labels = text(rec.static_labels, "static labels").map_err(at)?;
+            let unit_text = text(rec.unit_text, "unit", MAX_HELP_LEN).map_err(at)?;
+            let help = text(rec.help, "help", MAX_HELP_LEN).map_err(at)?;
+            let static_labels =
+                text(rec.static_labels, "static labels", MAX_STATIC_LABELS_LEN).map_err(at)?;
             let value_at = regions.value(&rec, kind).map_err(at)?;
             budget.spend(rec.value_len.get().into()).map_err(at)?;
             // The first field with a label wins; later ones are checked
@@ -440,27 +469,58 @@ impl Reader {
     }
 
     /// Reads a string reference, checked against the string table.
-    fn string(&self, regions: &Regions, r: StrRef, budget: &mut Budget) -> Result<String, String> {
+    /// Reads a string of the string table, at most `cap` bytes of it: a
+    /// longer one is cut at the last whole character before `cap`.
+    fn string(
+        &self,
+        regions: &Regions,
+        r: StrRef,
+        budget: &mut Budget,
+        cap: usize,
+    ) -> Result<String, String> {
         let (off, len) = (r.off.get(), r.len.get());
         if len == 0 {
             return Ok(String::new());
         }
         let start = off as usize;
-        let end = start + len as usize;
-        if start < regions.strings.start || end > regions.strings.end {
+        let full_end = start + len as usize;
+        if start < regions.strings.start || full_end > regions.strings.end {
             return Err(format!(
-                "string at {start}..{end} is outside the string table {:?}",
+                "string at {start}..{full_end} is outside the string table {:?}",
                 regions.strings
             ));
         }
-        budget.spend(len.into())?;
+        let cut = (len as usize) > cap;
+        let end = start + (len as usize).min(cap);
+        budget.spend((end - start) as u64)?;
         // The table is 8-aligned, so the words around the string are in it.
         let first = start & !7;
         let mut bytes = Vec::with_capacity(raw::align8(end) - first);
         self.map.copy(first, raw::align8(end) - first, &mut bytes);
         bytes.drain(..start - first);
         bytes.truncate(end - start);
-        String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 at {start}: {e}"))
+        match String::from_utf8(bytes) {
+            Ok(s) => Ok(s),
+            // Cut inside a character: keep the whole ones before it.
+            Err(e) if cut && e.utf8_error().error_len().is_none() => {
+                let valid = e.utf8_error().valid_up_to();
+                let mut bytes = e.into_bytes();
+                bytes.truncate(valid);
+                Ok(String::from_utf8(bytes).expect("valid up to here"))
+            }
+            Err(e) => Err(format!("invalid UTF-8 at {start}: {e}")),
+        }
+    }
+
+    /// Reads the command or model name: refused over [`MAX_NAME_LEN`].
+    fn name(&self, regions: &Regions, r: StrRef, budget: &mut Budget) -> Result<String, String> {
+        let len = r.len.get() as usize;
+        if len > MAX_NAME_LEN {
+            return Err(format!(
+                "{len} bytes long, over the readers' limit of {MAX_NAME_LEN}"
+            ));
+        }
+        self.string(regions, r, budget, MAX_NAME_LEN)
     }
 
     /// Reads a text value unless its capacity is over the reader's limit

@@ -152,3 +152,69 @@ fn only_file(dir: &Path) -> String {
     assert_eq!(names.len(), 1, "{names:?}");
     names.into_iter().next().unwrap()
 }
+
+#[test]
+fn long_help_is_cut_and_long_labels_are_skipped() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = mmstats::Schema::new("Long");
+    let help = "é".repeat(1 << 19); // 1 MiB of two-byte characters
+    schema.push(mmstats::FieldDef::counter("short").help(&help));
+    schema.push(mmstats::FieldDef::counter(
+        &"x".repeat(mmstats_read::MAX_LABEL_LEN + 1),
+    ));
+    let file =
+        mmstats::StatsFile::create(&schema, &mmstats::Options::new().dir(dir.path())).unwrap();
+    let snap = mmstats_read::read_file(file.path().unwrap()).unwrap();
+    assert_eq!(snap.fields.len(), 1);
+    assert_eq!(snap.skipped, 1);
+    let kept = &snap.fields[0].help;
+    assert!(
+        kept.len() <= mmstats_read::MAX_HELP_LEN && kept.len() >= mmstats_read::MAX_HELP_LEN - 1
+    );
+    assert!(kept.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn an_owner_over_budget_is_cut_off_alone() {
+    use std::os::unix::fs::chown;
+    mmstats::install_sigbus_guard().unwrap();
+    assert_eq!(mmstats::geteuid(), 0, "chown needs root (CI runs as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let mut s = mmstats::Schema::new("Budget");
+        s.push(mmstats::FieldDef::counter("done"));
+        let f = mmstats::StatsFile::create(&s, &mmstats::Options::new().dir(dir.path())).unwrap();
+        if i >= 2 {
+            chown(f.path().unwrap(), Some(4242), None).unwrap();
+        }
+        files.push(f);
+    }
+    let budget = mmstats_read::aggregate::OwnerBudget {
+        files: 2,
+        ..Default::default()
+    };
+    let mut sources = Sources::with_budget(&[dir.path()], budget);
+    let sample = sources.sample();
+    let by_owner = |uid: u32| {
+        sample
+            .files
+            .iter()
+            .filter(|f| f.fresh && f.snapshot.info.owner == uid)
+            .count()
+    };
+    assert_eq!((by_owner(0), by_owner(4242)), (2, 2));
+    assert_eq!(sources.over_budget().get(&4242), Some(&2));
+    assert_eq!(sources.over_budget().get(&0), None);
+    sources.rescan();
+    let warned: Vec<String> = sources
+        .sample()
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .filter(|w| w.contains("budget"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("uid 4242"), "{warned:?}");
+}

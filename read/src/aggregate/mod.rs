@@ -65,6 +65,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod budget;
 mod identity;
 mod matcher;
 mod retired;
@@ -72,6 +73,7 @@ mod select;
 mod sources;
 mod view;
 
+pub use budget::OwnerBudget;
 pub use identity::{FileId, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
 pub use select::{Aggregator, GroupBy, ParseError, Selector};
 pub use sources::{FileSample, Sample, Sources, DEFAULT_RESCAN};

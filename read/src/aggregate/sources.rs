@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use super::identity::{FileId, Key, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
+use super::budget::{Budgets, OwnerBudget};
+use super::identity::{dedup, FileId, Ghosts};
 use super::matcher::Matcher;
 use super::Warning;
 use crate::archive::{archive_path, parent};
@@ -139,13 +140,12 @@ pub struct Sources {
     /// The path each tracked inode is read under: a second name of one
     /// inode (a hard link) is not opened again.
     inodes: HashMap<(u64, u64), PathBuf>,
-    /// Writer files no longer found, with their last reading and when
-    /// they went.
-    ghosts: HashMap<Key, (FileSample, Instant)>,
-    /// Identities of writer files whose ghost expired, with when.
-    tombstones: HashMap<Key, Instant>,
+    /// Writer files no longer found, and identities of ones counted.
+    ghosts: Ghosts,
     /// Other names of tracked inodes skipped at the last rescan.
     aliases_skipped: usize,
+    /// What each owner's files cost, and may.
+    budgets: Budgets,
 }
 
 impl std::fmt::Debug for Sources {
@@ -161,6 +161,8 @@ impl std::fmt::Debug for Sources {
 struct Tracked {
     id: FileId,
     reader: Reader,
+    /// The reading its owner's budget was charged by.
+    charged: Arc<Snapshot>,
     last: Arc<Snapshot>,
     /// Read when opened, not yet handed out in a sample.
     unsent: bool,
@@ -185,6 +187,11 @@ impl Sources {
     /// Finds the files named by `args` and opens them; starts watching.
     /// Problems are reported with the first [`sample`](Sources::sample).
     pub fn new<S: AsRef<OsStr>>(args: &[S]) -> Sources {
+        Sources::with_budget(args, OwnerBudget::default())
+    }
+
+    /// As [`new`](Sources::new), with what one owner's files may cost.
+    pub fn with_budget<S: AsRef<OsStr>>(args: &[S], budget: OwnerBudget) -> Sources {
         let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
         let mut warnings = Vec::new();
         let (tx, rx) = mpsc::channel();
@@ -221,10 +228,11 @@ impl Sources {
             liveness: LivenessMemo::new(),
             group_archives: BTreeSet::new(),
             inodes: HashMap::new(),
-            ghosts: HashMap::new(),
-            tombstones: HashMap::new(),
+            ghosts: Ghosts::default(),
             aliases_skipped: 0,
+            budgets: Budgets::default(),
         };
+        sources.budgets.budget = budget;
         sources.rescan();
         sources
     }
@@ -234,6 +242,18 @@ impl Sources {
     pub fn set_rescan_interval(&mut self, every: Duration) {
         self.rescan_interval = every;
         self.next_rescan = Instant::now() + every;
+    }
+
+    /// Sets what one owner's files may cost (default
+    /// [`OwnerBudget::default`]); applies to files opened from now on.
+    pub fn set_budget(&mut self, budget: OwnerBudget) {
+        self.budgets.budget = budget;
+    }
+
+    /// Files not read at the last rescan (and since) because their owner
+    /// was over its budget, by owner uid.
+    pub fn over_budget(&self) -> &BTreeMap<u32, usize> {
+        &self.budgets.over
     }
 
     /// Whether file system events are being watched.
@@ -256,6 +276,8 @@ impl Sources {
     pub fn rescan(&mut self) {
         self.next_rescan = Instant::now() + self.rescan_interval;
         self.aliases_skipped = 0;
+        let reports = self.budgets.report();
+        self.warnings.extend(reports);
         self.matcher = Matcher::new(&self.args);
         // Rebuilt from the files still tracked, so groups that are gone
         // do not accumulate.
@@ -458,19 +480,23 @@ impl Sources {
         match open(path, &self.limits, owner) {
             Ok((id, reader, snap)) => {
                 self.failed.remove(path);
+                if !self.budgets.charge(&reader, &snap) {
+                    return;
+                }
                 if !snap.info.is_archive() {
                     self.group_archives.insert(archive_path_of(path, &snap));
                 }
                 // Back from elsewhere: measured against its last reading
                 // (the ghost stays in samples while it is not fresh), or,
                 // if that was dropped, against its first reading now.
-                let baseline_only = self.tombstones.remove(&id.key).is_some();
+                let baseline_only = self.ghosts.revive(&id.key);
                 self.inodes.insert((id.dev, id.ino), path.to_owned());
                 self.files.insert(
                     path.to_owned(),
                     Tracked {
                         id,
                         reader,
+                        charged: Arc::clone(&snap),
                         last: snap,
                         unsent: !baseline_only,
                         baseline_only,
@@ -493,6 +519,7 @@ impl Sources {
     /// Stops reading `path`; a writer file's last reading becomes a ghost.
     fn forget(&mut self, path: &Path) -> Option<Tracked> {
         let t = self.files.remove(path)?;
+        self.budgets.refund(&t.reader, &t.charged);
         if self.inodes.get(&(t.id.dev, t.id.ino)).map(PathBuf::as_path) == Some(path) {
             self.inodes.remove(&(t.id.dev, t.id.ino));
         }
@@ -503,43 +530,9 @@ impl Sources {
                 fresh: false,
                 gone: true,
             };
-            self.ghosts
-                .insert(t.id.key.clone(), (ghost, Instant::now()));
+            self.ghosts.bury(ghost, Instant::now());
         }
         Some(t)
-    }
-
-    /// Drops ghosts older than [`GHOST_TTL`] (keeping their identities as
-    /// tombstones) and tombstones older than [`TOMBSTONE_TTL`] or over the
-    /// owner's [`TOMBSTONES_PER_OWNER`].
-    fn expire_ghosts(&mut self, now: Instant) {
-        let expired: Vec<Key> = self
-            .ghosts
-            .iter()
-            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= GHOST_TTL)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            self.ghosts.remove(&k);
-            self.tombstones.insert(k, now);
-        }
-        self.tombstones
-            .retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
-        let mut per_owner: HashMap<u32, Vec<(Instant, Key)>> = HashMap::new();
-        for (k, at) in &self.tombstones {
-            per_owner
-                .entry(k.owner())
-                .or_default()
-                .push((*at, k.clone()));
-        }
-        for (_, mut list) in per_owner {
-            if list.len() > TOMBSTONES_PER_OWNER {
-                list.sort();
-                for (_, k) in &list[..list.len() - TOMBSTONES_PER_OWNER] {
-                    self.tombstones.remove(k);
-                }
-            }
-        }
     }
 
     /// Writer files remembered as gone (see [`GHOST_TTL`]).
@@ -646,29 +639,16 @@ impl Sources {
         let folded = crate::retire::folded(&snaps);
         let mut folded = folded.into_iter();
         files.retain(|_| !folded.next().unwrap_or(false));
-        // One writer seen under two names (a copy of the same owner, a
-        // second name) is one file. The copy that has counted the most is
-        // kept (a copy is a picture of the file's past, so the live file
-        // has counted at least as much), then the smallest path: the kept
-        // reading never goes backwards, so deltas stay exact whichever
-        // copy is kept in which sample.
-        files.sort_by_cached_key(|f| {
-            (
-                f.id.clone(),
-                std::cmp::Reverse(counted(&f.snapshot)),
-                f.id.path.clone(),
-            )
-        });
-        files.dedup_by(|b, a| a.id == b.id);
+        dedup(&mut files);
         // A file found again is no longer a ghost; the others stay in the
         // sample, stale, so that one coming back is measured against them.
         let now = Instant::now();
         for f in &files {
-            self.ghosts.remove(&f.id.key);
+            self.ghosts.found(&f.id.key);
         }
-        self.expire_ghosts(now);
-        if !self.ghosts.is_empty() {
-            files.extend(self.ghosts.values().map(|(g, _)| g.clone()));
+        self.ghosts.expire(now);
+        if self.ghosts.len() > 0 {
+            files.extend(self.ghosts.samples());
             files.sort_by(|a, b| a.id.cmp(&b.id));
         }
         Sample {
@@ -792,17 +772,6 @@ fn open(
         return Ok((id, reader, snap));
     }
     Err(last)
-}
-
-/// The sum of a snapshot's counters: how much a file has counted.
-fn counted(snap: &Snapshot) -> u128 {
-    snap.fields
-        .iter()
-        .map(|f| match f.value {
-            crate::Value::Counter(n) => u128::from(n),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// A read error's message without the path in front, since a [`Warning`]

@@ -1,0 +1,117 @@
+//! Per-owner budgets: what one owner's files may cost a reader, so that no
+//! user's files (however many, however large) can crowd out another's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use super::Warning;
+use crate::reader::{Reader, Snapshot};
+
+/// What one owner's files may cost a reader ([`Sources::set_budget`]).
+/// Files past an owner's budget are not read, counted per owner
+/// ([`Sources::over_budget`]) and reported in one warning per owner and
+/// rescan; no other owner is affected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerBudget {
+    /// Most files read. Default 50 000.
+    pub files: usize,
+    /// Most bytes mapped (the files' sizes; address space, not memory:
+    /// only the pages read are touched). Default 16 GiB.
+    pub mapped_bytes: u64,
+    /// Most distinct labels over the owner's files. Default 100 000.
+    pub series: usize,
+}
+
+impl Default for OwnerBudget {
+    fn default() -> OwnerBudget {
+        OwnerBudget {
+            files: 50_000,
+            mapped_bytes: 16 << 30,
+            series: 100_000,
+        }
+    }
+}
+
+/// What one owner's files cost now.
+#[derive(Debug, Default)]
+struct Usage {
+    files: usize,
+    mapped_bytes: u64,
+    /// Each label with the number of files that have it.
+    labels: HashMap<String, usize>,
+}
+
+/// Every owner's usage, and the budget.
+#[derive(Debug, Default)]
+pub(super) struct Budgets {
+    pub(super) budget: OwnerBudget,
+    /// What each owner's files cost now.
+    usage: HashMap<u32, Usage>,
+    /// Files not read because their owner was over budget, since the
+    /// last report, by owner.
+    pub(super) over: BTreeMap<u32, usize>,
+}
+
+impl Budgets {
+    /// One warning per owner over budget since the last rescan.
+    pub(super) fn report(&mut self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        for (owner, n) in std::mem::take(&mut self.over) {
+            out.push(Warning {
+                path: PathBuf::from(format!("(files of uid {owner})")),
+                reason: format!(
+                    "{n} files not read: over the owner's budget of {} files, {} mapped bytes, {} labels",
+                    self.budget.files, self.budget.mapped_bytes, self.budget.series
+                ),
+            });
+        }
+        out
+    }
+
+    /// Charges a newly opened file to its owner; `false` (and nothing
+    /// charged) if that would put the owner over budget.
+    pub(super) fn charge(&mut self, reader: &Reader, snap: &Snapshot) -> bool {
+        let owner = snap.info.owner;
+        let budget = self.budget;
+        let usage = self.usage.entry(owner).or_default();
+        let new_labels = snap
+            .fields
+            .iter()
+            .filter(|f| !usage.labels.contains_key(&f.label))
+            .count();
+        if usage.files + 1 > budget.files
+            || usage.mapped_bytes.saturating_add(reader.mapped_len()) > budget.mapped_bytes
+            || usage.labels.len() + new_labels > budget.series
+        {
+            *self.over.entry(owner).or_default() += 1;
+            return false;
+        }
+        usage.files += 1;
+        usage.mapped_bytes += reader.mapped_len();
+        for f in &snap.fields {
+            *usage.labels.entry(f.label.clone()).or_default() += 1;
+        }
+        true
+    }
+
+    /// Gives back what `charge` took for a file.
+    pub(super) fn refund(&mut self, reader: &Reader, snap: &Snapshot) {
+        let owner = snap.info.owner;
+        let Some(usage) = self.usage.get_mut(&owner) else {
+            return;
+        };
+        usage.files = usage.files.saturating_sub(1);
+        usage.mapped_bytes = usage.mapped_bytes.saturating_sub(reader.mapped_len());
+        for f in &snap.fields {
+            if let Some(n) = usage.labels.get_mut(&f.label) {
+                *n -= 1;
+                if *n == 0 {
+                    usage.labels.remove(&f.label);
+                }
+            }
+        }
+        if usage.files == 0 {
+            self.usage.remove(&owner);
+        }
+    }
+}
