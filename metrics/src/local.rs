@@ -119,7 +119,6 @@ struct ThreadFile {
     clamped: Counter,
 }
 
-#[derive(Default)]
 struct Local {
     entries: Vec<Entry>,
     files: Vec<ThreadFile>,
@@ -128,7 +127,14 @@ struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    // Const-initialised: the hot path skips the lazy-initialisation check.
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local {
+            entries: Vec::new(),
+            files: Vec::new(),
+            caches: Vec::new(),
+        })
+    };
 }
 
 /// The handle of `key` for this thread: from the thread's cache, else made
