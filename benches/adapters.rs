@@ -12,6 +12,11 @@
 //!   word updated with a relaxed load and store, what any recorder's
 //!   stored handle costs at least (the facade's `Arc<dyn CounterFn>` call).
 //!
+//! - `tracing/no_subscriber`, `tracing/registry` and `tracing/mmstats_layer`:
+//!   one span created, entered, exited and closed, under tracing's own
+//!   no-op subscriber, under a bare `tracing_subscriber::registry()` and
+//!   under the registry with our layer.
+//!
 //! Every mmstats file is real, in a temporary directory on `/dev/shm` when
 //! there is one.
 //!
@@ -90,5 +95,26 @@ fn facade(c: &mut Criterion) {
     assert_eq!(ours.error(), None);
 }
 
-criterion_group!(benches, facade);
+fn spans(c: &mut Criterion) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let dir = stats_dir();
+    let span = || drop(tracing::info_span!("bench_span").entered());
+    let mut g = c.benchmark_group("tracing");
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        g.bench_function("no_subscriber", |b| b.iter(span));
+    });
+    tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+        g.bench_function("registry", |b| b.iter(span));
+    });
+    let layer = mmstats_tracing::Builder::new().dir(dir.path()).build();
+    let subscriber = tracing_subscriber::registry().with(layer.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let _root = tracing::info_span!("bench_root").entered();
+        g.bench_function("mmstats_layer", |b| b.iter(span));
+    });
+    g.finish();
+    assert_eq!(layer.error(), None);
+}
+
+criterion_group!(benches, facade, spans);
 criterion_main!(benches);
