@@ -23,4 +23,4 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
     cargo test -p mmstats --lib --release protocol::
 
 echo "== benches, one pass each"
-cargo bench --bench hot_path --bench lifecycle --bench aggregate -- --test
+cargo bench --bench hot_path --bench lifecycle --bench aggregate --bench adapters -- --test

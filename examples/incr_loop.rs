@@ -10,7 +10,12 @@
 //! `--getpid-each` makes a `getpid` system call per increment as well: a
 //! control run that shows the tracer does see syscalls made in the loop.
 //!
-//! Prints the final value of the counter.
+//! `--metrics` counts through the `metrics` facade instead, with
+//! `metrics::counter!("incr_loop.count").increment(1)` each time (the macro
+//! path: registration and increment) into the mmstats-metrics recorder.
+//!
+//! Prints the final value of the counter (with `--metrics`, the number of
+//! increments made; the file holds the count).
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -29,9 +34,12 @@ fn main() -> ExitCode {
     let mut n = None;
     let mut dir = None;
     let mut getpid_each = false;
+    let mut through_metrics = false;
     for arg in std::env::args().skip(1) {
         if arg == "--getpid-each" {
             getpid_each = true;
+        } else if arg == "--metrics" {
+            through_metrics = true;
         } else if n.is_none() {
             match arg.parse::<u64>() {
                 Ok(v) => n = Some(v),
@@ -43,14 +51,19 @@ fn main() -> ExitCode {
         } else if dir.is_none() {
             dir = Some(arg);
         } else {
-            eprintln!("usage: incr_loop N [DIR] [--getpid-each]");
+            eprintln!("usage: incr_loop N [DIR] [--getpid-each] [--metrics]");
             return ExitCode::from(2);
         }
     }
     let Some(n) = n else {
-        eprintln!("usage: incr_loop N [DIR] [--getpid-each]  (DIR defaults to $MMSTATS_DIR)");
+        eprintln!(
+            "usage: incr_loop N [DIR] [--getpid-each] [--metrics]  (DIR defaults to $MMSTATS_DIR)"
+        );
         return ExitCode::from(2);
     };
+    if through_metrics {
+        return metrics_loop(n, dir, getpid_each);
+    }
     let builder = Loop::builder();
     let builder = match dir {
         Some(dir) => builder.dir(dir),
@@ -78,5 +91,27 @@ fn main() -> ExitCode {
     }
 
     println!("{}", count.get());
+    ExitCode::SUCCESS
+}
+
+/// The loop through the `metrics` facade and mmstats-metrics.
+fn metrics_loop(n: u64, dir: Option<String>, getpid_each: bool) -> ExitCode {
+    let builder = mmstats_metrics::Builder::new();
+    let builder = match dir {
+        Some(dir) => builder.dir(dir),
+        None => builder,
+    };
+    // Opens this thread's file now, so a bad directory fails here.
+    if let Err(e) = builder.install() {
+        eprintln!("incr_loop: {e}");
+        return ExitCode::FAILURE;
+    }
+    for _ in 0..black_box(n) {
+        metrics::counter!("incr_loop.count").increment(black_box(1));
+        if getpid_each {
+            black_box(std::process::id());
+        }
+    }
+    println!("{n}");
     ExitCode::SUCCESS
 }

@@ -2,6 +2,10 @@
 //! `strace -f -c` makes no more system calls for ten million increments
 //! than for ten.
 //!
+//! The same holds for `metrics::counter!` through mmstats-metrics
+//! (`incr_loop --metrics`): after the key's first use, the macro path makes
+//! no system call either.
+//!
 //! Needs a working `strace`. Without one the test prints a note and passes,
 //! unless `MMSTATS_REQUIRE_STRACE=1` is set (CI sets it), which turns a
 //! missing or unusable `strace` into a failure.
@@ -18,6 +22,15 @@ const REQUIRE_ENV: &str = "MMSTATS_REQUIRE_STRACE";
 
 #[test]
 fn a_million_fold_more_increments_make_no_more_syscalls() {
+    million_fold(false);
+}
+
+#[test]
+fn a_million_fold_more_metrics_counter_increments_make_no_more_syscalls() {
+    million_fold(true);
+}
+
+fn million_fold(through_metrics: bool) {
     let required = std::env::var_os(REQUIRE_ENV).is_some_and(|v| v == "1");
     if let Err(why) = strace_usable() {
         assert!(!required, "{REQUIRE_ENV}=1 but {why}");
@@ -32,11 +45,12 @@ fn a_million_fold_more_increments_make_no_more_syscalls() {
     let exe = build_example();
     let tmp = tempfile::tempdir().expect("create temporary directory");
 
-    let small = traced_run(&exe, tmp.path(), "small", 10, false);
-    let large = traced_run(&exe, tmp.path(), "large", 10_000_000, false);
+    let m = through_metrics;
+    let small = traced_run(&exe, tmp.path(), "small", 10, false, m);
+    let large = traced_run(&exe, tmp.path(), "large", 10_000_000, false, m);
     // Control: one getpid per increment must show up, or the tracing above
     // proves nothing.
-    let control = traced_run(&exe, tmp.path(), "control", 1000, true);
+    let control = traced_run(&exe, tmp.path(), "control", 1000, true, m);
     eprintln!(
         "syscalls: {small} for 10 increments, {large} for 10000000, \
          {control} for 1000 with a getpid each"
@@ -136,7 +150,14 @@ fn built_in_release() -> bool {
 /// Runs the example for `n` increments under `strace -f -c`, with its stats
 /// in a fresh directory under `tmp`, checks what it printed and what its
 /// file holds, and returns the total number of system calls it made.
-fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, getpid_each: bool) -> u64 {
+fn traced_run(
+    exe: &Path,
+    tmp: &Path,
+    name: &str,
+    n: u64,
+    getpid_each: bool,
+    through_metrics: bool,
+) -> u64 {
     mmstats::install_sigbus_guard().unwrap();
     let stats_dir = tmp.join(name);
     let summary_path = tmp.join(format!("{name}.strace"));
@@ -149,6 +170,9 @@ fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, getpid_each: bool) -> 
         .env(mmstats::DIR_ENV, &stats_dir);
     if getpid_each {
         cmd.arg("--getpid-each");
+    }
+    if through_metrics {
+        cmd.arg("--metrics");
     }
     let out = cmd.output().expect("run strace");
     assert!(

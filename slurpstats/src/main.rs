@@ -14,6 +14,7 @@
 mod human;
 mod json;
 mod text;
+mod tree;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -43,6 +44,8 @@ or others, and only the files in it owned by the directory's owner. Problems \
 in other users' directories are not reported one by one: one line on stderr \
 counts them, and they do not change the exit status (name the directory to \
 see them).
+
+Tree output (--tree): the span timers written by the mmstats-tracing layer (labels span.busy/PATH), merged over every file of one command and model. Each node shows its percentage of the tree's total time (the sum of its top-level spans' busy time), in parentheses its self percentage (its time minus its children's), its p50, p75, p95, p99 and p99.9, and its calls; children are indented under their parent and sorted by total time. Other fields are not printed.
 
 Text output: per file, a line with its path, writer pid and tid, command, \
 model, whether the writer is alive (or dead: exited, or did not close \
@@ -99,6 +102,11 @@ struct Args {
     /// Print one JSON array with one object per file (shape in --help)
     #[arg(long)]
     json: bool,
+
+    /// Print the span timers of mmstats-tracing as a tree per command and
+    /// model, merged over files (see --help)
+    #[arg(long, conflicts_with = "json")]
+    tree: bool,
 
     /// Show text values of up to this capacity; larger ones show as
     /// unavailable [default: 64K; at most 1M, the format's limit]
@@ -211,6 +219,7 @@ fn run(args: &Args) -> io::Result<bool> {
         out.write_all(b"[")?;
     }
     let mut first = true;
+    let mut trees = tree::Trees::default();
     // Writer files first, archives last, and what an archive holds once
     // (format-spec.md §2.8).
     for (found, read) in mmstats_read::retire::read_all(&files, &limits) {
@@ -229,7 +238,9 @@ fn run(args: &Args) -> io::Result<bool> {
         if !snap.duplicates.is_empty() && !found.foreign {
             warn(&mut out, duplicates(&snap))?;
         }
-        if args.json {
+        if args.tree {
+            trees.add(&snap);
+        } else if args.json {
             out.write_all(if first { b"\n" } else { b",\n" })?;
             json::write_file(&mut out, &snap)?;
         } else {
@@ -239,6 +250,15 @@ fn run(args: &Args) -> io::Result<bool> {
     }
     if args.json {
         out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+    }
+    if args.tree {
+        for p in &trees.problems {
+            warn(&mut out, p)?;
+        }
+        if trees.is_empty() && !first {
+            warn(&mut out, "no span timers (span.busy/...) in the files read: they are written by the mmstats-tracing layer")?;
+        }
+        trees.write(&mut out)?;
     }
     if foreign > 0 {
         let (n, s) = (foreign, if foreign == 1 { "" } else { "s" });

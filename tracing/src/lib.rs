@@ -1,0 +1,185 @@
+//! A [`tracing_subscriber::Layer`] that times every span into mmstats
+//! timers named by the span's **path**, so that instrumented code reads as
+//! a tree (`slurpstats --tree`).
+//!
+//! # Overview
+//!
+//! - [`layer`] makes the layer with the defaults; [`Builder`] sets the
+//!   directory, label prefix, path cap and timer precision.
+//! - A span's path is the names of its ancestors and its own, from the
+//!   root, joined by [`SEPARATOR`] (`/`): `request/db_query`. A `\` or `/`
+//!   inside a name is escaped with a backslash ([`push_segment`],
+//!   [`split_path`]). A function called under two parents gives two paths.
+//! - Each thread that closes spans gets a stats file of model `tracing`.
+//!   Each path has two timers, in nanoseconds:
+//!   - `span.busy/<path>`: per span, the time it was entered (summed over
+//!     its entries when it is entered several times, as a future's span is);
+//!   - `span.idle/<path>`: per span, the time from its creation to its
+//!     close that it was not entered.
+//!
+//!   Both are recorded when the span closes, on the closing thread; the
+//!   busy timer's count is the number of calls. Each field also has the
+//!   static label `path=<path>`.
+//!
+//! # The cap
+//!
+//! A thread makes fields for at most [`DEFAULT_MAX_PATHS`] (100) distinct
+//! paths ([`Builder::max_paths`]). Past that, a new path's spans are timed
+//! into the node `<parent path>/other` ([`OTHER`]; `other` for a root),
+//! and each such span is counted in the thread's `mmstats_tracing.overflow`
+//! counter. The `other` nodes do not count against the cap (there is at
+//! most one per path); a span that is itself named `other` is taken for
+//! one. Under a folded path, children fold into the same `other` node.
+//! Which paths get fields goes by the order this thread first creates them. A field that does not fit into the file's reserved
+//! room is counted the same way, never lost silently.
+//!
+//! # Cost
+//!
+//! Per span: a lookup of (parent path, name) in the thread's own table,
+//! and one uncontended lock of one of 16 shards of the table of open spans
+//! at creation, entry, exit and close. No allocation once the path is known
+//! and the tables have grown to the number of spans open at once.
+//!
+//! # Example
+//!
+//! ```
+//! use tracing_subscriber::layer::SubscriberExt;
+//! # let dir = tempfile::tempdir().unwrap();
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(mmstats_tracing::Builder::new().dir(dir.path()).build());
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let _request = tracing::info_span!("request").entered();
+//!     let _db = tracing::info_span!("db_query").entered();
+//! });
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod config;
+mod local;
+mod paths;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::span::{Attributes, Id};
+use tracing::Subscriber;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+pub use local::OVERFLOW_LABEL;
+pub use paths::{push_segment, split_path, OTHER, SEPARATOR};
+
+pub use config::{Builder, BUSY_PREFIX, DEFAULT_MAX_PATHS, DEFAULT_PRECISION, IDLE_PREFIX};
+
+use config::{lock, Shared, SpanState, SHARDS};
+use paths::ROOT;
+
+static NEXT_LAYER: AtomicU64 = AtomicU64::new(0);
+
+/// The layer with the defaults ([`Builder::new`]).
+pub fn layer() -> MmstatsLayer {
+    Builder::new().build()
+}
+
+impl Builder {
+    /// Makes the layer.
+    pub fn build(self) -> MmstatsLayer {
+        MmstatsLayer {
+            shared: Arc::new(Shared {
+                // Relaxed: only uniqueness matters.
+                id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
+                config: self,
+                paths: Mutex::default(),
+                spans: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                first_error: Mutex::default(),
+            }),
+        }
+    }
+}
+
+/// The layer: made by [`layer`] or [`Builder::build`]; add it to a
+/// `tracing_subscriber::registry()`.
+#[derive(Clone, Debug)]
+pub struct MmstatsLayer {
+    shared: Arc<Shared>,
+}
+
+impl MmstatsLayer {
+    /// The first error met making a thread's file or a field (its spans
+    /// are then counted in the overflow counter); `None` if all went well.
+    pub fn error(&self) -> Option<String> {
+        lock(&self.shared.first_error).clone()
+    }
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(d.subsec_nanos().into())
+}
+
+impl<S> tracing_subscriber::Layer<S> for MmstatsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let parent = if attrs.is_root() {
+            None
+        } else if let Some(p) = attrs.parent() {
+            Some(p.clone())
+        } else if attrs.is_contextual() {
+            ctx.current_span().id().cloned()
+        } else {
+            None
+        };
+        let parent_path = parent
+            .and_then(|p| self.shared.shard(&p).get(&p.into_u64()).map(|s| s.path))
+            .unwrap_or(ROOT);
+        let path = local::path_id(&self.shared, parent_path, attrs.metadata().name());
+        let state = SpanState {
+            path,
+            busy_ns: 0,
+            idle_ns: 0,
+            last: Instant::now(),
+            depth: 0,
+        };
+        self.shared.shard(id).insert(id.into_u64(), state);
+    }
+
+    fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        let now = Instant::now();
+        if let Some(s) = self.shared.shard(id).get_mut(&id.into_u64()) {
+            if s.depth == 0 {
+                s.idle_ns += nanos(now.saturating_duration_since(s.last));
+                s.last = now;
+            }
+            s.depth += 1;
+        }
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        let now = Instant::now();
+        if let Some(s) = self.shared.shard(id).get_mut(&id.into_u64()) {
+            s.depth = s.depth.saturating_sub(1);
+            if s.depth == 0 {
+                s.busy_ns += nanos(now.saturating_duration_since(s.last));
+                s.last = now;
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        let now = Instant::now();
+        let Some(mut s) = self.shared.shard(&id).remove(&id.into_u64()) else {
+            return;
+        };
+        if s.depth == 0 {
+            s.idle_ns += nanos(now.saturating_duration_since(s.last));
+        } else {
+            s.busy_ns += nanos(now.saturating_duration_since(s.last));
+        }
+        local::record(&self.shared, s.path, s.busy_ns, s.idle_ns);
+    }
+}

@@ -1,0 +1,197 @@
+//! Each thread's state: its file (one per layer), the timers of each path
+//! on this thread, the cap, and a cache of path ids.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use mmstats::{Counter, FieldDef, Layout, Options, Schema, StatsFile, Timer};
+
+use crate::config::{lock, Shared, BUSY_PREFIX, IDLE_PREFIX};
+use crate::paths::{OTHER, SEPARATOR};
+
+/// The label of the counter of spans timed into an `other` node (or not at
+/// all, when a field did not fit).
+pub const OVERFLOW_LABEL: &str = "mmstats_tracing.overflow";
+
+/// What a path writes on one thread.
+enum Entry {
+    Unbound,
+    Own {
+        busy: Timer,
+        idle: Timer,
+    },
+    /// Past the cap: timed into the `other` node with this path id.
+    Folded(u32),
+    /// No field could be made: counted as overflow only.
+    Lost,
+}
+
+struct LayerLocal {
+    layer: u64,
+    file: Option<(StatsFile, Counter)>,
+    entries: Vec<Entry>,
+    /// Paths with fields of their own (not counting `other` nodes).
+    distinct: usize,
+    /// (parent path, name address, name length) to path id.
+    ids: HashMap<(u32, usize, usize), u32>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Vec<LayerLocal>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_local<R>(shared: &Shared, f: impl FnOnce(&mut LayerLocal) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            let mut l = l.borrow_mut();
+            let i = match l.iter().position(|x| x.layer == shared.id) {
+                Some(i) => i,
+                None => {
+                    l.push(LayerLocal {
+                        layer: shared.id,
+                        file: None,
+                        entries: Vec::new(),
+                        distinct: 0,
+                        ids: HashMap::new(),
+                    });
+                    l.len() - 1
+                }
+            };
+            f(&mut l[i])
+        })
+        .ok()
+}
+
+/// The id of path `parent` / `name`: from this thread's cache, else from
+/// the layer's table. A path new to this thread gets its fields (or its
+/// place past the cap) now, so that the cap goes by order of creation.
+pub(crate) fn path_id(shared: &Shared, parent: u32, name: &'static str) -> u32 {
+    let key = (parent, name.as_ptr() as usize, name.len());
+    let cached = with_local(shared, |l| {
+        if let Some(id) = l.ids.get(&key) {
+            return *id;
+        }
+        let id = lock(&shared.paths).id(parent, name);
+        l.ids.insert(key, id);
+        l.ensure(shared, id);
+        id
+    });
+    cached.unwrap_or_else(|| lock(&shared.paths).id(parent, name))
+}
+
+/// Records a closed span of path `path` on this thread.
+pub(crate) fn record(shared: &Shared, path: u32, busy_ns: u64, idle_ns: u64) {
+    with_local(shared, |l| {
+        let mut target = path;
+        if matches!(l.entries.get(path as usize), None | Some(Entry::Unbound)) {
+            l.bind(shared, path);
+        }
+        let mut folded = false;
+        if let Entry::Folded(other) = l.entries[path as usize] {
+            target = other;
+            folded = true;
+        }
+        match &l.entries[target as usize] {
+            Entry::Own { busy, idle } => {
+                busy.record_ns(busy_ns);
+                idle.record_ns(idle_ns);
+            }
+            _ => folded = true,
+        }
+        if folded {
+            if let Some((_, overflow)) = &l.file {
+                overflow.incr();
+            }
+        }
+    });
+}
+
+impl LayerLocal {
+    #[cold]
+    fn bind(&mut self, shared: &Shared, path: u32) {
+        let (label, parent) = lock(&shared.paths).nodes[path as usize].clone();
+        let is_other = label == OTHER || label.ends_with(&format!("{SEPARATOR}{OTHER}"));
+        let entry = if is_other || self.distinct < shared.config.max_paths {
+            if !is_other {
+                self.distinct += 1;
+            }
+            self.make(shared, &label)
+        } else {
+            // The other node of the parent's place in the tree: if the
+            // parent itself was folded, the same node as the parent's.
+            let other = match self.entries.get(parent as usize) {
+                Some(Entry::Folded(o)) => *o,
+                _ => {
+                    let o = lock(&shared.paths).id(parent, OTHER);
+                    self.ensure(shared, o);
+                    o
+                }
+            };
+            Entry::Folded(other)
+        };
+        self.put(path, entry);
+    }
+
+    fn ensure(&mut self, shared: &Shared, path: u32) {
+        if matches!(self.entries.get(path as usize), None | Some(Entry::Unbound)) {
+            self.bind(shared, path);
+        }
+    }
+
+    fn put(&mut self, path: u32, entry: Entry) {
+        let i = path as usize;
+        if self.entries.len() <= i {
+            self.entries.resize_with(i + 1, || Entry::Unbound);
+        }
+        self.entries[i] = entry;
+    }
+
+    /// The two timers of `label` in this thread's file, made now.
+    fn make(&mut self, shared: &Shared, label: &str) -> Entry {
+        let made = self.file(shared).and_then(|(file, _)| {
+            let p = shared.config.precision;
+            let max = Layout::timer().max_bits();
+            let def = |prefix: &str, help: &str| {
+                FieldDef::timer(&format!("{prefix}{label}"), Layout::timer())
+                    .layout(p, max)
+                    .help(help)
+                    .static_label("path", label)
+            };
+            let busy = file.add(def(BUSY_PREFIX, "Time spans of this path were entered"))?;
+            let idle = file.add(def(
+                IDLE_PREFIX,
+                "Time spans of this path were open but not entered",
+            ))?;
+            Ok(Entry::Own { busy, idle })
+        });
+        made.unwrap_or_else(|e| {
+            lock(&shared.first_error).get_or_insert(e.to_string());
+            Entry::Lost
+        })
+    }
+
+    fn file(&mut self, shared: &Shared) -> Result<&mut (StatsFile, Counter), mmstats::Error> {
+        if self.file.is_none() {
+            let c = &shared.config;
+            let mut schema = Schema::new("tracing");
+            schema.push(FieldDef::counter(OVERFLOW_LABEL).help(
+                "Spans timed into an `other` node past the path cap, or not timed because their field did not fit",
+            ));
+            // Two timers per path, for the paths under the cap and as many
+            // `other` nodes; labels of up to 200 bytes.
+            let fields = 4 * c.max_paths + 4;
+            // A bad precision is reported when the first timer is added.
+            let buckets =
+                Layout::new(c.precision, Layout::timer().max_bits()).map_or(0, |l| l.buckets());
+            let bytes = fields * (16 + buckets * 8).max(2 * 200);
+            let mut options = Options::new().prefix(&c.prefix).reserve(fields, bytes);
+            if let Some(dir) = &c.dir {
+                options = options.dir(dir);
+            }
+            let mut file = StatsFile::create(&schema, &options)?;
+            let overflow = file.take(OVERFLOW_LABEL)?;
+            self.file = Some((file, overflow));
+        }
+        Ok(self.file.as_mut().expect("made above"))
+    }
+}
