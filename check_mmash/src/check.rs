@@ -28,6 +28,46 @@ use crate::range::Range;
 /// Longest window accepted: a week.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// A rate or window is never judged over less than `1 / MIN_COVER_DIVISOR`
+/// of the window asked (a quarter): two checks a few milliseconds apart
+/// would otherwise measure a rate over those milliseconds, and a counter
+/// that failed at 46/s could read `0/s`, OK. See [`min_cover`].
+pub const MIN_COVER_DIVISOR: u32 = 4;
+
+/// The shortest span a value over `asked` is judged over: a quarter of it.
+pub fn min_cover(asked: Duration) -> Duration {
+    asked / MIN_COVER_DIVISOR
+}
+
+/// The UNKNOWN (nothing to judge yet) for a value over `asked` that only
+/// `covered` of readings can measure: `files_age` says whether `covered`
+/// is the age of the oldest file (no earlier reading) or the time between
+/// two readings.
+pub fn too_short(label: &str, asked: Duration, covered: Duration, files_age: bool) -> Unmeasurable {
+    let min = min_cover(asked);
+    let seen = if files_age {
+        format!(
+            "the oldest file is {} old and no earlier reading covers a quarter of the {} asked",
+            say_duration(covered),
+            say_duration(asked)
+        )
+    } else {
+        format!(
+            "the readings are {} apart, less than a quarter of the {} asked",
+            say_duration(covered),
+            say_duration(asked)
+        )
+    };
+    fail(
+        Why::NoValue,
+        format!(
+            "{label}: {seen}; nothing is judged over less than {}, ask again in {}",
+            say_duration(min),
+            say_duration(min.saturating_sub(covered).max(Duration::from_millis(1)))
+        ),
+    )
+}
+
 /// A statistic of a timer or histogram.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Stat {
@@ -551,7 +591,9 @@ pub fn live_only(sample: &Sample) -> Sample {
 
 /// Measures `spec` from samples: over `prev` to `next` when `prev` is
 /// given (rates and windows), else over each file's whole life (a rate is
-/// then over the age of the oldest file).
+/// then over the age of the oldest file). A rate or window whose span is
+/// less than [`min_cover`] of the window asked is [`too_short`]: UNKNOWN,
+/// never a value from a few milliseconds.
 ///
 /// Counters, histograms and timers count every file, live or dead (what a
 /// writer recorded stays recorded); gauges and `aggr=count` only live
@@ -601,13 +643,18 @@ pub fn measure(spec: &Spec, prev: Option<&Sample>, next: &Sample) -> Result<Meas
     let note = match (asked, prev_used) {
         (Some(a), Some(_)) => window_note(a, covered),
         (Some(a), None) => format!(
-            "over {}, the age of the oldest file (no earlier reading of the {} asked)",
+            "over {}, the age of the oldest file (no earlier reading covers a quarter of the {} asked)",
             say_duration(covered),
             say_duration(a)
         ),
         (None, _) => String::new(),
     };
     check_kind(spec, kind)?;
+    if let Some(a) = asked {
+        if covered < min_cover(a) {
+            return Err(too_short(label, a, covered, prev_used.is_none()));
+        }
+    }
     let Some(series) = delta.get(label, None) else {
         if gauge {
             return Err(fail(
