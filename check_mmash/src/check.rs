@@ -28,6 +28,46 @@ use crate::range::Range;
 /// Longest window accepted: a week.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// A rate or window is never judged over less than `1 / MIN_COVER_DIVISOR`
+/// of the window asked (a quarter): two checks a few milliseconds apart
+/// would otherwise measure a rate over those milliseconds, and a counter
+/// that failed at 46/s could read `0/s`, OK. See [`min_cover`].
+pub const MIN_COVER_DIVISOR: u32 = 4;
+
+/// The shortest span a value over `asked` is judged over: a quarter of it.
+pub fn min_cover(asked: Duration) -> Duration {
+    asked / MIN_COVER_DIVISOR
+}
+
+/// The UNKNOWN (nothing to judge yet) for a value over `asked` that only
+/// `covered` of readings can measure: `files_age` says whether `covered`
+/// is the age of the oldest file (no earlier reading) or the time between
+/// two readings.
+pub fn too_short(label: &str, asked: Duration, covered: Duration, files_age: bool) -> Unmeasurable {
+    let min = min_cover(asked);
+    let seen = if files_age {
+        format!(
+            "the oldest file is {} old and no earlier reading covers a quarter of the {} asked",
+            say_duration(covered),
+            say_duration(asked)
+        )
+    } else {
+        format!(
+            "the readings are {} apart, less than a quarter of the {} asked",
+            say_duration(covered),
+            say_duration(asked)
+        )
+    };
+    fail(
+        Why::NoValue,
+        format!(
+            "{label}: {seen}; nothing is judged over less than {}, ask again in {}",
+            say_duration(min),
+            say_duration(min.saturating_sub(covered).max(Duration::from_millis(1)))
+        ),
+    )
+}
+
 /// A statistic of a timer or histogram.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Stat {
@@ -551,7 +591,9 @@ pub fn live_only(sample: &Sample) -> Sample {
 
 /// Measures `spec` from samples: over `prev` to `next` when `prev` is
 /// given (rates and windows), else over each file's whole life (a rate is
-/// then over the age of the oldest file).
+/// then over the age of the oldest file). A rate or window whose span is
+/// less than [`min_cover`] of the window asked is [`too_short`]: UNKNOWN,
+/// never a value from a few milliseconds.
 ///
 /// Counters, histograms and timers count every file, live or dead (what a
 /// writer recorded stays recorded); gauges and `aggr=count` only live
@@ -601,13 +643,18 @@ pub fn measure(spec: &Spec, prev: Option<&Sample>, next: &Sample) -> Result<Meas
     let note = match (asked, prev_used) {
         (Some(a), Some(_)) => window_note(a, covered),
         (Some(a), None) => format!(
-            "over {}, the age of the oldest file (no earlier reading of the {} asked)",
+            "over {}, the age of the oldest file (no earlier reading covers a quarter of the {} asked)",
             say_duration(covered),
             say_duration(a)
         ),
         (None, _) => String::new(),
     };
     check_kind(spec, kind)?;
+    if let Some(a) = asked {
+        if covered < min_cover(a) {
+            return Err(too_short(label, a, covered, prev_used.is_none()));
+        }
+    }
     let Some(series) = delta.get(label, None) else {
         if gauge {
             return Err(fail(
@@ -700,92 +747,4 @@ pub fn check_kind(spec: &Spec, kind: Kind) -> Result<(), Unmeasurable> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(q: &str) -> Result<Spec, SpecError> {
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(q.as_bytes()).into_owned().collect();
-        Spec::from_params("x", pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in [
-            "-10s", "0", "0s", "s", "", "10x", "1e3s", "NaN", "8d", "--1s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        assert!(parse_duration("-10s").unwrap_err().contains("more than 0"));
-        assert_eq!(say_duration(Duration::from_secs(300)), "5m");
-        assert_eq!(say_duration(Duration::from_secs(60)), "60s");
-        assert_eq!(say_duration(Duration::from_secs(3600)), "1h");
-        assert_eq!(say_duration(Duration::from_millis(1234)), "1.23s");
-        assert_eq!(say_duration(Duration::from_micros(4600)), "5ms");
-    }
-
-    #[test]
-    fn specs_parse_and_refuse_what_does_not_fit() {
-        let s = spec("aggr=sum&rate=60s&warn=1&crit=5").unwrap();
-        assert_eq!(s.rate, Some(Duration::from_secs(60)));
-        assert_eq!(s.crit, Some("5".parse().unwrap()));
-        let s = spec("quantile=0.99&window=5m&warn=0.3&crit=1").unwrap();
-        assert_eq!(s.stat, Some(Stat::Quantile(0.99)));
-        assert_eq!(s.stat.unwrap().name(), "p99");
-        assert_eq!(Stat::Quantile(0.999).name(), "p99.9");
-        // Round trip through the query form.
-        let back: Vec<(&str, String)> = s.params();
-        assert_eq!(
-            Spec::from_params("x", back.iter().map(|(k, v)| (*k, v.as_str()))).unwrap(),
-            s
-        );
-        for (q, needle) in [
-            ("warn=abc", "bad range"),
-            ("crit=10:5", "start is greater"),
-            ("rate=-10s", "more than 0"),
-            ("quantile=1.5", "between 0 and 1"),
-            ("quantile=p99", "not a number"),
-            ("stat=median", "unknown stat"),
-            ("aggr=median", "unknown aggregator"),
-            ("rate=10s&quantile=0.5", "not both"),
-            ("window=10s", "goes with quantile"),
-            ("aggr=max&rate=10s", "does not apply"),
-            ("aggr=max&stat=mean", "merged distribution"),
-            ("aggr=avg&quantile=0.9&window=1m", "merged distribution"),
-            ("aggr=count&stat=max", "takes no"),
-            ("foo=1", "unknown parameter"),
-            ("warn=1&warn=2", "twice"),
-            ("stat=max&quantile=0.5", "not both"),
-        ] {
-            let e = spec(q).unwrap_err().to_string();
-            assert!(e.contains(needle), "{q}: {e}");
-        }
-    }
-
-    #[test]
-    fn report_line_and_perfdata() {
-        let m = Measure {
-            label: "web.status.5xx".into(),
-            what: "rate".into(),
-            value: 7.2,
-            uom: Uom::None,
-            min: Some(0.0),
-            note: window_note(Duration::from_secs(60), Duration::from_secs(60)),
-        };
-        let w: Range = "1".parse().unwrap();
-        let c: Range = "5".parse().unwrap();
-        let (state, line) = report(&m, Some(&w), Some(&c));
-        assert_eq!(state, State::Critical);
-        assert_eq!(
-            line,
-            "MMSTATS CRITICAL - web.status.5xx rate 7.2/s over the last 60s (crit 5) | 'web.status.5xx_rate'=7.2;1;5;0;"
-        );
-        let short = window_note(Duration::from_secs(60), Duration::from_secs(12));
-        assert_eq!(short, "over 12s, all that was seen of the 60s asked");
-    }
-}
+mod tests;

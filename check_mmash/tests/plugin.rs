@@ -282,10 +282,14 @@ fn exit_codes_and_perfdata_over_mmash() {
     let (got, out, _) = check(&["-l", "web.in_flight", "-c", "2"]);
     assert_eq!(got, 2, "{out}");
     assert_eq!(split(&out).1[0].value, 3.0);
-    // A rate: the first answer is over the file's age, and never negative.
-    let (got, out, _) = check(&["-l", "web.status.2xx", "--rate", "30s", "-c", "0:"]);
-    assert_eq!(got, 0, "{out}");
-    assert!(split(&out).1[0].value >= 0.0, "{out}");
+    // A rate: never judged over less than a quarter of the window, so the
+    // first answer, over the file's age of seconds, is UNKNOWN for an hour.
+    let (got, out, _) = check(&["-l", "web.status.2xx", "--rate", "1h", "-c", "0:"]);
+    assert_eq!(got, 3, "{out}");
+    assert!(
+        out.contains("no earlier reading covers a quarter of the 1h asked"),
+        "{out}"
+    );
 
     // UNKNOWN, with a reason, and no perfdata.
     let unknown = |args: &[&str], needle: &str| {

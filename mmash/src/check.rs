@@ -16,7 +16,11 @@
 //! `check_http` prints the status line but not the body. `format=json`
 //! gives the measured value as JSON, for `check_mmash`.
 //!
-//! Rates and windows are measured against [`History`](crate::history).
+//! Rates and windows are measured against [`History`](crate::history),
+//! never over less than a quarter of the window asked
+//! ([`min_cover`](check_mmash::check::min_cover)): until readings cover
+//! that, over the age of the files, and while the files are younger than
+//! that too, UNKNOWN (422) saying when to ask again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +30,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use check_mmash::check::{
-    self, kind_of, measure, measure_histogram, measure_rate, no_label, report, unknown,
+    self, kind_of, measure, measure_histogram, measure_rate, min_cover, no_label, report, unknown,
     window_note, Measure, Spec, Unmeasurable, Why,
 };
 use check_mmash::State as CheckState;
@@ -178,8 +182,13 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
                 _ => 0,
             })
             .sum();
+        // A baseline closer than a quarter of the window (two checks in
+        // the same second of a label mmash had no reading of) is no
+        // measure: the files' age answers instead, or UNKNOWN.
         if let Some(base) = app.history.counter_baseline(label, window, now) {
-            return measure_rate(spec, total - base.value, base.covered, window);
+            if base.covered >= min_cover(window) {
+                return measure_rate(spec, total - base.value, base.covered, window);
+            }
         }
     }
     if let (Some(window), Some(_), Some(fam)) = (spec.window, spec.stat, family) {
@@ -199,9 +208,12 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         let unit = kind_of(&cur.sample, label)
             .map(|(_, u)| u)
             .unwrap_or_default();
-        if let (Some(h), Some(base)) =
-            (now_hist, app.history.histogram_baseline(label, window, now))
-        {
+        if let (Some(h), Some(base)) = (
+            now_hist,
+            app.history
+                .histogram_baseline(label, window, now)
+                .filter(|b| b.covered >= min_cover(window)),
+        ) {
             let Ok(win) = h.since(&base.value) else {
                 // The layout changed (files replaced): no comparable past.
                 return measure(spec, None, &cur.sample);
@@ -215,7 +227,8 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
     {
         return Err(no_label(label));
     }
-    // No window, or no earlier reading yet: from the files themselves.
+    // No window, or no earlier reading covering a quarter of it: from the
+    // files themselves (UNKNOWN if they are younger than that too).
     measure(spec, None, &cur.sample)
 }
 

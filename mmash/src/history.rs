@@ -10,7 +10,10 @@
 //! entry minus the newest entry at least that old. A label is kept from the
 //! first check that asks for it, so that check is answered over the life
 //! of the files, and the next ones over the window (or the part of it
-//! seen since).
+//! seen since) once that part is at least a quarter of the window
+//! ([`min_cover`](check_mmash::check::min_cover)); until then over the
+//! life of the files again, never over the milliseconds between two
+//! checks.
 //!
 //! **Bounds.** Entries are kept for the longest window any check asked for
 //! (at most [`MAX_RETENTION`]), taken about every 1/20 of the shortest

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use common::{stats_dir, Mmash, Writer};
 
@@ -159,11 +160,18 @@ fn rate_over_a_window_is_close_and_never_negative_when_writers_die() {
     let mut b = Writer::start(dir.path());
     a.send("add 5000");
     let m = Mmash::on(dir.path(), &[]);
-    // The first check asks for the window, so mmash starts keeping
-    // readings; with no earlier reading it answers over the files' age.
-    let first = m.get("/check/web.status.2xx?rate=10s");
-    assert_eq!(first.status, 200, "{}", first.body);
-    assert!(first.body.contains("no earlier reading"), "{}", first.body);
+    // The first check asks for a window, so mmash starts keeping
+    // readings; with no earlier reading, and files far younger than a
+    // quarter of the hour asked, there is nothing to judge yet.
+    let first = m.get("/check/web.status.2xx?rate=1h");
+    assert_eq!(first.status, 422, "{}", first.body);
+    assert!(
+        first
+            .body
+            .contains("no earlier reading covers a quarter of the 1h asked"),
+        "{}",
+        first.body
+    );
     // 1000 per second for 12 s, paced by the writer on its own clock.
     b.send("pace 10 10 12000");
     let r = m.get("/check/web.status.2xx?rate=10s&warn=900:1100");
@@ -210,7 +218,12 @@ fn timer_quantiles_and_stats_over_a_window() {
     }
     w.send("time 2000000000"); // 2 s
     let m = Mmash::on(dir.path(), &[]);
+    // Files younger than a quarter of the 5m asked: nothing to judge.
     let r = m.get("/check/web.request?quantile=0.5&window=5m&warn=0.0009:0.0011");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("ask again in"), "{}", r.body);
+    // Whole life, no window: judged at once.
+    let r = m.get("/check/web.request?quantile=0.5&warn=0.0009:0.0011");
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("'web.request_p50'="), "{}", r.body);
     assert!(r.body.contains("s;0.0009:0.0011;;0;"), "{}", r.body);
@@ -219,23 +232,75 @@ fn timer_quantiles_and_stats_over_a_window() {
     assert_eq!(perf_value(&r.body), 100.0, "{}", r.body);
     let r = m.get("/check/web.request?stat=max&crit=1");
     assert_eq!(r.status, 503, "{}", r.body);
-    // From the first windowed check on, readings are kept: a window sees
-    // only what came after its start, and says it is shorter than asked.
-    let r = m.get("/check/web.request?stat=count&window=5m");
-    assert_eq!(perf_value(&r.body), 0.0, "{}", r.body);
+    // From the first windowed check on, readings are kept: once they
+    // cover a quarter of the window, a window sees only what came after
+    // its start.
     w.send("time 3000000"); // 3 ms
-    let r = m.get("/check/web.request?stat=count&window=5m");
-    assert!(
-        r.body.contains("all that was seen of the 5m asked"),
-        "{}",
-        r.body
-    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = m.get("/check/web.request?stat=count&window=4s");
     assert_eq!(perf_value(&r.body), 1.0, "{}", r.body);
-    let r = m.get("/check/web.request?quantile=0.99&window=5m&format=json");
+    let r = m.get("/check/web.request?quantile=0.99&window=4s&format=json");
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     let p99 = j["measure"]["value"].as_f64().unwrap();
     assert!((p99 - 0.003).abs() < 0.003 * 0.02, "{}", r.body);
     assert_eq!(j["measure"]["uom"], "s");
+}
+
+/// The span a check line says its value covers: `4ms` in `rate 0/s over
+/// 4ms, all that...`.
+fn span(line: &str) -> &str {
+    let after = line
+        .split(" over ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no span in {line}"));
+    after
+        .trim_start_matches("the last ")
+        .split([',', ' '])
+        .next()
+        .unwrap()
+}
+
+/// Issue 17 §6: two checks of a label close together, while mmash had no
+/// earlier reading of it, measured the second over the milliseconds
+/// between them: a counter failing at 46/s read `0/s over 4ms`, OK
+/// against crit=5.
+#[test]
+fn two_checks_in_the_same_second_of_a_fresh_label_never_read_ok() {
+    let dir = stats_dir();
+    let mut w = Writer::start(dir.path());
+    // A low-rate counter failing: 1 every 25 ms, 40/s, for longer than
+    // the test runs (the writer is killed at the end).
+    w.begin("pace 1 25 60000");
+    let m = Mmash::on(dir.path(), &[]);
+    // Wait (not a timed assertion) until the files are a quarter of the
+    // 4s window old, so the first answer is over their age.
+    std::thread::sleep(Duration::from_millis(1100));
+    let url = "/check/web.status.2xx?rate=4s&crit=5";
+    let first = m.get(url);
+    // Right after, through the stock plugin as Nagios runs it.
+    let (code, second) = run_check_http(&m, url);
+    let third = m.get(url);
+    eprintln!("{}{second}{}", first.body, third.body);
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert!(
+        first.body.contains("age of the oldest file"),
+        "{}",
+        first.body
+    );
+    assert_eq!(code, 2, "{second}");
+    assert_eq!(third.status, 503, "{}", third.body);
+    for line in [&first.body, &second, &third.body] {
+        assert!(!span(line).ends_with("ms"), "{line}");
+    }
+    // A window whose quarter neither the readings nor the files cover
+    // (they are seconds old, an hour asked) is UNKNOWN, never OK.
+    let r = m.get("/check/web.status.2xx?rate=1h&crit=5");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("nothing is judged over less than 15m"),
+        "{}",
+        r.body
+    );
 }
 
 #[test]
@@ -291,8 +356,10 @@ fn bad_input_is_unknown_with_a_message() {
         assert!(!r.body.contains('|'), "no perfdata for UNKNOWN: {}", r.body);
     }
     // A timer window with nothing recorded in it: UNKNOWN, not a p99 of 0.
-    m.get("/check/web.request?quantile=0.99&window=1h");
-    let r = m.get("/check/web.request?quantile=0.99&window=1h");
+    // (Readings must cover a quarter of the window first: wait for it.)
+    m.get("/check/web.request?quantile=0.99&window=4s");
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = m.get("/check/web.request?quantile=0.99&window=4s");
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("no values recorded"), "{}", r.body);
     // count of a label no live writer has is 0, so `crit=1:` fires.

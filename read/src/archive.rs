@@ -174,6 +174,26 @@ pub fn archive_path(dir: &Path, command: &str, model: &str) -> PathBuf {
     dir.join(format!("{}.mmstats", archive_stem(command, model)))
 }
 
+/// The archive of `(command, model)` beside the writer file `path`, spelled
+/// as spec §7.7 says: the bytes of `path` up to and including its last
+/// `/`, then the archive's name (a bare file name gives a bare name), so
+/// `w1//X` gives `w1//NAME` and `X` gives `NAME`.
+pub fn archive_beside(path: &Path, command: &str, model: &str) -> PathBuf {
+    let name = format!("{}.mmstats", archive_stem(command, model));
+    beside(path, std::ffi::OsStr::new(&name))
+}
+
+/// `path` with the bytes after its last `/` (all of it, if none) replaced
+/// by `name`.
+pub fn beside(path: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = path.as_os_str().as_bytes();
+    let cut = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let mut out = bytes[..cut].to_vec();
+    out.extend_from_slice(name.as_bytes());
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// The archive's file name stem for `(command, model)` (spec §2.8):
 /// `{cmd}.{model}.archive`, or `{cmd}.{model}.archive-{16 hex}` with the
 /// FNV-1a 64 of `command NUL model` when sanitising changed either name, so

@@ -66,11 +66,14 @@ everything was read, 1 if any explicit path, or any file in your own \
 directory, failed, 2 for a usage error.";
 
 const JSON_HELP: &str = "\
-JSON output (--json): one array, one object per file, sorted by path (byte-wise):
+JSON output (--json): one array, one object per file counted, sorted by path
+(byte-wise): the writer files read, less those an archive already holds, and
+the archive of each writer file read (format-spec.md 7.7), members in this order:
   {\"file\": path as found, \"pid\": u32, \"tid\": u32, \"command\": str, \"model\": str,
-   \"alive\": bool, \"state\": \"active\"|\"exited\"|\"unknown\",
-   \"created_unix_ns\": u64, \"version\": \"MAJOR.MINOR\", \"fallbacks\": u64,
-   \"skipped_fields\": int,
+   \"alive\": bool, \"state\": \"active\"|\"exited\"|\"archive\"|\"unknown\",
+   \"archive\": {\"writers\", \"since_unix_ns\", \"folded_unix_ns\", \"folds\", \"ids\"} (archives only),
+   \"created_unix_ns\": u64, \"version\": \"MAJOR.MINOR\", \"skipped_fields\": int,
+   \"fallbacks\": u64,
    \"stats\":  {label: value},
    \"fields\": {label: {\"kind\", \"unit\", \"help\", \"static_labels\": {key: value}}}}
 Values: counter u64 (exact), gauge i64, gauge_f64 number (null if not finite),
@@ -79,7 +82,8 @@ text and constant strings, unavailable null; histogram and timer objects
    \"buckets\": [[lower, upper, count], ...]}
 in the field's unit (nanoseconds for timers), non-empty buckets only; an empty
 one has count 0, sum 0, null statistics and no buckets. \"kind\" is one of
-counter, gauge, gauge_f64, text, constant, histogram, timer.";
+counter, gauge, gauge_f64, text, constant, histogram, timer. Labels and static
+label keys are sorted byte-wise; one object per line.";
 
 /// The format's own limit on a text or constant capacity.
 const FORMAT_MAX_TEXT: u64 = 1 << 20;

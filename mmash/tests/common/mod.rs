@@ -132,9 +132,21 @@ impl Writer {
 
     /// Sends one command and waits for its answer; returns the total added.
     pub fn send(&mut self, cmd: &str) -> u64 {
+        self.begin(cmd);
+        self.answer()
+    }
+
+    /// Sends one command without waiting for its answer (a `pace` that
+    /// runs while the test checks).
+    pub fn begin(&mut self, cmd: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{cmd}").unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Waits for the answer to the command sent with [`Writer::begin`];
+    /// returns the total added.
+    pub fn answer(&mut self) -> u64 {
         loop {
             let mut line = String::new();
             assert!(self.stdout.read_line(&mut line).unwrap() > 0, "writer died");

@@ -617,6 +617,13 @@ impl Sources {
     /// Reads every file. Applies file system events first, and lists every
     /// source again if the rescan interval has passed.
     pub fn sample(&mut self) -> Sample {
+        // A snapshot taken when a file was opened is handed out only by the
+        // sample whose rescan opened it: one opened earlier (by `new`, or a
+        // `rescan` long before) is stale, and would show old values at
+        // this sample's time (a rate of 0 over the files' age).
+        for t in self.files.values_mut() {
+            t.unsent = false;
+        }
         let rescan = self.apply_events();
         if rescan || Instant::now() >= self.next_rescan {
             self.rescan();

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use super::MAX_READ_SPAN;
-use crate::archive::{archive_path, parent, ArchiveInfo};
+use crate::archive::{archive_beside, beside, parent, ArchiveInfo};
 use crate::reader::{FileInfo, ReadLimits, Snapshot};
 
 /// Which of `snaps` an archive among them already holds (spec §2.8, "Reading"):
@@ -55,7 +56,8 @@ fn key(info: &FileInfo) -> (&Path, u32, &str, &str) {
 /// listed; then every archive, opened anew (a fold may have replaced it),
 /// including the archive of a removed file if the listing missed it; then
 /// leaves out the writer files an archive holds. Returns what was read
-/// (or why not) in path order, each file once.
+/// (or why not) in the byte order of the paths, each path once (spec
+/// §7.6), an archive opened by name spelled beside its writer file (§7.7).
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -85,27 +87,30 @@ fn read_all_once(
     files: &[crate::Found],
     limits: &ReadLimits,
 ) -> Vec<(crate::Found, Result<Snapshot, crate::ReadError>)> {
-    let mut out: BTreeMap<PathBuf, (crate::Found, Result<Snapshot, crate::ReadError>)> =
+    // Keyed by the path's bytes: sorted byte-wise, and `h//x` is not `h/x`
+    // (spec §7.6), as a `Path` would have it.
+    let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+    let mut out: BTreeMap<Vec<u8>, (crate::Found, Result<Snapshot, crate::ReadError>)> =
         BTreeMap::new();
-    let mut archives: BTreeMap<PathBuf, crate::Found> = BTreeMap::new();
+    let mut archives: BTreeMap<Vec<u8>, crate::Found> = BTreeMap::new();
     for found in files {
         let read = found
             .open(limits)
             .and_then(|r| r.snapshot().map(|s| (r, s)));
         match read {
             Ok((_, snap)) if snap.info.is_archive() => {
-                archives.insert(found.path.clone(), found.clone());
+                archives.insert(bytes(&found.path), found.clone());
             }
             Ok((reader, snap)) if reader.unlinked() => {
-                let path = archive_path(parent(&found.path), &snap.info.command, &snap.info.model);
-                archives.entry(path.clone()).or_insert(crate::Found {
+                let path = archive_beside(&found.path, &snap.info.command, &snap.info.model);
+                archives.entry(bytes(&path)).or_insert(crate::Found {
                     path,
                     foreign: found.foreign,
                     owner: found.owner,
                 });
             }
             Ok((_, snap)) => {
-                out.insert(found.path.clone(), (found.clone(), Ok(snap)));
+                out.insert(bytes(&found.path), (found.clone(), Ok(snap)));
             }
             // Removed since it was listed: folded, perhaps into an archive
             // the listing did not see yet.
@@ -118,8 +123,8 @@ fn read_all_once(
                     if name.as_encoded_bytes().windows(8).any(|w| w == b".archive")
                         && crate::discover::is_stats_name(&name)
                     {
-                        let path = dir.join(&name);
-                        archives.entry(path.clone()).or_insert(crate::Found {
+                        let path = beside(&found.path, &name);
+                        archives.entry(bytes(&path)).or_insert(crate::Found {
                             path,
                             foreign: found.foreign,
                             owner: found.owner,
@@ -128,7 +133,7 @@ fn read_all_once(
                 }
             }
             Err(e) => {
-                out.insert(found.path.clone(), (found.clone(), Err(e)));
+                out.insert(bytes(&found.path), (found.clone(), Err(e)));
             }
         }
     }
@@ -137,31 +142,41 @@ fn read_all_once(
     // and one made while a fold replaced the archive may miss it (and so
     // lose the counts of files folded earlier). A fold never removes an
     // archive's name, only replaces the file under it.
-    let groups: HashSet<(&Path, &str, &str)> = out
+    // Spelled beside the group's first writer file (spec §7.7).
+    let mut groups: HashMap<(&Path, &str, &str), &crate::Found> = HashMap::new();
+    for (found, s) in out
         .values()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .map(|s| {
-            (
-                parent(&s.info.path),
-                s.info.command.as_str(),
-                s.info.model.as_str(),
-            )
-        })
-        .collect();
-    for (dir, command, model) in groups {
-        let path = archive_path(dir, command, model);
-        if let Some(found) = files.iter().find(|f| parent(&f.path) == dir) {
-            archives.entry(path.clone()).or_insert(crate::Found {
-                path,
-                foreign: found.foreign,
-                owner: found.owner,
-            });
-        }
+        .filter_map(|(f, r)| Some((f, r.as_ref().ok()?)))
+    {
+        let key = (
+            parent(&s.info.path),
+            s.info.command.as_str(),
+            s.info.model.as_str(),
+        );
+        groups.entry(key).or_insert(found);
+    }
+    for ((_, command, model), found) in groups {
+        let path = archive_beside(&found.path, command, model);
+        archives.entry(bytes(&path)).or_insert(crate::Found {
+            path,
+            foreign: found.foreign,
+            owner: found.owner,
+        });
     }
     for (path, found) in archives {
-        let listed = files.iter().any(|f| f.path == path);
+        let listed = files.iter().any(|f| bytes(&f.path) == path);
         match found.open(limits).and_then(|r| r.snapshot()) {
-            Ok(snap) if snap.info.is_archive() || listed => {
+            // One opened by name only must be the archive that name is
+            // for: its header's command and model give that name (§2.8).
+            Ok(snap)
+                if listed
+                    || snap.info.is_archive()
+                        && bytes(&archive_beside(
+                            &found.path,
+                            &snap.info.command,
+                            &snap.info.model,
+                        )) == path =>
+            {
                 out.insert(path, (found, Ok(snap)));
             }
             Ok(_) => {}
@@ -173,11 +188,11 @@ fn read_all_once(
         }
     }
     let snaps: Vec<&Snapshot> = out.values().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let drop: HashSet<PathBuf> = folded(&snaps)
+    let drop: HashSet<Vec<u8>> = folded(&snaps)
         .into_iter()
         .zip(&snaps)
         .filter(|(f, _)| *f)
-        .map(|(_, s)| s.info.path.clone())
+        .map(|(_, s)| bytes(&s.info.path))
         .collect();
     out.into_iter()
         .filter(|(p, _)| !drop.contains(p))
