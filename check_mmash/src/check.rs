@@ -12,6 +12,7 @@
 //! | `rate=D` | a counter's increase per second over the last `D` |
 //! | `quantile=Q`, `stat=mean\|count\|max\|min` | of a timer or histogram, over `window=D` (default: everything recorded) |
 //! | `warn=R`, `crit=R` | thresholds in the [`range`](crate::range) syntax |
+//! | `user=U`, `command=C`, `model=M` | only the files of that owner, command or model ([`Scope`]) |
 //!
 //! Timers are reported in seconds (`s`), fields with a time unit are
 //! converted to seconds, byte fields are `B`, counter totals `c`.
@@ -20,6 +21,8 @@ use std::fmt;
 use std::time::Duration;
 
 use mmstats::{HistogramSnapshot, Kind, Unit};
+
+pub use crate::scope::Scope;
 use mmstats_read::aggregate::{Aggregator, Sample, Selector, SeriesValue, View};
 
 use crate::plugin::{number, status_line, Perfdata, State, Uom};
@@ -113,10 +116,14 @@ pub struct Spec {
     pub warn: Option<Range>,
     /// Critical threshold.
     pub crit: Option<Range>,
+    /// Only the files of this owner, command and model.
+    pub scope: Scope,
 }
 
 /// The query parameters `/check/LABEL` takes.
-pub const PARAMS: [&str; 7] = ["aggr", "rate", "quantile", "stat", "window", "warn", "crit"];
+pub const PARAMS: [&str; 10] = [
+    "aggr", "rate", "quantile", "stat", "window", "warn", "crit", "user", "command", "model",
+];
 
 /// A bad parameter: names it, its value and what is valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +249,7 @@ impl Spec {
                 }
                 "warn" => spec.warn = range(v)?,
                 "crit" => spec.crit = range(v)?,
+                "user" | "command" | "model" => spec.scope.set(k, v).map_err(SpecError)?,
                 _ => {
                     return Err(SpecError(format!(
                         "unknown parameter {k:?}: expected {}",
@@ -332,6 +340,7 @@ impl Spec {
         if let Some(c) = &self.crit {
             out.push(("crit", c.to_string()));
         }
+        out.extend(self.scope.params());
         out
     }
 }
@@ -599,6 +608,17 @@ pub fn live_only(sample: &Sample) -> Sample {
 /// writer recorded stays recorded); gauges and `aggr=count` only live
 /// writers.
 pub fn measure(spec: &Spec, prev: Option<&Sample>, next: &Sample) -> Result<Measure, Unmeasurable> {
+    if !spec.scope.is_empty() {
+        let (prev, next) = (prev.map(|p| spec.scope.filter(p)), spec.scope.filter(next));
+        let unscoped = Spec {
+            scope: Scope::default(),
+            ..spec.clone()
+        };
+        return measure(&unscoped, prev.as_ref(), &next).map(|mut m| {
+            m.note.push_str(&spec.scope.describe());
+            m
+        });
+    }
     let label = spec.label.as_str();
     let live = live_only(next);
     if spec.aggr == Some(Aggregator::Count) {

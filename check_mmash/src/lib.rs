@@ -9,6 +9,7 @@
 pub mod check;
 pub mod plugin;
 pub mod range;
+pub mod scope;
 
 pub use check::{Measure, Spec, Stat, Unmeasurable, Why};
 pub use plugin::{status_line, Perfdata, State, Uom};

@@ -96,6 +96,20 @@ struct Args {
     #[arg(short = 's', long, value_name = "STAT")]
     stat: Option<String>,
 
+    /// Only the files of this owner (a user name or uid): scope every
+    /// check you alert on to the user it is about, so that other users'
+    /// files can neither add to it nor satisfy it
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+
+    /// Only the files of this writer command
+    #[arg(long, value_name = "COMMAND")]
+    command: Option<String>,
+
+    /// Only the files of this stats model
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+
     /// The window of --quantile or --stat (default: everything recorded)
     #[arg(long, value_name = "WINDOW", allow_hyphen_values = true)]
     window: Option<String>,
@@ -214,6 +228,9 @@ fn spec(args: &Args) -> Result<Spec, String> {
         ("window", &args.window),
         ("warn", &args.warn),
         ("crit", &args.crit),
+        ("user", &args.user),
+        ("command", &args.command),
+        ("model", &args.model),
     ];
     // An empty -w or -c is no threshold: command templates pass `-w
     // '$ARG2$'` whether or not the service gives one.

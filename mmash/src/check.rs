@@ -99,18 +99,22 @@ pub async fn handler(
     }
     let asked = Instant::now();
     let a = Arc::clone(&app);
-    let watch = spec.history().is_some().then(|| label.clone());
+    // Kept under the label and the check's scope (`user=` ...).
+    let watch = spec
+        .history()
+        .is_some()
+        .then(|| (label.clone(), spec.scope.key(&label)));
     let (rate, stat) = (spec.rate.is_some(), spec.stat.is_some());
     let cur = match tokio::task::spawn_blocking(move || {
         let cur = a.collector.current(asked);
         // Only a label the files have, of the kind the check measures,
         // takes one of the few places for kept labels.
-        if let Some(l) = watch {
+        if let Some((l, key)) = watch {
             match cur.families.iter().find(|f| f.label == l).map(|f| f.kind) {
                 Some(FamilyKind::Histogram | FamilyKind::Timer) if stat => {
-                    a.history.want(None, Some(&l));
+                    a.history.want(None, Some(&key));
                 }
-                Some(FamilyKind::Counter) if rate => a.history.want_counter(&l),
+                Some(FamilyKind::Counter) if rate => a.history.want_counter(&key),
                 _ => {}
             }
         }
@@ -168,14 +172,37 @@ fn start_sampler(app: &Arc<App>) {
 /// The measure for `spec` in the reading `cur`.
 fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurable> {
     let label = spec.label.as_str();
+    let key = spec.scope.key(label);
     let now = cur.sample.instant;
     let family = cur.families.iter().find(|f| f.label == label);
+    // The family's series in the check's scope; none if its series do not
+    // carry a scoped key (mmash not split by it): then only the files
+    // below answer, scoped one by one.
+    let series: Vec<&crate::prom::Series> = match family {
+        Some(fam) => {
+            let scoped: Option<Vec<bool>> = fam
+                .series
+                .iter()
+                .map(|s| spec.scope.matches_labels(&s.labels))
+                .collect();
+            match scoped {
+                Some(keep) => fam
+                    .series
+                    .iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(s, _)| s)
+                    .collect(),
+                None => return measure(spec, None, &cur.sample),
+            }
+        }
+        None => Vec::new(),
+    };
     if let (Some(window), Some(fam)) = (spec.rate, family) {
         if fam.kind != FamilyKind::Counter {
             check::check_kind(spec, kind_of_family(fam.kind))?;
         }
-        let total: i128 = fam
-            .series
+        let total: i128 = series
             .iter()
             .map(|s| match s.value {
                 SeriesValue::Int(n) => n,
@@ -185,7 +212,7 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         // A baseline closer than a quarter of the window (two checks in
         // the same second of a label mmash had no reading of) is no
         // measure: the files' age answers instead, or UNKNOWN.
-        if let Some(base) = app.history.counter_baseline(label, window, now) {
+        if let Some(base) = app.history.counter_baseline(&key, window, now) {
             if base.covered >= min_cover(window) {
                 return measure_rate(spec, total - base.value, base.covered, window);
             }
@@ -195,7 +222,7 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         let kind = kind_of_family(fam.kind);
         check::check_kind(spec, kind)?;
         let mut now_hist: Option<HistogramSnapshot> = None;
-        for s in &fam.series {
+        for s in &series {
             if let SeriesValue::Histogram(h) = &s.value {
                 match &mut now_hist {
                     None => now_hist = Some(h.clone()),
@@ -211,7 +238,7 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         if let (Some(h), Some(base)) = (
             now_hist,
             app.history
-                .histogram_baseline(label, window, now)
+                .histogram_baseline(&key, window, now)
                 .filter(|b| b.covered >= min_cover(window)),
         ) {
             let Ok(win) = h.since(&base.value) else {

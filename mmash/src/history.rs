@@ -46,6 +46,7 @@ use mmstats::HistogramSnapshot;
 
 use crate::collect::Current;
 use crate::prom::{FamilyKind, SeriesValue};
+use check_mmash::scope::Scope;
 
 /// Most entries kept.
 pub const MAX_ENTRIES: usize = 100;
@@ -224,7 +225,8 @@ impl History {
             let new_label = ring.watched.iter().any(|(l, _)| {
                 !last.hists.contains_key(l)
                     && cur.families.iter().any(|f| {
-                        f.label == *l && matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer)
+                        f.label == Scope::split_key(l).0
+                            && matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer)
                     })
             }) || ring
                 .counters
@@ -238,38 +240,45 @@ impl History {
         let mut counters: HashMap<String, i128> =
             ring.counters.iter().map(|(l, _)| (l.clone(), 0)).collect();
         let mut hists: HashMap<String, HistogramSnapshot> = HashMap::new();
-        for fam in &cur.families {
-            match fam.kind {
-                FamilyKind::Counter => {
-                    let Some(total) = counters.get_mut(&fam.label) else {
-                        continue;
-                    };
-                    for s in &fam.series {
-                        if let SeriesValue::Int(n) = s.value {
-                            *total = total.saturating_add(n);
+        // A kept key is a label and a check's scope (`Scope::key`): each
+        // sums the label's series in that scope.
+        let family = |label: &str| cur.families.iter().find(|f| f.label == label);
+        for (key, total) in counters.iter_mut() {
+            let (label, scope) = Scope::split_key(key);
+            let Some(fam) = family(label).filter(|f| f.kind == FamilyKind::Counter) else {
+                continue;
+            };
+            for s in &fam.series {
+                if scope.matches_labels(&s.labels) != Some(false) {
+                    if let SeriesValue::Int(n) = s.value {
+                        *total = total.saturating_add(n);
+                    }
+                }
+            }
+        }
+        for (key, _) in &ring.watched {
+            let (label, scope) = Scope::split_key(key);
+            let Some(fam) = family(label)
+                .filter(|f| matches!(f.kind, FamilyKind::Histogram | FamilyKind::Timer))
+            else {
+                continue;
+            };
+            for s in &fam.series {
+                if scope.matches_labels(&s.labels) == Some(false) {
+                    continue;
+                }
+                if let SeriesValue::Histogram(h) = &s.value {
+                    match hists.get_mut(key) {
+                        None => {
+                            hists.insert(key.clone(), h.clone());
+                        }
+                        Some(t) => {
+                            // Groups of one label share a layout; one
+                            // that does not is left out.
+                            let _ = t.merge(h);
                         }
                     }
                 }
-                FamilyKind::Histogram | FamilyKind::Timer => {
-                    if !ring.watched.iter().any(|(l, _)| *l == fam.label) {
-                        continue;
-                    }
-                    for s in &fam.series {
-                        if let SeriesValue::Histogram(h) = &s.value {
-                            match hists.get_mut(&fam.label) {
-                                None => {
-                                    hists.insert(fam.label.clone(), h.clone());
-                                }
-                                Some(t) => {
-                                    // Groups of one label share a layout;
-                                    // one that does not is left out.
-                                    let _ = t.merge(h);
-                                }
-                            }
-                        }
-                    }
-                }
-                FamilyKind::Gauge => {}
             }
         }
         let hists = hists

@@ -429,3 +429,30 @@ fn dead_writers_gauges_do_not_count_and_no_live_worker_is_critical() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(perf_value(&r.body), 0.0, "{}", r.body);
 }
+
+/// A check scoped to an owner counts only that owner's files: another
+/// user's live writer with the same label cannot keep a "workers alive"
+/// check OK while the owner's own workers are down.
+#[test]
+fn a_scoped_check_is_satisfied_only_by_its_owners_files() {
+    let dir = stats_dir();
+    // Root's writer; the check below is about uid 4243, which has none.
+    let mut w = Writer::start(dir.path());
+    w.send("add 1");
+    let m = Mmash::on(dir.path(), &[]);
+    let me = mmstats_read::owners::user_name(mmstats::geteuid());
+    for (query, status) in [
+        ("aggr=count&crit=1:".to_owned(), 200),
+        ("aggr=count&crit=1:&user=4243".to_owned(), 503),
+        (format!("aggr=count&crit=1:&user={me}"), 200),
+        ("crit=0&user=4243&command=nope".to_owned(), 404),
+        (format!("crit=0&user={me}"), 503),
+        ("aggr=count&user=no-such-user-here".to_owned(), 400),
+    ] {
+        let r = m.get(&format!("/check/web.status.2xx?{query}"));
+        assert_eq!(r.status, status, "{query}: {}", r.body);
+    }
+    // The scope is said in the output.
+    let r = m.get("/check/web.status.2xx?aggr=count&crit=1:&user=4243");
+    assert!(r.body.contains("(user=4243)"), "{}", r.body);
+}
