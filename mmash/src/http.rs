@@ -3,9 +3,10 @@
 //! logging as middleware.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
@@ -13,13 +14,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use mmstats_read::aggregate::{Aggregator, FileSample, Sample, Selector, SeriesValue, View};
 use mmstats_read::json::{state_name, FileJson, HistogramJson, ValueJson};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 use subtle::ConstantTimeEq;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::app::{App, MAX_QUERY};
+use crate::app::{App, BODIES_IN_FLIGHT, MAX_QUERY};
 use crate::collect::Current;
 use crate::prom::{self, FamilyKind};
 
@@ -191,6 +195,96 @@ fn query(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, ApiErro
     Ok(out)
 }
 
+const JSON: &str = "application/json";
+
+/// How long a request waits for a turn to make a large body (one of
+/// [`BODIES_IN_FLIGHT`]) before it is answered 503.
+const TURN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to read a large body in all, however it
+/// trickles; past it the connection is closed and the body freed.
+const BODY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The most of a large body handed to the connection at a time.
+const PIECE: usize = 64 * 1024;
+
+/// A turn to make and send a large body.
+async fn turn(app: &App) -> Result<OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(TURN_WAIT, Arc::clone(&app.bodies).acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "{BODIES_IN_FLIGHT} large responses are being sent already and none ended \
+                 within {TURN_WAIT:?}; try again"
+            ),
+        }),
+    }
+}
+
+/// A large body, handed to the connection a piece at a time (each a copy,
+/// so the whole is freed with its turn, when the last piece is handed
+/// over or the connection dropped).
+struct Held {
+    body: Vec<u8>,
+    sent: usize,
+    until: Instant,
+    _turn: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.sent >= this.body.len() {
+            this.body = Vec::new();
+            return Poll::Ready(None);
+        }
+        if Instant::now() > this.until {
+            this.body = Vec::new();
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took over {BODY_DEADLINE:?} to read the response"),
+            ))));
+        }
+        let end = this.body.len().min(this.sent + PIECE);
+        let piece = Bytes::copy_from_slice(&this.body[this.sent..end]);
+        this.sent = end;
+        if end == this.body.len() {
+            this.body = Vec::new();
+        }
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.body.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.body.len().saturating_sub(self.sent) as u64)
+    }
+}
+
+/// A 200 with a large body, sent in its `turn`.
+fn big(turn: OwnedSemaphorePermit, content_type: &'static str, body: Vec<u8>) -> Response {
+    let held = Held {
+        body,
+        sent: 0,
+        until: Instant::now() + BODY_DEADLINE,
+        _turn: turn,
+    };
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::new(held),
+    )
+        .into_response()
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -209,6 +303,7 @@ async fn dashboard(uri: Uri) -> Result<Response, ApiError> {
 
 async fn metrics(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
     query(&uri, &[])?;
+    let turn = turn(&app).await?;
     let cur = current(&app).await?;
     let mut out = String::with_capacity(64 * 1024);
     let collisions = prom::render(&app.namespace, &cur.families, &mut out);
@@ -216,29 +311,37 @@ async fn metrics(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
     if !collisions.is_empty() {
         app.collector.report_collisions(&collisions);
     }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
+    Ok(big(
+        turn,
+        "text/plain; version=0.0.4; charset=utf-8",
+        out.into_bytes(),
+    ))
 }
 
+/// Whether mmash can read what it is to serve, as things are now: the
+/// directories are listed and tried again at every request. Another user's
+/// `/dev/shm/mmstats-*` entry that cannot be read is listed with its owner
+/// and does not fail the check ([`crate::app::DirState::counts`]).
 async fn healthz(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
     query(&uri, &[])?;
     let cur = current(&app).await?;
-    let mut ok = true;
-    let dirs: Vec<Json> = app
-        .dirs
+    let paths = app.paths.clone();
+    let states = tokio::task::spawn_blocking(move || crate::app::dir_states(&paths))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("looking at the stats directories failed: {e}"),
+        })?;
+    let ok = states.iter().all(|d| !d.counts || d.error.is_none());
+    let dirs: Vec<Json> = states
         .iter()
-        .map(|d| match std::fs::read_dir(d) {
-            Ok(_) => json!({"path": d, "readable": true}),
-            Err(e) => {
-                ok = false;
-                json!({"path": d, "readable": false, "error": e.to_string()})
+        .map(|d| {
+            let mut j = json!({"path": d.path, "readable": d.error.is_none(), "owner": d.owner});
+            if let Some(e) = &d.error {
+                j["error"] = json!(e);
+                j["counts"] = json!(d.counts);
             }
+            j
         })
         .collect();
     let body = json!({
@@ -260,13 +363,14 @@ async fn healthz(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
 
 async fn snapshot(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
     let q = query(&uri, &["glob"])?;
-    let filter = FileFilter::new(&app, q.get("glob").map(String::as_str))?;
+    let filter = FileFilter::new(q.get("glob").map(String::as_str))?;
+    let turn = turn(&app).await?;
     let cur = current(&app).await?;
     let files: Vec<FileJson> = filter
         .files(&cur.sample)
         .map(|f| FileJson::new(&f.snapshot))
         .collect();
-    Ok(json_response(StatusCode::OK, to_json(&files)))
+    Ok(big(turn, JSON, to_json(&files)))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -277,7 +381,8 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 /// `{"stats": [every label, sorted]}`.
 async fn stats_all(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
     let q = query(&uri, &["glob"])?;
-    let filter = FileFilter::new(&app, q.get("glob").map(String::as_str))?;
+    let filter = FileFilter::new(q.get("glob").map(String::as_str))?;
+    let turn = turn(&app).await?;
     let cur = current(&app).await?;
     let mut labels: Vec<&str> = filter
         .files(&cur.sample)
@@ -285,10 +390,7 @@ async fn stats_all(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, Ap
         .collect();
     labels.sort_unstable();
     labels.dedup();
-    Ok(json_response(
-        StatusCode::OK,
-        to_json(&json!({ "stats": labels })),
-    ))
+    Ok(big(turn, JSON, to_json(&json!({ "stats": labels }))))
 }
 
 /// `{label: [value per file]}` for every label starting with `label`, or
@@ -316,7 +418,8 @@ async fn stats_label(
                 .map_err(|e| ApiError::bad(format!("query parameter \"aggr\": {e}")))?,
         ),
     };
-    let filter = FileFilter::new(&app, q.get("glob").map(String::as_str))?;
+    let filter = FileFilter::new(q.get("glob").map(String::as_str))?;
+    let turn = turn(&app).await?;
     let cur = current(&app).await?;
     let wanted = |l: &str| {
         if exact {
@@ -358,7 +461,7 @@ async fn stats_label(
             to_json(&out)
         }
     };
-    Ok(json_response(StatusCode::OK, body))
+    Ok(big(turn, JSON, body))
 }
 
 /// An aggregated value in the JSON contract's shapes.
@@ -396,16 +499,14 @@ async fn files_glob(
 }
 
 async fn files_matching(app: Arc<App>, glob: Option<String>) -> Result<Response, ApiError> {
-    let filter = FileFilter::new(&app, glob.as_deref())?;
+    let filter = FileFilter::new(glob.as_deref())?;
+    let turn = turn(&app).await?;
     let cur = current(&app).await?;
     let files: Vec<String> = filter
         .files(&cur.sample)
         .map(|f| f.id.path.display().to_string())
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        to_json(&json!({ "files": files })),
-    ))
+    Ok(big(turn, JSON, to_json(&json!({ "files": files }))))
 }
 
 /// Refuses `..` segments: nothing in a URL may climb out of a directory.
@@ -427,7 +528,7 @@ struct FileFilter {
 }
 
 impl FileFilter {
-    fn new(app: &App, glob: Option<&str>) -> Result<FileFilter, ApiError> {
+    fn new(glob: Option<&str>) -> Result<FileFilter, ApiError> {
         let Some(g) = glob else {
             return Ok(FileFilter { pattern: None });
         };
@@ -437,18 +538,9 @@ impl FileFilter {
                 "glob {g:?} is absolute: patterns are relative to the stats directory"
             )));
         }
-        // A name that exists in a stats directory as a link to somewhere
-        // else is refused outright, not silently left out.
-        for dir in &app.dirs {
-            let candidate = dir.join(g);
-            if let Ok(m) = std::fs::symlink_metadata(&candidate) {
-                if m.file_type().is_symlink() && !stays_inside(dir, &candidate) {
-                    return Err(ApiError::bad(format!(
-                        "{g:?} is a symbolic link that points outside the stats directory"
-                    )));
-                }
-            }
-        }
+        // Matched against the names of the files read, never looked up on
+        // disk: a pattern behind a link another user planted answers like
+        // any pattern that matches nothing, whatever lies there.
         let pattern = glob::Pattern::new(g)
             .map_err(|e| ApiError::bad(format!("glob {g:?} is not a valid pattern: {e}")))?;
         Ok(FileFilter {
@@ -487,17 +579,11 @@ impl FileFilter {
     }
 }
 
-fn stays_inside(dir: &Path, p: &Path) -> bool {
-    match (dir.canonicalize(), p.canonicalize()) {
-        (Ok(d), Ok(t)) => t.parent() == Some(d.as_path()),
-        _ => false,
-    }
-}
-
 /// The dashboard's data: files, and one value per label over every file
 /// (counters and histograms cumulative, as on `/metrics`).
 async fn summary(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
     query(&uri, &[])?;
+    let turn = turn(&app).await?;
     let cur = current(&app).await?;
     let now = cur.sample.time;
     let files: Vec<Json> = cur
@@ -556,7 +642,7 @@ async fn summary(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
         "files": files,
         "labels": labels,
     });
-    Ok(json_response(StatusCode::OK, to_json(&body)))
+    Ok(big(turn, JSON, to_json(&body)))
 }
 
 /// One family's value over every group.

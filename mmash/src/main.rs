@@ -18,10 +18,14 @@ mod prom;
 mod retire;
 
 use std::ffi::OsString;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clap::Parser;
@@ -29,7 +33,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use mmstats_read::aggregate::GroupBy;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::app::App;
@@ -45,7 +50,8 @@ directory.
 Endpoints (GET only):
   /                    live dashboard
   /metrics             Prometheus text format 0.0.4
-  /healthz             whether the directories can be read; files alive, dead, unreadable
+  /healthz             whether the directories can be read now; files alive, dead,
+                       unreadable (another user's unreadable entry fails nobody)
   /api/v1/snapshot     every file, in the slurpstats --json contract
   /stats/              {\"stats\": [every label]}
   /stats/LABEL         {label: [value per file]} for labels starting with LABEL;
@@ -142,8 +148,9 @@ struct Args {
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     rescan: f64,
 
-    /// Seconds a client may take to send a request's headers, and to send
-    /// the next request on a kept-alive connection
+    /// Seconds a client may take to send a request's headers, to send the
+    /// next request on a kept-alive connection, and to take more of a
+    /// response (a client that stops reading is then dropped)
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     client_timeout: f64,
 
@@ -162,6 +169,10 @@ struct Args {
     /// scrapes (it must stay under the prune delay, 1m at the least).
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     sample_every: String,
+
+    /// Tests only: the deadline of each owner's fold child (default 30s).
+    #[arg(long, hide = true, value_name = "DURATION")]
+    test_fold_deadline: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +245,7 @@ fn main() -> ExitCode {
             args.listen
         );
     }
+    raise_open_files_limit();
     // Files truncated under a reader must read as errors, not kill it.
     if let Err(e) = mmstats::install_sigbus_guard() {
         eprintln!("mmash: cannot install the SIGBUS guard readers need: {e}");
@@ -260,21 +272,37 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dirs = stats_dirs(&args.paths);
     let collector = Collector::new(
         &args.paths,
         with_user(&args.by.0),
         Duration::from_secs_f64(args.rescan),
     );
+    let fold_deadline = match args
+        .test_fold_deadline
+        .as_deref()
+        .map(retire::parse_duration)
+    {
+        None => retire::FOLD_DEADLINE,
+        Some(Ok(Some(d))) => d,
+        Some(Ok(None)) => {
+            eprintln!("mmash: --test-fold-deadline must be above 0");
+            return ExitCode::from(2);
+        }
+        Some(Err(e)) => {
+            eprintln!("mmash: --test-fold-deadline {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(after) = retire_after {
-        retire::spawn(args.paths.clone(), after);
+        retire::spawn(args.paths.clone(), after, fold_deadline);
     }
     let app = Arc::new(App {
         collector,
         namespace: args.namespace.clone(),
         auth,
         log_requests: args.log_requests,
-        dirs,
+        paths: args.paths.clone(),
+        bodies: Arc::new(Semaphore::new(app::BODIES_IN_FLIGHT)),
         history: Default::default(),
     });
     keep_sampling(Arc::clone(&app), sample_every);
@@ -302,6 +330,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard one and logs it: mmash
+/// maps one file per writer thread on the host and keeps no descriptor
+/// per file, but each connection, lock probe and directory watch needs one.
+fn raise_open_files_limit() {
+    use rlimit::Resource;
+    match Resource::NOFILE.get() {
+        Ok((soft, hard)) if soft < hard => match Resource::NOFILE.set(hard, hard) {
+            Ok(()) => eprintln!("mmash: open files limit raised from {soft} to {hard}"),
+            Err(e) => {
+                eprintln!("mmash: open files limit stays {soft}: cannot raise it to {hard}: {e}")
+            }
+        },
+        Ok((soft, _)) => eprintln!("mmash: open files limit {soft} (the hard limit)"),
+        Err(e) => eprintln!("mmash: cannot read the open files limit: {e}"),
+    }
+}
+
 fn read_token(p: &Path) -> Result<String, String> {
     let t = std::fs::read_to_string(p).map_err(|e| format!("--token-file {}: {e}", p.display()))?;
     let t = t.trim();
@@ -315,33 +360,6 @@ fn read_token(p: &Path) -> Result<String, String> {
         ));
     }
     Ok(t.to_owned())
-}
-
-/// The directories the sources live in: each directory argument, the
-/// directory of each file or pattern, or the default directories.
-fn stats_dirs(paths: &[OsString]) -> Vec<PathBuf> {
-    if paths.is_empty() {
-        return mmstats_read::default_dirs();
-    }
-    let mut dirs: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| {
-            let p = Path::new(p);
-            if p.is_dir() {
-                return p.to_owned();
-            }
-            // The part of a pattern before its first wildcard, then its dir.
-            let s = p.to_string_lossy();
-            let fixed = &s[..s.find(['*', '?', '[']).unwrap_or(s.len())];
-            match Path::new(fixed).parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-                _ => PathBuf::from("."),
-            }
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
 }
 
 async fn serve(
@@ -387,7 +405,10 @@ async fn serve(
             .header_read_timeout(client_timeout)
             .keep_alive(true)
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(
+                TokioIo::new(WriteTimeout::new(stream, client_timeout)),
+                service,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             // Errors here are the client's: reset, timed out, bad request.
@@ -404,6 +425,93 @@ async fn serve(
         }
     }
     Ok(())
+}
+
+/// A connection whose writes fail once one has waited `limit` for the
+/// client to take more of a response: a client that stops reading is
+/// dropped, and the response it held is freed.
+struct WriteTimeout {
+    stream: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteTimeout {
+    fn new(stream: TcpStream, limit: Duration) -> WriteTimeout {
+        WriteTimeout {
+            stream,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What a write that got `r` gives: its result, unless it has been
+    /// waiting since before `limit`.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took nothing for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteTimeout {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteTimeout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.timed(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.timed(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_flush(cx);
+        this.timed(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.timed(cx, r)
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

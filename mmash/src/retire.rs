@@ -8,6 +8,7 @@
 //! directory by running `mmash retire` as that user; a one-shot `mmash
 //! retire` folds its own user's directories only.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use clap::Parser;
 use mmstats_read::aggregate::Sample;
 use mmstats_read::retire::{fold, FoldReport, FoldStep, RetireOptions};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Default `--retire-after`: see README, "Operating it".
 pub const DEFAULT_RETIRE_AFTER: &str = "5m";
@@ -33,6 +35,8 @@ struct Counters {
     removed: AtomicU64,
     pruned: AtomicU64,
     errors: AtomicU64,
+    deadline: AtomicU64,
+    failed: AtomicU64,
 }
 
 static COUNTERS: Counters = Counters {
@@ -42,6 +46,8 @@ static COUNTERS: Counters = Counters {
     removed: AtomicU64::new(0),
     pruned: AtomicU64::new(0),
     errors: AtomicU64::new(0),
+    deadline: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
 };
 
 /// Parses `300`, `300s`, `500ms`, `5m`, `2h`, `1d`, or `off`/`0` (`None`).
@@ -118,23 +124,84 @@ fn foreign_dirs(paths: &[OsString]) -> Vec<(PathBuf, u32, u32)> {
         .collect()
 }
 
+/// How long one owner's `mmash retire` child may run before it is killed
+/// (SIGKILL, then reaped) and that owner is counted as not folded this time
+/// (`mmash_retire_failures_total{reason="deadline"}`). A fold reads and
+/// rewrites a few files; 30 s is far beyond what an honest one takes, even
+/// with thousands of files, and short next to the fold interval's usual
+/// minutes. Owners are folded independently: a child at its deadline
+/// delays no other owner's fold.
+pub const FOLD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The most bytes kept of a fold child's stdout, and of its stderr; the
+/// rest is read and thrown away, so a child (which its owner controls)
+/// that writes without end costs mmash no more than this per stream. An
+/// honest child prints one report line on stdout.
+pub const CHILD_OUTPUT_KEPT: usize = 64 * 1024;
+
+/// Why an owner's directory was not folded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    /// The child ran past [`FOLD_DEADLINE`] and was killed.
+    Deadline,
+    /// The child could not be started, or exited with an error.
+    Failed,
+}
+
+/// Reads `r` to its end, keeping its first `keep` bytes; gives them and
+/// how many bytes were read in all.
+async fn read_bounded<R: AsyncRead + Unpin>(r: Option<R>, keep: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    let Some(mut r) = r else {
+        return (kept, total);
+    };
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n as u64;
+                let room = keep.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+            }
+        }
+    }
+    (kept, total)
+}
+
+/// Text its owner chose, fit for one log line: escaped, and cut.
+fn quoted(s: &str) -> String {
+    let mut q = format!("{s:?}");
+    if q.len() > 300 {
+        let mut end = 300;
+        while !q.is_char_boundary(end) {
+            end -= 1;
+        }
+        q.truncate(end);
+        q.push_str("...\"");
+    }
+    q
+}
+
 /// Folds `dir` by running `mmash retire` as `uid`/`gid` (the standard
 /// library drops root's supplementary groups with the uid), with a clean
-/// environment; returns what the child folded.
-fn fold_as_owner(
+/// environment, for at most `deadline`; returns what the child folded.
+async fn fold_as_owner(
     dir: &Path,
     uid: u32,
     gid: u32,
     retire_after: Duration,
-) -> Result<FoldCounts, String> {
+    deadline: Duration,
+) -> Result<FoldCounts, (Failure, String)> {
     let exe = std::env::current_exe().map_err(|e| {
-        format!(
-            "{}: cannot find mmash to fold as uid {uid}: {e}",
-            dir.display()
+        (
+            Failure::Failed,
+            format!("cannot find mmash to fold with: {e}"),
         )
     })?;
-    let out = Command::new(&exe)
-        .arg("retire")
+    let mut cmd = Command::new(&exe);
+    cmd.arg("retire")
         .arg("--retire-after")
         .arg(format!("{}ms", retire_after.as_millis()))
         .arg("--")
@@ -144,15 +211,39 @@ fn fold_as_owner(
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            format!(
-                "{}: cannot run {} as uid {uid} to fold it: {e}",
-                dir.display(),
-                exe.display()
-            )
-        })?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut cmd = tokio::process::Command::from(cmd);
+    // Whatever happens to this task, the child does not outlive it.
+    cmd.kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        (
+            Failure::Failed,
+            format!("cannot run {} as the owner: {e}", exe.display()),
+        )
+    })?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        tokio::join!(
+            read_bounded(stdout, CHILD_OUTPUT_KEPT),
+            read_bounded(stderr, CHILD_OUTPUT_KEPT),
+            child.wait()
+        )
+    };
+    let finished = tokio::time::timeout(deadline, run).await;
+    let ((out, _), (err, _), status) = match finished {
+        Ok(r) => r,
+        Err(_) => {
+            // SIGKILL, which also ends a stopped child, then reap it.
+            let _ = child.kill().await;
+            return Err((
+                Failure::Deadline,
+                format!("the fold did not finish within {deadline:?}; killed"),
+            ));
+        }
+    };
+    let status = status.map_err(|e| (Failure::Failed, format!("waiting for the fold: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out);
     let counts =
         stdout
             .lines()
@@ -163,15 +254,16 @@ fn fold_as_owner(
                 archives_written: a.archives_written + b.archives_written,
                 pruned: a.pruned + b.pruned,
             });
-    if out.status.success() {
+    if status.success() {
         Ok(counts)
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!(
-            "{}: folding as uid {uid} failed ({}): {}",
-            dir.display(),
-            out.status,
-            err.trim().lines().next().unwrap_or("no message")
+        let err = String::from_utf8_lossy(&err);
+        Err((
+            Failure::Failed,
+            format!(
+                "the fold failed ({status}): {}",
+                quoted(err.trim().lines().next().unwrap_or("no message"))
+            ),
         ))
     }
 }
@@ -242,50 +334,100 @@ fn run_once(paths: &[OsString], opts: &RetireOptions) -> (Vec<(PathBuf, FoldRepo
 }
 
 /// Starts the periodic fold: every `min(retire_after / 2, 60 s)` (at least
-/// every second), the files dead and older than `retire_after`.
-pub fn spawn(paths: Vec<OsString>, retire_after: Duration) {
-    let mut opts = RetireOptions::default();
-    opts.min_age = retire_after;
-    let every = (retire_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+/// every second), the files dead and older than `retire_after`. Each other
+/// owner's directory is folded by a child of its own, started at every
+/// tick unless that owner's previous one is still running, and killed at
+/// `deadline`: a stalled or slow owner delays nobody else.
+pub fn spawn(paths: Vec<OsString>, retire_after: Duration, deadline: Duration) {
     let spawned = std::thread::Builder::new()
         .name("mmash-retire".into())
         .spawn(move || {
-            let mut logged = std::collections::HashSet::new();
-            loop {
-                std::thread::sleep(every);
-                let (reports, mut errors) = run_once(&paths, &opts);
-                for (_, r) in &reports {
-                    FoldCounts::from(r).count();
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!(
+                        "mmash: cannot start the retire runtime: {e}; dead writers are not folded"
+                    );
+                    return;
                 }
-                for (dir, uid, gid) in foreign_dirs(&paths) {
-                    match fold_as_owner(&dir, uid, gid, retire_after) {
-                        Ok(c) => c.count(),
-                        Err(e) => errors.push(e),
-                    }
-                }
-                // Relaxed: independent statistics, read only for /metrics.
-                COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
-                for (dir, r) in &reports {
-                    for (path, why) in &r.skipped {
-                        let line = format!("{}: not folded: {why}", path.display());
-                        if logged.len() < 10_000 && logged.insert(line.clone()) {
-                            eprintln!("mmash: retire in {}: {line}", dir.display());
-                        }
-                    }
-                }
-                // Relaxed: as above.
-                COUNTERS
-                    .errors
-                    .fetch_add(errors.len() as u64, Ordering::Relaxed);
-                for e in errors {
-                    if logged.len() < 10_000 && logged.insert(e.clone()) {
-                        eprintln!("mmash: retire: {e}");
-                    }
-                }
-            }
+            };
+            rt.block_on(periodic(paths, retire_after, deadline));
         });
     if let Err(e) = spawned {
         eprintln!("mmash: cannot start the retire thread: {e}; dead writers are not folded");
+    }
+}
+
+async fn periodic(paths: Vec<OsString>, retire_after: Duration, deadline: Duration) {
+    let mut opts = RetireOptions::default();
+    opts.min_age = retire_after;
+    let every = (retire_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut logged = std::collections::HashSet::new();
+    let mut running: HashMap<PathBuf, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        tokio::time::sleep(every).await;
+        running.retain(|_, h| !h.is_finished());
+        for (dir, uid, gid) in foreign_dirs(&paths) {
+            if running.contains_key(&dir) {
+                // Still within its deadline: one child per owner at a time.
+                continue;
+            }
+            let d = dir.clone();
+            let task = tokio::spawn(async move {
+                match fold_as_owner(&d, uid, gid, retire_after, deadline).await {
+                    Ok(c) => c.count(),
+                    Err((why, msg)) => {
+                        let counter = match why {
+                            Failure::Deadline => &COUNTERS.deadline,
+                            Failure::Failed => &COUNTERS.failed,
+                        };
+                        // Relaxed: independent statistics, read only for /metrics.
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        // Relaxed: as above.
+                        COUNTERS.errors.fetch_add(1, Ordering::Relaxed);
+                        // One line per owner and fold run, at most.
+                        eprintln!(
+                            "mmash: retire: {} (uid {uid}): not folded: {msg}",
+                            quoted(&d.display().to_string())
+                        );
+                    }
+                }
+            });
+            running.insert(dir, task);
+        }
+        // This user's own directories, in this process; the owners'
+        // children go on meanwhile.
+        let (paths2, opts2) = (paths.clone(), opts.clone());
+        let Ok((reports, errors)) =
+            tokio::task::spawn_blocking(move || run_once(&paths2, &opts2)).await
+        else {
+            continue;
+        };
+        for (_, r) in &reports {
+            FoldCounts::from(r).count();
+        }
+        // Relaxed: independent statistics, read only for /metrics.
+        COUNTERS.runs.fetch_add(1, Ordering::Relaxed);
+        for (dir, r) in &reports {
+            for (path, why) in &r.skipped {
+                let line = format!("{}: not folded: {why}", path.display());
+                if logged.len() < 10_000 && logged.insert(line.clone()) {
+                    eprintln!("mmash: retire in {}: {line}", dir.display());
+                }
+            }
+        }
+        // Relaxed: as above.
+        COUNTERS
+            .errors
+            .fetch_add(errors.len() as u64, Ordering::Relaxed);
+        for e in errors {
+            if logged.len() < 10_000 && logged.insert(e.clone()) {
+                eprintln!("mmash: retire: {e}");
+            }
+        }
     }
 }
 
@@ -337,6 +479,23 @@ pub fn render(sample: &Sample, out: &mut String) {
             &COUNTERS.errors,
         ),
     ];
+    out.push_str(
+        "# HELP mmash_retire_failures_total Other owners' directories not folded, by reason \
+         (deadline: the fold as the owner was killed at its deadline; failed: it could not \
+         start or exited with an error).\n\
+         # TYPE mmash_retire_failures_total counter\n",
+    );
+    for (reason, c) in [
+        ("deadline", &COUNTERS.deadline),
+        ("failed", &COUNTERS.failed),
+    ] {
+        // Relaxed: a statistic; any recent value will do.
+        let n = c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "mmash_retire_failures_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     for (name, help, c) in rows {
         let _ = writeln!(
             out,
@@ -490,6 +649,37 @@ mod tests {
             })
         );
         assert_eq!(FoldCounts::parse("mmash retire: something else"), None);
+    }
+
+    /// A child that writes 100 MiB costs at most the kept bound: the rest
+    /// is read (so the child is not blocked) and thrown away.
+    #[test]
+    fn child_output_is_kept_up_to_the_bound() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let flood = tokio::io::repeat(b'x').take(100 << 20);
+        let (kept, total) = rt.block_on(read_bounded(Some(flood), CHILD_OUTPUT_KEPT));
+        assert_eq!((kept.len(), total), (CHILD_OUTPUT_KEPT, 100 << 20));
+        assert!(
+            kept.capacity() <= 2 * CHILD_OUTPUT_KEPT,
+            "{}",
+            kept.capacity()
+        );
+        let line: &[u8] = b"d: folded 1 file(s), removed 1, wrote 1 archive(s), pruned 0 id(s)\n";
+        let (kept, total) = rt.block_on(read_bounded(Some(line), CHILD_OUTPUT_KEPT));
+        assert_eq!((kept.as_slice(), total), (line, line.len() as u64));
+        assert_eq!(
+            rt.block_on(read_bounded(None::<&[u8]>, 10)),
+            (Vec::new(), 0)
+        );
+    }
+
+    #[test]
+    fn owner_chosen_text_is_escaped_and_cut() {
+        assert_eq!(quoted("a\nb\x1b[31m"), "\"a\\nb\\u{1b}[31m\"");
+        let long = quoted(&"y".repeat(10_000));
+        assert!(long.len() < 310 && long.ends_with("...\""), "{long}");
     }
 
     #[test]
