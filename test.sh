@@ -38,3 +38,35 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target/loom" \
 
 echo "== benches, one pass each"
 cargo bench --bench hot_path --bench lifecycle --bench aggregate -- --test
+
+echo "== packaging: the Debian package, its man pages, completions and unit"
+scripts/package.sh
+deb=$(ls -t target/debian/mmstats_*.deb | head -1)
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+dpkg -x "$deb" "$scratch"
+fail() { echo "test.sh: $deb: $*" >&2; exit 1; }
+for b in slurpstats pollstats mmash check_mmash; do
+  "$scratch/usr/bin/$b" --version >/dev/null || fail "usr/bin/$b does not run"
+  [ -s "$scratch/usr/share/bash-completion/completions/$b" ] || fail "no bash completion for $b"
+  [ -s "$scratch/usr/share/zsh/vendor-completions/_$b" ] || fail "no zsh completion for $b"
+  [ -s "$scratch/usr/share/fish/vendor_completions.d/$b.fish" ] || fail "no fish completion for $b"
+done
+for page in slurpstats pollstats mmash mmash-retire check_mmash; do
+  f=$(ls "$scratch/usr/share/man/man1/$page.1"* 2>/dev/null | head -1)
+  [ -n "$f" ] || fail "no man page $page(1)"
+  # Rendered, with groff's warnings on: any warning is a failure.
+  text=$(MANWIDTH=80 MAN_KEEP_STDERR=1 man --warnings -l "$f" 2>"$scratch/man.err") ||
+    fail "man -l $page.1 failed: $(cat "$scratch/man.err")"
+  [ ! -s "$scratch/man.err" ] || fail "man -l $page.1 warns: $(cat "$scratch/man.err")"
+  grep -q "^NAME" <<<"$text" || fail "$page.1 renders without a NAME section"
+done
+unit=$(find "$scratch" -name mmash.service | head -1)
+[ -n "$unit" ] || fail "no mmash.service"
+cmp -s "$unit" packaging/mmash.service || fail "mmash.service differs from packaging/mmash.service"
+# verify checks ExecStart= is an executable: point it at the unpacked binary.
+sed "s|/usr/bin/mmash|$scratch/usr/bin/mmash|" "$unit" >"$scratch/mmash.service"
+out=$(systemd-analyze verify --man=no "$scratch/mmash.service" 2>&1) ||
+  fail "systemd-analyze verify: $out"
+[ -z "$out" ] || fail "systemd-analyze verify warns: $out"
+echo "$deb: $(dpkg-deb -c "$deb" | wc -l) entries, layout checked"

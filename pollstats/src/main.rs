@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mmstats::Kind;
 use mmstats_read::aggregate::{Aggregator, GroupBy, Sample, Selector, Sources, View};
 
@@ -213,6 +213,10 @@ impl Mode {
 }
 
 fn main() -> ExitCode {
+    // Hidden: `--generate-docs DIR` writes the man page and completions.
+    if let Some(dir) = mmstats_docgen::requested(&std::env::args_os().collect::<Vec<_>>()) {
+        return mmstats_docgen::run(&dir, &[Args::command()], Args::command());
+    }
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
