@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use check_mmash::check::{self, measure, report, unknown, Measure, Spec};
 use check_mmash::{State, Uom};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use serde_json::Value as Json;
 
 const EXAMPLES: &str = "\
@@ -138,6 +138,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Hidden: `--generate-docs DIR` writes the man page and completions.
+    if let Some(dir) = mmstats_docgen::requested(&std::env::args_os().collect::<Vec<_>>()) {
+        return mmstats_docgen::run(&dir, &[Args::command()], Args::command());
+    }
     // A panic is UNKNOWN (3) with one line, not Rust's 101, which Nagios
     // reports as out of bounds.
     let default_hook = std::panic::take_hook();

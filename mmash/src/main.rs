@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -208,6 +208,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // Hidden: `--generate-docs DIR` writes the man pages and completions.
+    if let Some(dir) = mmstats_docgen::requested(&argv) {
+        let completion = Args::command().subcommand(retire::command().name("retire"));
+        let pages = [Args::command(), retire::command().name("mmash-retire")];
+        return mmstats_docgen::run(&dir, &pages, completion);
+    }
     if argv.get(1).is_some_and(|a| a == "retire") {
         return retire::main(argv[1..].to_vec());
     }

@@ -554,6 +554,11 @@ struct RetireArgs {
 }
 
 /// `mmash retire ARGS`: `args` starts with the program name.
+/// The clap definition of `mmash retire`, for its man page.
+pub fn command() -> clap::Command {
+    <RetireArgs as clap::CommandFactory>::command()
+}
+
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let args: RetireArgs = match crate::parse_args(args) {
         Ok(a) => a,

@@ -7,6 +7,7 @@
 //! pattern that matches no label); 2 for a usage error.
 #![forbid(unsafe_code)]
 
+mod compat;
 mod human;
 mod json;
 mod text;
@@ -19,9 +20,11 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mmstats::Kind;
 use mmstats_read::aggregate::{Aggregator, GroupBy, Sample, Selector, Sources, View};
+
+use compat::Filter;
 
 const ABOUT: &str =
     "Rates, gauges and latencies of every mmstats file, once an interval (like vmstat).";
@@ -41,7 +44,9 @@ directory (its *.mmstats files) or a glob pattern, as slurpstats takes. \
 With no source, $MMSTATS_DIR is read if set, else every /dev/shm/mmstats-* \
 directory. Any other argument is a label (web.request), a label prefix \
 (web.status.) or a glob over labels ('web.*.5xx'); with none, every counter, \
-gauge, timer and histogram is shown.
+gauge, timer and histogram is shown. A label argument may hold several \
+labels separated by commas (2xx,5xx), and -p/--prefix is joined to the \
+front of each, as mmstats 0.8's pollstats did: -p web.status. 2xx,5xx.
 
 Files appearing, exiting and vanishing while pollstats runs are followed: \
 a file that vanished adds nothing to the interval, a new one adds everything \
@@ -57,6 +62,8 @@ Examples:
   pollstats --aggr max web.in_flight    the largest value of any writer
   pollstats --json | jq .series         one JSON object per interval
   pollstats /dev/shm/mmstats-1000 ./app.mmstats 'run/*.mmstats'
+  pollstats -p web.status. 2xx,4xx,5xx -n 20   mmstats 0.8's form: prefix, list, header every 20 rows
+  pollstats -f role=db -f batch.       only files whose role is db, or that have batch.* labels
 
 JSON Lines (--json), one object per interval:
   {\"time\": RFC 3339, \"interval_s\": f64, \"files\": {\"alive\": n, \"dead\": n},
@@ -89,6 +96,27 @@ struct Args {
     /// Stop after this many rows (the first included)
     #[arg(short, long, value_name = "N")]
     count: Option<u64>,
+
+    /// Joined, as given, to the front of every label argument (mmstats
+    /// 0.8's -p): -p web.status. 2xx,5xx
+    #[arg(short, long, value_name = "PREFIX")]
+    prefix: Option<String>,
+
+    /// Print the header again every N rows [default: once; on a terminal,
+    /// once a screen]
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    headers: Option<u64>,
+
+    /// Keep only files that have a label starting with KEY, or whose field
+    /// KEY equals VALUE (text exactly, numbers as numbers); repeated, a
+    /// file passing any one is kept
+    #[arg(short, long, value_name = "KEY[=VALUE]", value_parser = compat::parse_filter)]
+    filter: Vec<Filter>,
+
+    /// mmstats 0.8's delay in whole seconds: refused, pointing to -i
+    #[arg(short = 'd', long = "delay", hide = true, num_args = 0..=1,
+          default_missing_value = "", allow_hyphen_values = true)]
+    delay: Option<String>,
 
     /// Counters as the increase per interval instead of a rate per second
     #[arg(long)]
@@ -185,6 +213,10 @@ impl Mode {
 }
 
 fn main() -> ExitCode {
+    // Hidden: `--generate-docs DIR` writes the man page and completions.
+    if let Some(dir) = mmstats_docgen::requested(&std::env::args_os().collect::<Vec<_>>()) {
+        return mmstats_docgen::run(&dir, &[Args::command()], Args::command());
+    }
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
@@ -193,6 +225,15 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    if let Some(d) = &args.delay {
+        let _ = writeln!(
+            io::stderr(),
+            "pollstats: -d/--delay (mmstats 0.8's delay in whole seconds) is not accepted: \
+             use -i/--interval, which takes seconds too: -i {} or -i 500ms",
+            if d.is_empty() { "2" } else { d }
+        );
+        return ExitCode::from(2);
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -222,6 +263,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
+    let patterns = compat::label_patterns(&patterns, args.prefix.as_deref());
     let view = View {
         selector: Selector::new(&patterns)?,
         group_by: args.by.unwrap_or_default(),
@@ -258,12 +300,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let tty = io::stdout().is_terminal() && !args.json;
     let mut out = io::stdout().lock();
     let mut table = text::Table::new(mode);
+    table.set_header_every(args.headers);
     let mut prev: Option<Sample> = None;
     let start = Instant::now();
     let mut tick: u64 = 0;
     let mut rows: u64 = 0;
     loop {
-        let sample = sources.sample();
+        let mut sample = sources.sample();
+        compat::apply(&args.filter, &mut sample);
         for w in &sample.warnings {
             warn(&mut out, w)?;
         }
@@ -272,7 +316,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             warn(&mut out, w)?;
         }
         if prev.is_none() {
-            check_selection(&view.selector, &sample, &paths)?;
+            check_selection(&view.selector, &sample, &paths, &args.filter)?;
         }
         if args.json {
             json::write(&mut out, &delta, mode)?;
@@ -316,8 +360,19 @@ fn div_ceil(elapsed: Duration, interval: Duration) -> u64 {
 
 /// Fails when there is nothing to show: no file at all, or a pattern that
 /// matches no label (naming the nearest labels there are).
-fn check_selection(selector: &Selector, sample: &Sample, paths: &[OsString]) -> anyhow::Result<()> {
+fn check_selection(
+    selector: &Selector,
+    sample: &Sample,
+    paths: &[OsString],
+    filters: &[Filter],
+) -> anyhow::Result<()> {
     if sample.files.is_empty() {
+        if !filters.is_empty() {
+            bail!(
+                "no stats file passes -f/--filter {}",
+                compat::describe(filters)
+            );
+        }
         if paths.is_empty() {
             bail!("no stats files found in the default directories ($MMSTATS_DIR, or /dev/shm/mmstats-*)");
         }

@@ -45,6 +45,8 @@ pub struct Table {
     prefix: String,
     columns: Vec<Column>,
     rows_since_header: usize,
+    /// `-n/--headers`: print the header again every this many rows.
+    header_every: Option<u64>,
     /// Printing one line per series because the columns do not fit.
     long: bool,
     /// The note about `long` has been printed.
@@ -64,9 +66,16 @@ impl Table {
             prefix: String::new(),
             columns: Vec::new(),
             rows_since_header: 0,
+            header_every: None,
             long: false,
             told: false,
         }
+    }
+
+    /// Prints the header again every `n` rows (`-n/--headers`), as well as
+    /// once a screen on a terminal.
+    pub fn set_header_every(&mut self, n: Option<u64>) {
+        self.header_every = n;
     }
 
     /// Width of one row.
@@ -152,6 +161,9 @@ impl Table {
             return self.write_long(out, delta, screen.map(|(c, _)| c));
         }
         let page = screen.map_or(usize::MAX, |(_, rows)| rows.saturating_sub(2).max(1));
+        let page = self
+            .header_every
+            .map_or(page, |n| usize::try_from(n).unwrap_or(usize::MAX).min(page));
         if changed || self.rows_since_header >= page {
             if delta.first {
                 writeln!(

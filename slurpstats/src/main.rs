@@ -21,7 +21,7 @@ use std::fmt::Display;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mmstats_read::{ReadError, ReadLimits};
 
 const ABOUT: &str = "Dump every metric of every mmstats file, as text or JSON.";
@@ -174,6 +174,10 @@ fn parse_count(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // Hidden: `--generate-docs DIR` writes the man page and completions.
+    if let Some(dir) = mmstats_docgen::requested(&std::env::args_os().collect::<Vec<_>>()) {
+        return mmstats_docgen::run(&dir, &[Args::command()], Args::command());
+    }
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {

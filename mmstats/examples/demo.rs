@@ -2,7 +2,7 @@
 //! seconds (or forever with `--forever`), so `slurpstats` has something to read.
 //!
 //! ```text
-//! cargo run --example demo -- --seconds 2
+//! cargo run -p mmstats --example demo -- --seconds 2
 //! ```
 
 use std::time::{Duration, Instant};
