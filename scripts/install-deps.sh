@@ -41,6 +41,7 @@ need monitoring-plugins-basic '[ -x /usr/lib/nagios/plugins/check_http ]'
 need systemd 'command -v systemd-analyze'
 need man-db 'command -v man'
 need dpkg 'command -v dpkg' 'command -v dpkg-deb'
+plain=${#missing[@]}
 need nagios4-core 'command -v nagios4'
 need icinga2-bin 'command -v icinga2'
 need icinga2-common '[ -d /usr/share/icinga2/include ]'
@@ -54,7 +55,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$plain" -gt 0 ]; then
+    apt-get install -y -qq "${missing[@]:0:$plain}" >/dev/null
+  fi
+  # The servers without their recommends: no services started.
+  if [ ${#missing[@]} -gt "$plain" ]; then
+    apt-get install -y -qq --no-install-recommends "${missing[@]:$plain}" >/dev/null
+  fi
 fi
 
 # The toolchain's own components; present on most machines, added if not.
