@@ -54,6 +54,10 @@ struct Inner {
     totals: BTreeMap<(String, Vec<String>), (FamilyKind, Total)>,
     help: HashMap<String, String>,
     logged: HashSet<String>,
+    /// Problems with other users' files since the last summary, by owner.
+    foreign: BTreeMap<u32, usize>,
+    /// When the last summary of other users' problems was logged.
+    foreign_logged: Option<Instant>,
     current: Option<Arc<Current>>,
 }
 
@@ -78,6 +82,8 @@ impl Collector {
                 totals: BTreeMap::new(),
                 help: HashMap::new(),
                 logged: HashSet::new(),
+                foreign: BTreeMap::new(),
+                foreign_logged: None,
                 current: None,
             }),
             collisions: Mutex::new(HashSet::new()),
@@ -115,8 +121,28 @@ impl Collector {
     fn take(&self, inner: &mut Inner) -> Current {
         let taken = Instant::now();
         let sample = inner.sources.sample();
+        // Problems with other users' files are counted per owner and
+        // logged as one line per owner and interval: their names are the
+        // owners' choice, and there may be thousands.
+        let me = mmstats::geteuid();
         for w in &sample.warnings {
-            log_once(&mut inner.logged, w);
+            match owner_of(&w.path).filter(|&o| o != me) {
+                Some(owner) => *inner.foreign.entry(owner).or_default() += 1,
+                None => log_once(&mut inner.logged, w),
+            }
+        }
+        if !inner.foreign.is_empty()
+            && inner
+                .foreign_logged
+                .is_none_or(|t| t.elapsed() >= FOREIGN_SUMMARY_EVERY)
+        {
+            for (owner, n) in std::mem::take(&mut inner.foreign) {
+                eprintln!(
+                    "mmash: {n} problems with files of user {} (not listed one by one)",
+                    mmstats_read::owners::user_name(owner)
+                );
+            }
+            inner.foreign_logged = Some(Instant::now());
         }
         // Help texts, from files not seen in the previous sample (both
         // samples are sorted by file: walked side by side).
@@ -294,6 +320,20 @@ fn partition<'a>(by: &[GroupBy], sample: &'a Sample) -> BTreeMap<Vec<String>, Co
             .push(f.clone());
     }
     parts
+}
+
+/// How often problems with other users' files are summarised in the log.
+const FOREIGN_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// The owner of the file or directory a warning is about: the file's, or,
+/// if it cannot be examined, its directory's. `None` for warnings about no
+/// path on disk (`(merge)`, `(file watch)`).
+fn owner_of(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .or_else(|| std::fs::symlink_metadata(path.parent()?).ok())
+        .map(|m| m.uid())
 }
 
 fn log_once(logged: &mut HashSet<String>, w: &Warning) {

@@ -382,3 +382,32 @@ fn binding_beyond_loopback_without_a_token_warns() {
 fn me() -> String {
     mmstats_read::owners::user_name(mmstats::geteuid())
 }
+
+/// Thousands of junk files of another user give one summary line per
+/// owner, not a line of that user's choosing per file.
+#[test]
+fn other_users_junk_is_summarised_not_listed() {
+    use std::os::unix::fs::chown;
+    assert_eq!(mmstats::geteuid(), 0, "chown needs root (CI runs as root)");
+    let dir = stats_dir();
+    for i in 0..5000 {
+        let p = dir.path().join(format!("junk-\u{1b}[31mred-{i}.mmstats"));
+        std::fs::write(&p, b"not a stats file").unwrap();
+        chown(&p, Some(4244), None).unwrap();
+    }
+    let m = Mmash::on(dir.path(), &[]);
+    assert_eq!(m.get("/metrics").status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = m.log.lock().unwrap().clone();
+    assert!(
+        log.lines().count() < 20,
+        "{} lines:\n{}",
+        log.lines().count(),
+        &log[..log.len().min(2000)]
+    );
+    assert!(!log.contains("junk-"), "{}", &log[..log.len().min(2000)]);
+    assert!(
+        log.contains("5000 problems with files of user 4244"),
+        "{log}"
+    );
+}
