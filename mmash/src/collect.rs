@@ -24,6 +24,13 @@ use mmstats_read::aggregate::{GroupBy, Sample, SeriesValue as LayerValue, Source
 
 use crate::prom::{Collision, Family, FamilyKind, Series, SeriesValue};
 
+/// How long a counter or histogram series is kept (on `/metrics`, and in
+/// memory) once no file has its label: then it is dropped. Should a file
+/// with it come back later, its series starts again from that file's total,
+/// which Prometheus takes as a counter reset. Prometheus itself marks a
+/// series stale 5 minutes after it leaves a scrape.
+pub const SERIES_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// How many distinct warnings are remembered so that each is logged once.
 const WARNINGS_REMEMBERED: usize = 10_000;
 
@@ -54,6 +61,8 @@ struct Inner {
     totals: BTreeMap<(String, Vec<String>), (FamilyKind, Total)>,
     help: HashMap<String, String>,
     logged: HashSet<String>,
+    /// When each series last had a file.
+    seen: HashMap<(String, Vec<String>), Instant>,
     /// Problems with other users' files since the last summary, by owner.
     foreign: BTreeMap<u32, usize>,
     /// When the last summary of other users' problems was logged.
@@ -66,6 +75,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Collector {
     by: Vec<GroupBy>,
+    /// [`SERIES_TTL`], or shorter in tests.
+    pub series_ttl: Duration,
     inner: Mutex<Inner>,
     collisions: Mutex<HashSet<String>>,
 }
@@ -77,11 +88,13 @@ impl Collector {
         sources.set_rescan_interval(rescan);
         Collector {
             by,
+            series_ttl: SERIES_TTL,
             inner: Mutex::new(Inner {
                 sources,
                 totals: BTreeMap::new(),
                 help: HashMap::new(),
                 logged: HashSet::new(),
+                seen: HashMap::new(),
                 foreign: BTreeMap::new(),
                 foreign_logged: None,
                 current: None,
@@ -195,6 +208,7 @@ impl Collector {
                     continue;
                 };
                 let at = (key.label, group.clone());
+                inner.seen.insert(at.clone(), taken);
                 match (kind, series.value) {
                     (FamilyKind::Gauge, LayerValue::Int(n)) => {
                         gauges.insert(at, SeriesValue::Int(n));
@@ -232,6 +246,17 @@ impl Collector {
                 }
             }
         }
+        // A counter or histogram series no file has had for SERIES_TTL is
+        // dropped, with its help text: what is kept for gone files is
+        // bounded by what came and went in that time.
+        let Inner {
+            seen, totals, help, ..
+        } = inner;
+        let ttl = self.series_ttl;
+        seen.retain(|_, at| taken.saturating_duration_since(*at) < ttl);
+        totals.retain(|k, _| seen.contains_key(k));
+        let labels: HashSet<&String> = seen.keys().map(|(l, _)| l).collect();
+        help.retain(|l, _| labels.contains(l));
         let families = self.families(inner, gauges);
         let unreadable = sample.files.iter().filter(|f| !f.fresh && !f.gone).count();
         Current {

@@ -170,6 +170,10 @@ struct Args {
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     sample_every: String,
 
+    /// Tests only: how long a series no file has is kept (default 15m).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    test_series_ttl: Option<f64>,
+
     /// Tests only: the deadline of each owner's fold child (default 30s).
     #[arg(long, hide = true, value_name = "DURATION")]
     test_fold_deadline: Option<String>,
@@ -278,11 +282,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let collector = Collector::new(
+    let mut collector = Collector::new(
         &args.paths,
         with_user(&args.by.0),
         Duration::from_secs_f64(args.rescan),
     );
+    if let Some(ttl) = args.test_series_ttl.filter(|t| t.is_finite() && *t >= 0.0) {
+        collector.series_ttl = Duration::from_secs_f64(ttl);
+    }
     let fold_deadline = match args
         .test_fold_deadline
         .as_deref()

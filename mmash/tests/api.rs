@@ -411,3 +411,25 @@ fn other_users_junk_is_summarised_not_listed() {
         "{log}"
     );
 }
+
+/// A series whose files are all gone is dropped after the series' time to
+/// live (15 minutes; here 1 s), with what mmash kept for it.
+#[test]
+fn series_of_gone_files_are_dropped_after_their_time() {
+    let dir = stats_dir();
+    let mut schema = mmstats::Schema::new("gone");
+    schema.push(mmstats::FieldDef::counter("gone.soon").help("Soon gone."));
+    let opts = mmstats::Options::new().dir(dir.path());
+    let file = mmstats::StatsFile::create(&schema, &opts).unwrap();
+    let path = file.path().unwrap().to_owned();
+    let m = Mmash::on(dir.path(), &["--test-series-ttl", "1", "--rescan", "0.1"]);
+    assert!(m.get("/metrics").body.contains("gone_soon_total"));
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+    // Still there right after: a file may come back.
+    assert!(m.get("/metrics").body.contains("gone_soon_total"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = m.get("/metrics");
+    let page = m.get("/metrics").body;
+    assert!(!page.contains("gone_soon"), "{page}");
+}
