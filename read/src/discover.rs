@@ -176,6 +176,19 @@ impl Scan {
                 foreign,
             );
         }
+        // A name that says another uid than its owner's: squatted (its
+        // files are read as the owner's, never as the named uid's).
+        if let Some(named) = named_uid(dir).filter(|&n| n != meta.uid()) {
+            self.problem(
+                dir,
+                format!(
+                    "named for uid {named} but owned by uid {}: read as uid {}'s (squatted?)",
+                    meta.uid(),
+                    meta.uid()
+                ),
+                true,
+            );
+        }
         self.list_dir(
             dir,
             Origin {
@@ -640,6 +653,14 @@ impl Walk<'_> {
         out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         out
     }
+}
+
+/// The uid a per-user directory's name gives: `mmstats-UID` or a writer's
+/// fallback `mmstats-UID-SUFFIX` (format-spec.md §2.1).
+fn named_uid(dir: &Path) -> Option<u32> {
+    let name = dir.file_name()?.to_str()?;
+    let rest = name.strip_prefix("mmstats-")?;
+    rest.split('-').next()?.parse().ok()
 }
 
 #[cfg(test)]

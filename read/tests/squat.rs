@@ -99,7 +99,18 @@ fn a_squatted_default_dir_falls_back_to_one_the_scan_reads() {
     std::env::set_var(mmstats::SCAN_ROOT_ENV, shm.path());
     mmstats_read::install_sigbus_guard().unwrap();
     let no_paths: [&Path; 0] = [];
-    let (found, _problems) = mmstats_read::scan(&no_paths);
+    let (found, problems) = mmstats_read::scan(&no_paths);
+    // The squatted name is said, as another user's problem (counted, not
+    // listed by slurpstats).
+    let said: Vec<_> = problems
+        .iter()
+        .filter(|p| {
+            p.reason
+                .contains(&format!("named for uid {uid} but owned by uid 0"))
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{problems:?}");
+    assert!(said[0].foreign);
     let mine: Vec<_> = found
         .iter()
         .filter(|f| f.path.starts_with(&fallback[0]))
