@@ -584,18 +584,7 @@ pub fn measure_rate(
 
 /// Keeps the files of live writers only.
 pub fn live_only(sample: &Sample) -> Sample {
-    Sample {
-        time: sample.time,
-        instant: sample.instant,
-        files: sample
-            .files
-            .iter()
-            .filter(|f| f.snapshot.info.writing())
-            .cloned()
-            .collect(),
-        warnings: Vec::new(),
-        foreign_skipped: 0,
-    }
+    crate::scope::filtered(sample, |f| f.snapshot.info.writing())
 }
 
 /// Measures `spec` from samples: over `prev` to `next` when `prev` is

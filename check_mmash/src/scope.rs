@@ -6,7 +6,7 @@
 //! alert on to the owner they are about (`user=www-data`): then another
 //! user's files can neither add to the value nor satisfy the check.
 
-use mmstats_read::aggregate::Sample;
+use mmstats_read::aggregate::{FileSample, Sample};
 use mmstats_read::owners::{uid_of, user_name};
 use mmstats_read::FileInfo;
 
@@ -69,18 +69,7 @@ impl Scope {
 
     /// The same sample with only the files in scope.
     pub fn filter(&self, sample: &Sample) -> Sample {
-        Sample {
-            time: sample.time,
-            instant: sample.instant,
-            files: sample
-                .files
-                .iter()
-                .filter(|f| self.matches(&f.snapshot.info))
-                .cloned()
-                .collect(),
-            warnings: Vec::new(),
-            foreign_skipped: 0,
-        }
+        filtered(sample, |f| self.matches(&f.snapshot.info))
     }
 
     /// The scope's query parameters.
@@ -136,6 +125,17 @@ impl Scope {
         }
         let parts: Vec<String> = self.pairs().map(|(k, v)| format!("{k}={v}")).collect();
         format!(" ({})", parts.join(" "))
+    }
+}
+
+/// The same sample with only the files `keep` keeps (and no warnings).
+pub fn filtered(sample: &Sample, keep: impl Fn(&FileSample) -> bool) -> Sample {
+    Sample {
+        time: sample.time,
+        instant: sample.instant,
+        files: sample.files.iter().filter(|f| keep(f)).cloned().collect(),
+        warnings: Vec::new(),
+        foreign_skipped: 0,
     }
 }
 

@@ -51,7 +51,10 @@
 //! listed below it, and `mmstats` (the format and the SIGBUS guard).
 //!
 //! ```text
-//! aggregate/    many files, one view: watched sources, samples, deltas
+//! aggregate/    many files, one view: watched sources (sources.rs, the
+//!               event matcher in matcher.rs), samples and ghosts
+//!               (sample.rs), identities (identity.rs), per-owner budgets
+//!               (budget.rs), deltas (view.rs)
 //! retire/       folding dead writers into archives (mod.rs, group.rs),
 //!               and the readers' rule that counts each of them once
 //!               (count.rs)

@@ -2,12 +2,8 @@
 //! the writer's identity, not by path, and how long a gone file is
 //! remembered.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, UNIX_EPOCH};
-
-use super::sources::FileSample;
-use crate::reader::Snapshot;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Who a stats file is. Two `FileId`s are equal when they are the same
 /// writer's file, wherever it was found: a writer file is its owner and
@@ -138,101 +134,3 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The most identities remembered per owner past [`GHOST_TTL`]; the oldest
 /// go first, and one owner's churn never evicts another's.
 pub const TOMBSTONES_PER_OWNER: usize = 20_000;
-
-/// Writer files no longer found, with their last reading and when they
-/// went; and, once that reading is dropped, their identities.
-#[derive(Debug, Default)]
-pub(super) struct Ghosts {
-    ghosts: HashMap<Key, (FileSample, Instant)>,
-    tombstones: HashMap<Key, Instant>,
-}
-
-impl Ghosts {
-    /// Keeps the last reading of a file no longer found.
-    pub(super) fn bury(&mut self, ghost: FileSample, at: Instant) {
-        self.ghosts.insert(ghost.id.key.clone(), (ghost, at));
-    }
-
-    /// A file found again: no longer a ghost.
-    pub(super) fn found(&mut self, key: &Key) {
-        self.ghosts.remove(key);
-    }
-
-    /// A file opened again whose reading was dropped: `true` if it was
-    /// counted before (its first reading is then only a baseline).
-    pub(super) fn revive(&mut self, key: &Key) -> bool {
-        self.tombstones.remove(key).is_some()
-    }
-
-    /// The ghosts, as stale samples.
-    pub(super) fn samples(&self) -> impl Iterator<Item = FileSample> + '_ {
-        self.ghosts.values().map(|(g, _)| g.clone())
-    }
-
-    /// How many ghosts there are.
-    pub(super) fn len(&self) -> usize {
-        self.ghosts.len()
-    }
-
-    /// Drops ghosts older than [`GHOST_TTL`] (keeping their identities as
-    /// tombstones) and tombstones older than [`TOMBSTONE_TTL`] or over the
-    /// owner's [`TOMBSTONES_PER_OWNER`].
-    pub(super) fn expire(&mut self, now: Instant) {
-        let expired: Vec<Key> = self
-            .ghosts
-            .iter()
-            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= GHOST_TTL)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            self.ghosts.remove(&k);
-            self.tombstones.insert(k, now);
-        }
-        self.tombstones
-            .retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
-        let mut per_owner: HashMap<u32, Vec<(Instant, Key)>> = HashMap::new();
-        for (k, at) in &self.tombstones {
-            per_owner
-                .entry(k.owner())
-                .or_default()
-                .push((*at, k.clone()));
-        }
-        for (_, mut list) in per_owner {
-            if list.len() > TOMBSTONES_PER_OWNER {
-                list.sort();
-                for (_, k) in &list[..list.len() - TOMBSTONES_PER_OWNER] {
-                    self.tombstones.remove(k);
-                }
-            }
-        }
-    }
-}
-
-/// Leaves one file per identity in `files`.
-pub(super) fn dedup(files: &mut Vec<FileSample>) {
-    // One writer seen under two names (a copy of the same owner, a
-    // second name) is one file. The copy that has counted the most is
-    // kept (a copy is a picture of the file's past, so the live file
-    // has counted at least as much), then the smallest path: the kept
-    // reading never goes backwards, so deltas stay exact whichever
-    // copy is kept in which sample.
-    files.sort_by_cached_key(|f| {
-        (
-            f.id.clone(),
-            std::cmp::Reverse(counted(&f.snapshot)),
-            f.id.path.clone(),
-        )
-    });
-    files.dedup_by(|b, a| a.id == b.id);
-}
-
-/// The sum of a snapshot's counters: how much a file has counted.
-fn counted(snap: &Snapshot) -> u128 {
-    snap.fields
-        .iter()
-        .map(|f| match f.value {
-            crate::Value::Counter(n) => u128::from(n),
-            _ => 0,
-        })
-        .sum()
-}

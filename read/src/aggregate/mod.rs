@@ -9,8 +9,15 @@
 //!    It learns of created, deleted and renamed files from file system
 //!    events (`notify`, inotify on Linux) instead of listing every
 //!    directory every time, and lists them all again now and then anyway,
-//!    since inotify can drop events. A file whose inode changed under the
-//!    same name is a new file.
+//!    since inotify can drop events. It also watches where new source
+//!    directories appear (`/dev/shm`, the nearest ancestor of a missing
+//!    directory), so a new directory is read at the next sample. It keeps
+//!    no descriptor per file, opens one inode once however many names it
+//!    has, and keeps each owner within an [`OwnerBudget`].
+//!    A file is who wrote it ([`FileId`]: owner and writer identity), not
+//!    where it was found: one that leaves a sample and comes back resumes
+//!    from its last reading, which samples carry as a *ghost* (stale,
+//!    [`FileSample::gone`]) for [`GHOST_TTL`].
 //! 2. [`Sources::sample`] reads every file once into a [`Sample`]. A file
 //!    that cannot be read gives a [`Warning`] naming it; the rest are read.
 //! 3. [`View::delta`] turns two samples into one value per series: fields
@@ -21,7 +28,8 @@
 //! # What a delta holds
 //!
 //! - **Counters:** the increase over the interval, by default summed over
-//!   every file, live or dead (what a dead writer counted stays counted).
+//!   every file, live or dead (what a dead writer counted stays counted),
+//!   each writer's file counted once whatever names it was found under.
 //!   An increase is never negative: a file that vanished contributes
 //!   nothing to the interval, a file that appeared contributes everything it
 //!   counted, and a replaced file (same name, new inode) is one of each. A
@@ -69,14 +77,16 @@ mod budget;
 mod identity;
 mod matcher;
 mod retired;
+mod sample;
 mod select;
 mod sources;
 mod view;
 
 pub use budget::OwnerBudget;
 pub use identity::{FileId, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
+pub use sample::{FileSample, Sample};
 pub use select::{Aggregator, GroupBy, ParseError, Selector};
-pub use sources::{FileSample, Sample, Sources, DEFAULT_RESCAN};
+pub use sources::{Sources, DEFAULT_RESCAN};
 pub use view::{Delta, Series, SeriesKey, SeriesValue, View};
 
 use std::fmt;

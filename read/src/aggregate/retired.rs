@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use super::identity::FileId;
-use super::sources::Sample;
+use super::sample::Sample;
 use crate::reader::{Snapshot, Value};
 
 /// For each archive of `next` that is not the same file as in `prev`, the

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::budget::{Budgets, OwnerBudget};
-use super::identity::{dedup, FileId, Ghosts};
+use super::identity::FileId;
 use super::matcher::Matcher;
+use super::sample::{dedup, FileSample, Ghosts, Sample};
 use super::Warning;
 use crate::archive::{archive_path, parent};
 use crate::discover::scan;
@@ -23,87 +24,6 @@ use crate::reader::{LivenessMemo, ReadLimits, Reader, Snapshot};
 /// How often [`Sources`] lists every source again by default, to catch
 /// what file system events missed.
 pub const DEFAULT_RESCAN: Duration = Duration::from_secs(10);
-
-/// One file in a [`Sample`].
-#[derive(Clone, Debug)]
-pub struct FileSample {
-    /// Which file.
-    pub id: FileId,
-    /// What was read.
-    pub snapshot: Arc<Snapshot>,
-    /// `false` if this sample could not read the file, which is still
-    /// there, or if it is [`gone`](FileSample::gone): `snapshot` is then
-    /// the last good reading, kept so that the next good one is measured
-    /// against it. Stale files add nothing.
-    pub fresh: bool,
-    /// The file is no longer found under any name; its last reading is
-    /// kept for [`GHOST_TTL`] in case it comes back.
-    pub gone: bool,
-}
-
-/// One reading of every source file.
-#[derive(Clone, Debug)]
-pub struct Sample {
-    /// Wall-clock time of the reading.
-    pub time: SystemTime,
-    /// Monotonic time of the reading; intervals are measured with it.
-    pub instant: Instant,
-    /// The files, sorted by [`FileId`].
-    pub files: Vec<FileSample>,
-    /// Problems met since the previous sample: paths that match nothing,
-    /// files that cannot be read. Each is reported once, until it changes.
-    pub warnings: Vec<Warning>,
-    /// Files and entries skipped in other users' directories of a default
-    /// scan (unreadable, foreign-owned, not regular files): counted here
-    /// rather than reported one by one.
-    pub foreign_skipped: usize,
-}
-
-impl Sample {
-    /// The file with `id`, if this sample has it.
-    pub fn file(&self, id: &FileId) -> Option<&FileSample> {
-        self.files
-            .binary_search_by(|f| f.id.cmp(id))
-            .ok()
-            .map(|i| &self.files[i])
-    }
-
-    /// Freshly read files whose writer is alive.
-    pub fn alive(&self) -> usize {
-        self.files
-            .iter()
-            .filter(|f| f.fresh && f.snapshot.info.writing())
-            .count()
-    }
-
-    /// Freshly read files whose writer is gone (archives not counted).
-    pub fn dead(&self) -> usize {
-        self.files
-            .iter()
-            .filter(|f| f.fresh && !f.snapshot.info.writing() && !f.snapshot.info.is_archive())
-            .count()
-    }
-
-    /// Archives of folded dead writers read (format-spec.md §2.8).
-    pub fn archives(&self) -> usize {
-        self.files
-            .iter()
-            .filter(|f| f.snapshot.info.is_archive())
-            .count()
-    }
-
-    /// Every label in the sample, sorted, once each.
-    pub fn labels(&self) -> Vec<&str> {
-        let mut labels: Vec<&str> = self
-            .files
-            .iter()
-            .flat_map(|f| f.snapshot.fields.iter().map(|x| x.label.as_str()))
-            .collect();
-        labels.sort_unstable();
-        labels.dedup();
-        labels
-    }
-}
 
 /// The stats files named by some paths, each kept open as a [`Reader`].
 ///

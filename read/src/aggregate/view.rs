@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::identity::FileId;
+use super::sample::{FileSample, Sample};
 use super::select::{Aggregator, GroupBy, Selector};
-use super::sources::{FileSample, Sample};
 use super::Warning;
 use crate::reader::{Field, FieldLayout, Snapshot, Value};
 use mmstats::format::Kind;
