@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use super::Warning;
 use crate::reader::{Reader, Snapshot};
 
-/// What one owner's files may cost a reader ([`Sources::set_budget`]).
+/// What one owner's files may cost a reader ([`Sources::set_budget`](super::Sources::set_budget)).
 /// Files past an owner's budget are not read, counted per owner
-/// ([`Sources::over_budget`]) and reported in one warning per owner and
+/// ([`Sources::over_budget`](super::Sources::over_budget)) and reported in one warning per owner and
 /// rescan; no other owner is affected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnerBudget {

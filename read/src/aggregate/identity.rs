@@ -117,7 +117,7 @@ impl std::hash::Hash for FileId {
     }
 }
 
-/// How long [`Sources`] keeps the last reading of a writer file that is no
+/// How long [`Sources`](super::Sources) keeps the last reading of a writer file that is no
 /// longer found (moved away, deleted, unreadable under every name), so that
 /// if it comes back it resumes from there instead of adding its whole
 /// count again: the default prune delay of an archive's identities
@@ -125,7 +125,7 @@ impl std::hash::Hash for FileId {
 /// expecting a file to come back.
 pub const GHOST_TTL: Duration = Duration::from_secs(600);
 
-/// How long, past [`GHOST_TTL`], [`Sources`] remembers that a writer file
+/// How long, past [`GHOST_TTL`], [`Sources`](super::Sources) remembers that a writer file
 /// was counted (its identity only, 64 bytes, no values). One that comes
 /// back after its reading was dropped resumes from its value then: what it
 /// counted while away is not counted, but nothing is counted twice.

@@ -455,7 +455,7 @@ impl Sources {
         Some(t)
     }
 
-    /// Writer files remembered as gone (see [`GHOST_TTL`]).
+    /// Writer files remembered as gone (see [`GHOST_TTL`](super::GHOST_TTL)).
     pub fn ghosts(&self) -> usize {
         self.ghosts.len()
     }

@@ -208,7 +208,7 @@ impl Snapshot {
 #[non_exhaustive]
 pub struct ReadLimits {
     /// Largest file mapped, in bytes; a larger one is an error for the file
-    /// ([`ReadError::Limit`]). Default and maximum: 2^30 (1 GiB), the
+    /// ([`ReadError::Limit`](crate::ReadError::Limit)). Default and maximum: 2^30 (1 GiB), the
     /// format's own limit.
     pub max_file_len: u64,
     /// Largest capacity of a text or constant value that is read, in bytes;

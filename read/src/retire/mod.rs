@@ -4,7 +4,7 @@
 //!
 //! - [`fold`] folds the proven-dead writer files of one directory into one
 //!   *archive* per `(command, model)`: an ordinary stats file in state
-//!   [`WriterState::Archive`] that holds the sums of their counters and
+//!   [`WriterState::Archive`](mmstats::WriterState::Archive) that holds the sums of their counters and
 //!   histograms, the last value of their texts (no gauges), and the
 //!   [`SourceId`]s of the files folded in. It then removes those files.
 //! - [`folded`] is the reader's half of the protocol: given snapshots of
