@@ -1,6 +1,6 @@
 //! Laying a file out: the header, field table, string table and zero
 //! values, written once into an image that becomes the file or its
-//! private stand-in ([`lay_out`]); [`Plan`] writes fields and strings into
+//! private stand-in (`lay_out`); [`Plan`] writes fields and strings into
 //! an image, for the writer's appended fields and the readers' fold,
 //! which writes archives (`mmstats-read`).
 

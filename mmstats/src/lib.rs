@@ -29,7 +29,7 @@
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
 //! - The format itself, for readers and for writers in other languages:
-//!   [`format`] (every byte offset), [`hist`] (histogram layout, snapshots
+//!   [`format`](mod@format) (every byte offset), [`hist`] (histogram layout, snapshots
 //!   and quantiles), [`protocol`] (the memory-ordering protocols of both
 //!   sides), [`layout::Plan`] (writing an image), and [`guard`], the SIGBUS
 //!   guard that readers map files through.

@@ -16,7 +16,7 @@ pub const DEFAULT_TEMPLATE: &str = "{cmd}.{model}.{pid}.{tid}.mmstats";
 /// Where and how a stats file is made: directory, file name template,
 /// command name, label prefix and reserved room.
 ///
-/// `Options` (with no model type) is what [`StatsFile::create`] takes.
+/// `Options` (with no model type) is what [`StatsFile::create`](crate::StatsFile::create) takes.
 /// [`Builder<T>`], what [`Stats::builder`](crate::Stats::builder) returns, is
 /// the same type bound to the model `T`, which adds `open` and
 /// `open_or_private`: one set of setters serves both.
@@ -119,7 +119,7 @@ impl<M> Options<M> {
     }
 
     /// Room for `fields` more fields using up to `bytes` of strings and
-    /// `bytes` of values, for [`StatsFile::add`] on the live file.
+    /// `bytes` of values, for [`StatsFile::add`](crate::StatsFile::add) on the live file.
     #[must_use]
     pub fn reserve(mut self, fields: usize, bytes: usize) -> Self {
         self.reserve_fields = fields;

@@ -2,7 +2,7 @@
 //! shrink, the registry of their address ranges and of writers' mappings,
 //! and the signal handler that turns a fault inside a reader mapping into a
 //! read of zeros, and one inside a writer mapping into stores to private
-//! memory (see [`WriterRange`]).
+//! memory (see `WriterRange`).
 //!
 //! A load from a mapped page past the end of a file raises SIGBUS. The guard
 //! ([`install_sigbus_guard`]) installs a handler that looks the faulting
