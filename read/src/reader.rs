@@ -516,6 +516,8 @@ impl Reader {
     fn name(&self, regions: &Regions, r: StrRef, budget: &mut Budget) -> Result<String, String> {
         let len = r.len.get() as usize;
         if len > MAX_NAME_LEN {
+            // Out of the table is said first (nothing is read).
+            self.string(regions, r, budget, 0)?;
             return Err(format!(
                 "{len} bytes long, over the readers' limit of {MAX_NAME_LEN}"
             ));

@@ -34,7 +34,10 @@ pub struct Sample {
     pub time: SystemTime,
     /// Monotonic time of the reading; intervals are measured with it.
     pub instant: Instant,
-    /// The files, sorted by [`FileId`].
+    /// The files, sorted by [`FileId`]: those read, and the
+    /// [`gone`](FileSample::gone) ones whose last readings are kept in case
+    /// they come back (never [`fresh`](FileSample::fresh): a sum over what a
+    /// sample holds now leaves them out).
     pub files: Vec<FileSample>,
     /// Problems met since the previous sample: paths that match nothing,
     /// files that cannot be read. Each is reported once, until it changes.
