@@ -101,10 +101,11 @@ fn keep_sampling(app: Arc<App>, every: Duration) {
     let spawned = std::thread::Builder::new()
         .name("mmash-sampler".into())
         .spawn(move || loop {
-            std::thread::sleep(every);
-            // Fresh, so that the ring's entries are `every` apart.
+            // Fresh, so that the ring's entries are `every` apart; the
+            // first at once, so a page opened right away has one.
             let cur = app.collector.current(std::time::Instant::now());
             app.ring.record(&cur);
+            std::thread::sleep(every);
         });
     if let Err(e) = spawned {
         eprintln!("mmash: cannot start the sampling thread: {e}; counters may be miscounted across folds when scrapes are rare");
