@@ -220,6 +220,23 @@ fn the_dashboard_shows_history_at_once_gauges_and_windows_in_chromium() {
     let counter = card(&dom, "web.status.2xx");
     assert!(counter.contains("data-window-s=\"60\""), "{counter}");
     assert!(points(counter) > 1, "{counter}");
+
+    // A label per process and per file, as a click on its name opens it.
+    let dom = chromium_dom(&format!(
+        "http://{}/#label=web.status.2xx&per=process",
+        m.addr
+    ));
+    let detail = dom.split("<div id=\"detail\">").nth(1).expect("no detail shown");
+    assert!(detail.contains("per process"), "{detail}");
+    assert!(
+        detail.contains(&format!("pid {} (webw)", w.pid)),
+        "{detail}"
+    );
+    let dom = chromium_dom(&format!("http://{}/#label=web.in_flight", m.addr));
+    let detail = dom.split("<div id=\"detail\">").nth(1).expect("no detail shown");
+    let file = m.json("/files/")["files"][0].as_str().unwrap().to_owned();
+    assert!(detail.contains(&format!("<code>{file}</code>")), "{detail}");
+    assert!(detail.contains("<td class=\"num\">7</td>"), "{detail}");
     w.quit();
 }
 
