@@ -170,6 +170,8 @@ struct Args {
     /// Read the files at least this often even when no request comes, so
     /// that counters stay exact across folds and prunes between two
     /// scrapes (it must stay under the prune delay, 1m at the least).
+    /// They are read every 2s anyway for the dashboard's history, so only
+    /// a shorter value changes anything.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     sample_every: String,
 

@@ -226,14 +226,20 @@ fn the_dashboard_shows_history_at_once_gauges_and_windows_in_chromium() {
         "http://{}/#label=web.status.2xx&per=process",
         m.addr
     ));
-    let detail = dom.split("<div id=\"detail\">").nth(1).expect("no detail shown");
+    let detail = dom
+        .split("<div id=\"detail\">")
+        .nth(1)
+        .expect("no detail shown");
     assert!(detail.contains("per process"), "{detail}");
     assert!(
         detail.contains(&format!("pid {} (webw)", w.pid)),
         "{detail}"
     );
     let dom = chromium_dom(&format!("http://{}/#label=web.in_flight", m.addr));
-    let detail = dom.split("<div id=\"detail\">").nth(1).expect("no detail shown");
+    let detail = dom
+        .split("<div id=\"detail\">")
+        .nth(1)
+        .expect("no detail shown");
     let file = m.json("/files/")["files"][0].as_str().unwrap().to_owned();
     assert!(detail.contains(&format!("<code>{file}</code>")), "{detail}");
     assert!(detail.contains("<td class=\"num\">7</td>"), "{detail}");
