@@ -65,6 +65,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/summary", get(summary))
+        .route("/api/v1/history", get(history))
         .route("/stats", get(stats_all))
         .route("/stats/", get(stats_all))
         .route("/stats/{*label}", get(stats_label))
@@ -669,4 +670,32 @@ fn total(fam: &prom::Family) -> Json {
         Some(x) => json!(Some(x + int as f64).filter(|x| x.is_finite())),
         None => series_json(&SeriesValue::Int(int)),
     }
+}
+
+/// The dashboard's history of every label over `?window=` (default 5m, at
+/// most the ring's 15 minutes), entries newer than `?since=MS` only.
+async fn history(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
+    let q = query(&uri, &["window", "since"])?;
+    let window = match q.get("window") {
+        None => Duration::from_secs(300),
+        Some(w) => match crate::retire::parse_duration(w) {
+            Ok(Some(d)) if d <= crate::ring::RETENTION => d,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "query parameter \"window\" is {w:?}: expected a duration above 0 and at \
+                     most 15m, e.g. 1m, 5m, 15m"
+                )))
+            }
+        },
+    };
+    let since = match q.get("since") {
+        None => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad(format!(
+                "query parameter \"since\" is {s:?}: expected milliseconds since the epoch"
+            ))
+        })?),
+    };
+    let turn = turn(&app).await?;
+    Ok(big(turn, JSON, app.ring.json(window, since)))
 }

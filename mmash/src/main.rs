@@ -16,6 +16,7 @@ mod history;
 mod http;
 mod prom;
 mod retire;
+mod ring;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -49,6 +50,9 @@ directory.
 
 Endpoints (GET only):
   /                    live dashboard
+  /api/v1/history      the dashboard's history: every label over the last
+                       ?window=1m|5m|15m (entries every 2s, or --sample-every
+                       if shorter, at least 1s; 15 minutes kept)
   /metrics             Prometheus text format 0.0.4
   /healthz             whether the directories can be read now; files alive, dead,
                        unreadable (another user's unreadable entry fails nobody)
@@ -86,8 +90,9 @@ pub(crate) fn parse_args<P: Parser>(argv: Vec<OsString>) -> Result<P, ExitCode> 
     })
 }
 
-/// Takes a reading every `every` unless a request took one since, in a
-/// thread of its own. `/metrics` counters are the sum of the increases
+/// Takes a fresh reading every `every` in a thread of its own and adds it
+/// to the dashboard's ring ([`ring`]), whether a browser is open or not.
+/// `every` is `--sample-every`, at most 2 s ([`ring::MAX_INTERVAL`]). `/metrics` counters are the sum of the increases
 /// between readings; an increase across a fold is measured against the
 /// archive's identity list (format-spec.md §2.8), which a folder prunes
 /// once a folded file has been gone for the prune delay. Two readings
@@ -96,13 +101,11 @@ fn keep_sampling(app: Arc<App>, every: Duration) {
     let spawned = std::thread::Builder::new()
         .name("mmash-sampler".into())
         .spawn(move || loop {
+            // Fresh, so that the ring's entries are `every` apart; the
+            // first at once, so a page opened right away has one.
+            let cur = app.collector.current(std::time::Instant::now());
+            app.ring.record(&cur);
             std::thread::sleep(every);
-            // A reading taken after this instant minus `every`: the latest
-            // if a request took one since, else a new one.
-            let since = std::time::Instant::now()
-                .checked_sub(every)
-                .unwrap_or_else(std::time::Instant::now);
-            let _ = app.collector.current(since);
         });
     if let Err(e) = spawned {
         eprintln!("mmash: cannot start the sampling thread: {e}; counters may be miscounted across folds when scrapes are rare");
@@ -167,12 +170,18 @@ struct Args {
     /// Read the files at least this often even when no request comes, so
     /// that counters stay exact across folds and prunes between two
     /// scrapes (it must stay under the prune delay, 1m at the least).
+    /// They are read every 2s anyway for the dashboard's history, so only
+    /// a shorter value changes anything.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     sample_every: String,
 
     /// Tests only: how long a series no file has is kept (default 15m).
     #[arg(long, hide = true, value_name = "SECONDS")]
     test_series_ttl: Option<f64>,
+
+    /// Tests only: the most labels the dashboard's history keeps.
+    #[arg(long, hide = true, value_name = "N", default_value_t = ring::MAX_SERIES)]
+    test_history_series: usize,
 
     /// Tests only: the deadline of each owner's fold child (default 30s).
     #[arg(long, hide = true, value_name = "DURATION")]
@@ -317,8 +326,9 @@ fn main() -> ExitCode {
         paths: args.paths.clone(),
         bodies: Arc::new(Semaphore::new(app::BODIES_IN_FLIGHT)),
         history: Default::default(),
+        ring: ring::Ring::new(ring::interval(sample_every), args.test_history_series),
     });
-    keep_sampling(Arc::clone(&app), sample_every);
+    keep_sampling(Arc::clone(&app), sample_every.min(ring::MAX_INTERVAL));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -138,44 +138,112 @@ fn a_prometheus_server_scrapes_mmash_and_rate_matches_the_writers() {
     drop(prom);
 }
 
+/// The chart of `label` in a dashboard DOM: its card's markup.
+fn card<'a>(dom: &'a str, label: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<div class=\"card\" data-label=\"{label}\""))
+        .unwrap_or_else(|| panic!("no chart for {label}: {dom}"));
+    let card = &dom[start..];
+    &card[..card.find("</svg>").unwrap_or(card.len())]
+}
+
+/// The number of points a chart drew (its `data-points`).
+fn points(card: &str) -> usize {
+    card.split("data-points=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no data-points: {card}"))
+}
+
 #[test]
-fn the_dashboard_shows_live_values_and_charts_in_chromium() {
+fn the_dashboard_shows_history_at_once_gauges_and_windows_in_chromium() {
     let dir = stats_dir();
     let mut w = Writer::start(dir.path());
     w.send("add 41");
+    w.send("gauge 7");
     w.send("time 250000");
+    let m = Mmash::on(dir.path(), &["--sample-every", "1s"]);
+    // Keep the counter and the timer moving while mmash samples.
+    w.send("pace 7 100 1500");
     w.send("time 900000");
-    let m = Mmash::on(dir.path(), &[]);
-    // Keep the counter moving while the page polls.
-    let mover = std::thread::spawn(move || {
-        w.send("pace 7 100 4000");
-        w.send("time 300000");
-        w
-    });
+    w.send("pace 7 100 1500");
+    w.send("time 300000");
+    w.send("pace 7 100 1500");
+    // mmash sampled the files by itself: no page was open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.json("/api/v1/history")["times_ms"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 5
+    {
+        assert!(Instant::now() < deadline, "mmash keeps no history");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let dom = chromium_dom(&format!("http://{}/", m.addr));
-    let _w = mover.join().unwrap();
     assert!(dom.contains("1 alive, 0 dead"), "{dom}");
-    assert!(dom.contains("web.status.2xx"), "{dom}");
     assert!(dom.contains("webw"), "files table: {dom}");
     assert!(dom.contains("\"running\""), "text value: {dom}");
-    // A sparkline with a drawn rate line, and the timer's quantile lines.
-    assert!(dom.contains("<path class=\"rate\""), "no rate chart: {dom}");
-    assert!(dom.contains("<svg class=\"spark\""), "{dom}");
-    // The live counter value: at least what was written before the page.
-    let row = dom
-        .split("<tr class=\"label\" data-label=\"web.status.2xx\"")
+    // A page just opened charts what mmash kept: several points per chart,
+    // a rate line for the counter, a line for the gauge (its value now
+    // written), a p50 line in a p50-p99 band for the timer, a time axis.
+    let counter = card(&dom, "web.status.2xx");
+    assert!(points(counter) > 1, "one point only: {counter}");
+    assert!(counter.contains("<path class=\"rate\""), "{counter}");
+    assert!(counter.contains("/s"), "no rate now: {counter}");
+    let gauge = card(&dom, "web.in_flight");
+    assert!(points(gauge) > 1, "one point only: {gauge}");
+    assert!(gauge.contains("<path class=\"gauge\""), "{gauge}");
+    assert!(gauge.contains("<span class=\"now\">7</span>"), "{gauge}");
+    let timer = card(&dom, "web.request");
+    assert!(timer.contains("<path class=\"p50\""), "{timer}");
+    assert!(
+        timer.contains("<polygon class=\"band\""),
+        "no band: {timer}"
+    );
+    assert!(timer.contains("p50 "), "{timer}");
+    // Time axis: clock labels hh:mm (5 minutes: one a minute).
+    assert!(
+        counter.contains("text-anchor=\"middle\">") && counter.contains(':'),
+        "{counter}"
+    );
+    assert!(counter.contains("data-window-s=\"300\""), "{counter}");
+    assert!(
+        dom.contains("<button data-s=\"300\" class=\"on\">"),
+        "{dom}"
+    );
+
+    // The window selector: 1 minute, ticks every 15 s with seconds.
+    let dom = chromium_dom(&format!("http://{}/#window=1m", m.addr));
+    assert!(dom.contains("<button data-s=\"60\" class=\"on\">"), "{dom}");
+    let counter = card(&dom, "web.status.2xx");
+    assert!(counter.contains("data-window-s=\"60\""), "{counter}");
+    assert!(points(counter) > 1, "{counter}");
+
+    // A label per process and per file, as a click on its name opens it.
+    let dom = chromium_dom(&format!(
+        "http://{}/#label=web.status.2xx&per=process",
+        m.addr
+    ));
+    let detail = dom
+        .split("<div id=\"detail\">")
         .nth(1)
-        .unwrap();
-    let value: String = row
-        .split("<td class=\"num\">")
+        .expect("no detail shown");
+    assert!(detail.contains("per process"), "{detail}");
+    assert!(
+        detail.contains(&format!("pid {} (webw)", w.pid)),
+        "{detail}"
+    );
+    let dom = chromium_dom(&format!("http://{}/#label=web.in_flight", m.addr));
+    let detail = dom
+        .split("<div id=\"detail\">")
         .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == ',')
-        .filter(char::is_ascii_digit)
-        .collect();
-    assert!(value.parse::<u64>().unwrap() >= 41, "{row}");
-    assert!(dom.contains("p50=") && dom.contains("p99="), "{dom}");
+        .expect("no detail shown");
+    let file = m.json("/files/")["files"][0].as_str().unwrap().to_owned();
+    assert!(detail.contains(&format!("<code>{file}</code>")), "{detail}");
+    assert!(detail.contains("<td class=\"num\">7</td>"), "{detail}");
+    w.quit();
 }
 
 /// The DOM of `url` in headless Chromium after its scripts ran for five
