@@ -111,7 +111,7 @@ fn wait_for(m: &common::Mmash, what: &str, mut cond: impl FnMut() -> bool) {
             "{what}: not within 90 s; mmash said:\n{}",
             m.log.lock().unwrap()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -154,7 +154,7 @@ fn a_stopped_fold_child_delays_no_other_owner_and_is_killed_at_its_deadline() {
             "--retire-after",
             "1s",
             "--test-fold-deadline",
-            "20s",
+            "30s",
         ],
     );
     let mmash_pid = m.child.id();
