@@ -218,3 +218,26 @@ fn an_owner_over_budget_is_cut_off_alone() {
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains("uid 4242"), "{warned:?}");
 }
+
+#[test]
+fn an_owner_is_cut_off_at_its_decoded_bytes_too() {
+    mmstats::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for _ in 0..4 {
+        let mut s = mmstats::Schema::new("Decoded");
+        s.push(mmstats::FieldDef::counter("done").help(&"h".repeat(3000)));
+        files.push(
+            mmstats::StatsFile::create(&s, &mmstats::Options::new().dir(dir.path())).unwrap(),
+        );
+    }
+    // Each file decodes a little over 3,000 bytes: room for two.
+    let budget = mmstats_read::aggregate::OwnerBudget {
+        decoded_bytes: 7_000,
+        ..Default::default()
+    };
+    let mut sources = Sources::with_budget(&[dir.path()], budget);
+    let sample = sources.sample();
+    assert_eq!(sample.files.iter().filter(|f| f.fresh).count(), 2);
+    assert_eq!(sources.over_budget().values().sum::<usize>(), 2);
+}

@@ -20,6 +20,11 @@ pub struct OwnerBudget {
     pub mapped_bytes: u64,
     /// Most distinct labels over the owner's files. Default 100 000.
     pub series: usize,
+    /// Most bytes decoded from the owner's files per reading: their
+    /// strings (labels, help, units, static labels), text values and
+    /// histogram buckets, as read when each file was opened. Default
+    /// 1 GiB.
+    pub decoded_bytes: u64,
 }
 
 impl Default for OwnerBudget {
@@ -28,6 +33,7 @@ impl Default for OwnerBudget {
             files: 50_000,
             mapped_bytes: 16 << 30,
             series: 100_000,
+            decoded_bytes: 1 << 30,
         }
     }
 }
@@ -37,6 +43,7 @@ impl Default for OwnerBudget {
 struct Usage {
     files: usize,
     mapped_bytes: u64,
+    decoded_bytes: u64,
     /// Each label with the number of files that have it.
     labels: HashMap<String, usize>,
 }
@@ -60,8 +67,11 @@ impl Budgets {
             out.push(Warning {
                 path: PathBuf::from(format!("(files of uid {owner})")),
                 reason: format!(
-                    "{n} files not read: over the owner's budget of {} files, {} mapped bytes, {} labels",
-                    self.budget.files, self.budget.mapped_bytes, self.budget.series
+                    "{n} files not read: over the owner's budget of {} files, {} mapped bytes, {} labels, {} decoded bytes",
+                    self.budget.files,
+                    self.budget.mapped_bytes,
+                    self.budget.series,
+                    self.budget.decoded_bytes
                 ),
             });
         }
@@ -79,15 +89,18 @@ impl Budgets {
             .iter()
             .filter(|f| !usage.labels.contains_key(&f.label))
             .count();
+        let decoded = decoded(snap);
         if usage.files + 1 > budget.files
             || usage.mapped_bytes.saturating_add(reader.mapped_len()) > budget.mapped_bytes
             || usage.labels.len() + new_labels > budget.series
+            || usage.decoded_bytes.saturating_add(decoded) > budget.decoded_bytes
         {
             *self.over.entry(owner).or_default() += 1;
             return false;
         }
         usage.files += 1;
         usage.mapped_bytes += reader.mapped_len();
+        usage.decoded_bytes += decoded;
         for f in &snap.fields {
             *usage.labels.entry(f.label.clone()).or_default() += 1;
         }
@@ -102,6 +115,7 @@ impl Budgets {
         };
         usage.files = usage.files.saturating_sub(1);
         usage.mapped_bytes = usage.mapped_bytes.saturating_sub(reader.mapped_len());
+        usage.decoded_bytes = usage.decoded_bytes.saturating_sub(decoded(snap));
         for f in &snap.fields {
             if let Some(n) = usage.labels.get_mut(&f.label) {
                 *n -= 1;
@@ -114,4 +128,27 @@ impl Budgets {
             self.usage.remove(&owner);
         }
     }
+}
+
+/// What reading a file decodes: its strings, its text values and, for a
+/// histogram or timer, every bucket word a full reading may copy.
+fn decoded(snap: &Snapshot) -> u64 {
+    snap.fields
+        .iter()
+        .map(|f| {
+            let strings = f.label.len()
+                + f.help.len()
+                + f.unit_text.len()
+                + f.static_labels
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 2)
+                    .sum::<usize>();
+            let value = match &f.value {
+                crate::Value::Text(s) | crate::Value::Constant(s) => s.len() as u64,
+                crate::Value::Histogram(h) => 8 * h.layout().buckets() as u64,
+                _ => 8,
+            };
+            strings as u64 + value
+        })
+        .sum()
 }
