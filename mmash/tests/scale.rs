@@ -12,6 +12,11 @@ use std::process::{Command, Stdio};
 
 use common::{stats_dir, Mmash, BIN};
 
+#[test]
+fn writer_child() {
+    common::writer_main();
+}
+
 /// The `fleet` example, built beside the tests by `cargo test`.
 fn fleet() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -84,4 +89,42 @@ fn two_thousand_files_under_a_limit_of_256_descriptors() {
     assert!(open.split_whitespace().nth(3) == Some("256"), "{open}");
     writers.stdin.take().unwrap().write_all(b"\n").unwrap();
     writers.wait().unwrap();
+}
+
+/// A user's first directory, made after mmash started, is read at the next
+/// request, not at the next full rescan (an hour away here).
+#[test]
+fn a_new_user_directory_is_served_at_once() {
+    let shm = stats_dir();
+    let wrapper = shm.path().join("scan-root.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nunset MMSTATS_DIR\nexport MMSTATS_SCAN_ROOT={}\nexec {BIN} \"$@\"\n",
+            shm.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Mmash::start_bin(&wrapper, &["--rescan", "3600"]);
+    assert!(!m.get("/metrics").body.contains("web_status_2xx_total"));
+    let dir = shm.path().join(format!("mmstats-{}", mmstats::geteuid()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = common::Writer::start(&dir);
+    w.send("add 3");
+    // Within a second of the file appearing (no timing is asserted: the
+    // bound is the rescan an hour away).
+    let start = std::time::Instant::now();
+    loop {
+        let page = m.get("/metrics").body;
+        if page
+            .lines()
+            .any(|l| l.starts_with("web_status_2xx_total{") && l.ends_with(" 3"))
+        {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 30, "never served:\n{page}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
