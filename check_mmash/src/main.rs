@@ -213,7 +213,14 @@ fn run(args: &Args) -> (State, String) {
     watchdog(timeout);
     let deadline = Instant::now() + timeout;
     let measured = match &args.dir {
-        Some(dir) => from_dir(dir, &spec, timeout),
+        Some(dir) => {
+            // The files are read here: the user is this host's.
+            let mut spec = spec.clone();
+            match spec.scope.resolve() {
+                Ok(()) => from_dir(dir, &spec, timeout),
+                Err(e) => Err(e),
+            }
+        }
         None => from_mmash(args, &spec, deadline),
     };
     match measured {

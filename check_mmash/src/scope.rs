@@ -31,14 +31,15 @@ impl Scope {
         self.user.is_none() && self.command.is_none() && self.model.is_none()
     }
 
-    /// Sets `user`, `command` or `model`. A user is a name or a uid; the
-    /// error names a user that does not exist.
+    /// Sets `user`, `command` or `model`, as given: a user is a name or a
+    /// uid, resolved by [`Scope::resolve`] on the host that reads the
+    /// files (check_mmash asking a remote mmash passes it on as given).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if value.is_empty() || value.contains('\u{0}') {
+            return Err(format!("{key}={value:?}: empty, or holds a NUL"));
+        }
         match key {
-            "user" => {
-                let uid = uid_of(value).ok_or_else(|| format!("user={value:?}: no such user"))?;
-                self.user = Some(user_name(uid));
-            }
+            "user" => self.user = Some(value.to_owned()),
             "command" => self.command = Some(value.to_owned()),
             "model" => self.model = Some(value.to_owned()),
             _ => return Err(format!("{key:?} is not a scope (user, command, model)")),
@@ -46,7 +47,19 @@ impl Scope {
         Ok(())
     }
 
-    /// Whether the file `info` describes is in scope.
+    /// Spells the user as this host's `/etc/passwd` does (a uid becomes its
+    /// name), as mmash's `user` label does. The error names a user that
+    /// does not exist here.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Some(u) = &self.user {
+            let uid = uid_of(u).ok_or_else(|| format!("user={u:?}: no such user"))?;
+            self.user = Some(user_name(uid));
+        }
+        Ok(())
+    }
+
+    /// Whether the file `info` describes is in scope (after
+    /// [`Scope::resolve`]).
     pub fn matches(&self, info: &FileInfo) -> bool {
         self.user
             .as_ref()
@@ -148,6 +161,8 @@ mod tests {
         let mut s = Scope::default();
         s.set("user", "0").unwrap();
         s.set("command", "web").unwrap();
+        assert_eq!(s.user.as_deref(), Some("0"), "as given until resolved");
+        s.resolve().unwrap();
         assert_eq!(s.user.as_deref(), Some("root"));
         let key = s.key("web.ok");
         assert_eq!(Scope::split_key(&key), ("web.ok", s.clone()));
@@ -160,9 +175,8 @@ mod tests {
         ];
         assert_eq!(s.matches_labels(&other), Some(false));
         assert_eq!(s.matches_labels(&labels[..1]), None);
-        assert!(s
-            .set("user", "no-such-user-here")
-            .unwrap_err()
-            .contains("no such user"));
+        s.set("user", "no-such-user-here").unwrap();
+        assert!(s.resolve().unwrap_err().contains("no such user"));
+        assert!(s.set("command", "a\u{0}b").is_err());
     }
 }

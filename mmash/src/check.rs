@@ -84,7 +84,9 @@ pub async fn handler(
             params.push((k.as_str(), v.as_str()));
         }
     }
-    let spec = match Spec::from_params(&label, params) {
+    let spec = match Spec::from_params(&label, params)
+        .and_then(|mut s| s.scope.resolve().map(|()| s).map_err(check::SpecError))
+    {
         Ok(s) => s,
         Err(e) => {
             return respond(
@@ -214,7 +216,12 @@ fn evaluate(app: &App, spec: &Spec, cur: &Current) -> Result<Measure, Unmeasurab
         // measure: the files' age answers instead, or UNKNOWN.
         if let Some(base) = app.history.counter_baseline(&key, window, now) {
             if base.covered >= min_cover(window) {
-                return measure_rate(spec, total - base.value, base.covered, window);
+                // A series dropped since (its files gone for SERIES_TTL)
+                // takes its total out of the sum: then the history cannot
+                // tell the increase, and the files answer instead.
+                if total >= base.value {
+                    return measure_rate(spec, total - base.value, base.covered, window);
+                }
             }
         }
     }

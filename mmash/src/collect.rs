@@ -26,8 +26,9 @@ use crate::prom::{Collision, Family, FamilyKind, Series, SeriesValue};
 
 /// How long a counter or histogram series is kept (on `/metrics`, and in
 /// memory) once no file has its label: then it is dropped. Should a file
-/// with it come back later, its series starts again from that file's total,
-/// which Prometheus takes as a counter reset. Prometheus itself marks a
+/// with it appear later, its series starts again from that file's total (a
+/// file counted before, remembered by its identity, from what it adds
+/// from then on), which Prometheus takes as a counter reset. Prometheus itself marks a
 /// series stale 5 minutes after it leaves a scrape.
 pub const SERIES_TTL: Duration = Duration::from_secs(15 * 60);
 

@@ -320,8 +320,17 @@ pub fn render(namespace: &str, families: &[Family], out: &mut String) -> Vec<Col
                     .iter()
                     .flat_map(|f| {
                         f.series.iter().map(|s| {
+                            // Told apart by the original label only where
+                            // the same owner has two labels of this name:
+                            // another user's label never renames a series.
                             let mut labels = s.labels.clone();
-                            labels.push(("mmstats_label", f.label.clone()));
+                            let owner = user_of(s);
+                            let shared = same.iter().any(|g| {
+                                g.label != f.label && g.series.iter().any(|t| user_of(t) == owner)
+                            });
+                            if shared {
+                                labels.push(("mmstats_label", f.label.clone()));
+                            }
                             Series {
                                 labels,
                                 value: s.value.clone(),
@@ -334,6 +343,14 @@ pub fn render(namespace: &str, families: &[Family], out: &mut String) -> Vec<Col
         }
     }
     collisions
+}
+
+/// The `user` label of a series (`None` without one).
+fn user_of(s: &Series) -> Option<&str> {
+    s.labels
+        .iter()
+        .find(|(k, _)| *k == "user")
+        .map(|(_, v)| v.as_str())
 }
 
 fn render_family(name: &str, fam: &Family, out: &mut String) {
@@ -529,6 +546,25 @@ mod tests {
             out.contains("a_b{user=\"u\",mmstats_label=\"a_b\"} 1"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn another_users_label_never_renames_a_series() {
+        let fam = |label: &str, user: &str| Family {
+            label: label.into(),
+            kind: FamilyKind::Counter,
+            help: String::new(),
+            series: vec![Series {
+                labels: vec![("user", user.into())],
+                value: SeriesValue::Int(1),
+            }],
+        };
+        let mut out = String::new();
+        let c = render("", &[fam("web.ok", "a"), fam("web-ok", "b")], &mut out);
+        assert!(c.is_empty(), "{c:?}");
+        assert!(out.contains("web_ok_total{user=\"a\"} 1"), "{out}");
+        assert!(out.contains("web_ok_total{user=\"b\"} 1"), "{out}");
+        assert!(!out.contains("mmstats_label"), "{out}");
     }
 
     #[test]

@@ -78,6 +78,18 @@ impl Budgets {
         out
     }
 
+    /// Whether a file of `owner` of `size` bytes would put it over its
+    /// files or mapped bytes before it is even opened (counted as over).
+    pub(super) fn full(&mut self, owner: u32, size: u64) -> bool {
+        let usage = self.usage.get(&owner);
+        let (files, mapped) = usage.map_or((0, 0), |u| (u.files, u.mapped_bytes));
+        if files + 1 > self.budget.files || mapped.saturating_add(size) > self.budget.mapped_bytes {
+            *self.over.entry(owner).or_default() += 1;
+            return true;
+        }
+        false
+    }
+
     /// Charges a newly opened file to its owner; `false` (and nothing
     /// charged) if that would put the owner over budget.
     pub(super) fn charge(&mut self, reader: &Reader, snap: &Snapshot) -> bool {

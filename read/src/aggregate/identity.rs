@@ -125,6 +125,11 @@ impl std::hash::Hash for FileId {
 /// expecting a file to come back.
 pub const GHOST_TTL: Duration = Duration::from_secs(600);
 
+/// The most gone files' readings kept per owner (see [`GHOST_TTL`]); past
+/// that the oldest are kept as identities only, so one owner's churn
+/// cannot grow a reader's memory.
+pub const GHOSTS_PER_OWNER: usize = 10_000;
+
 /// How long, past [`GHOST_TTL`], [`Sources`](super::Sources) remembers that a writer file
 /// was counted (its identity only, 64 bytes, no values). One that comes
 /// back after its reading was dropped resumes from its value then: what it

@@ -83,7 +83,7 @@ mod sources;
 mod view;
 
 pub use budget::OwnerBudget;
-pub use identity::{FileId, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
+pub use identity::{FileId, GHOSTS_PER_OWNER, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
 pub use sample::{FileSample, Sample};
 pub use select::{Aggregator, GroupBy, ParseError, Selector};
 pub use sources::{Sources, DEFAULT_RESCAN};

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::identity::{FileId, Key, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL};
+use super::identity::{
+    FileId, Key, GHOSTS_PER_OWNER, GHOST_TTL, TOMBSTONES_PER_OWNER, TOMBSTONE_TTL,
+};
 use super::Warning;
 use crate::reader::Snapshot;
 
@@ -143,6 +145,26 @@ impl Ghosts {
             self.ghosts.remove(&k);
             self.tombstones.insert(k, now);
         }
+        // One owner's churn keeps at most GHOSTS_PER_OWNER readings: the
+        // oldest become tombstones first.
+        if self.ghosts.len() > GHOSTS_PER_OWNER {
+            let mut per_owner: HashMap<u32, Vec<(Instant, Key)>> = HashMap::new();
+            for (k, (_, at)) in &self.ghosts {
+                per_owner
+                    .entry(k.owner())
+                    .or_default()
+                    .push((*at, k.clone()));
+            }
+            for (_, mut list) in per_owner {
+                if list.len() > GHOSTS_PER_OWNER {
+                    list.sort();
+                    for (_, k) in &list[..list.len() - GHOSTS_PER_OWNER] {
+                        self.ghosts.remove(k);
+                        self.tombstones.insert(k.clone(), now);
+                    }
+                }
+            }
+        }
         self.tombstones
             .retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
         let mut per_owner: HashMap<u32, Vec<(Instant, Key)>> = HashMap::new();
@@ -187,6 +209,7 @@ fn counted(snap: &Snapshot) -> u128 {
         .iter()
         .map(|f| match f.value {
             crate::Value::Counter(n) => u128::from(n),
+            crate::Value::Histogram(ref h) => u128::from(h.count()),
             _ => 0,
         })
         .sum()

@@ -383,7 +383,9 @@ impl Sources {
         self.forget(path);
         // Another name of an inode already read (a hard link): one file.
         if let Some(other) = self.inodes.get(&(meta.dev(), meta.ino())) {
-            if other != path && self.files.contains_key(other) {
+            let still = fs::symlink_metadata(other)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+            if other != path && still && self.files.contains_key(other) {
                 self.aliases_skipped += 1;
                 return;
             }
@@ -397,6 +399,10 @@ impl Sources {
             }
             None => None,
         };
+        // An owner at its budget: not even opened.
+        if self.budgets.full(meta.uid(), meta.len()) {
+            return;
+        }
         match open(path, &self.limits, owner) {
             Ok((id, reader, snap)) => {
                 self.failed.remove(path);
