@@ -34,7 +34,7 @@ pub use snapshot::{Field, FileInfo, ReadLimits, Snapshot, Value};
 
 /// Longest field label read, in bytes: a field with a longer one is
 /// skipped (counted in [`Snapshot::skipped`]).
-pub const MAX_LABEL_LEN: usize = 1024;
+pub const MAX_LABEL_LEN: usize = 16 * 1024;
 /// Longest help text or unit text kept, in bytes: a longer one is cut at
 /// the last whole character before it, and only that much is read.
 pub const MAX_HELP_LEN: usize = 4096;
