@@ -602,3 +602,39 @@ fn a_failing_stdout_keeps_the_exit_code() {
         assert_eq!(status.code(), Some(code), "{args:?}");
     }
 }
+
+/// `--user`, `--command`: only that owner's or command's files count, over
+/// the files and over mmash alike; a user is resolved where the files are
+/// read (mmash's host for a daemon), and an unknown one is UNKNOWN.
+#[test]
+fn scoped_checks_count_only_their_owners_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let w = Web::builder()
+        .dir(dir.path())
+        .command("webw")
+        .open()
+        .unwrap();
+    w.ok.add(7);
+    let me = mmstats::geteuid().to_string();
+    let m = Mmash::start(dir.path(), &[]);
+    let p = m.port();
+    for source in [vec!["--dir", d], vec!["-H", "127.0.0.1", "-p", p.as_str()]] {
+        let check = |extra: &[&str]| {
+            let mut args: Vec<&str> = source.clone();
+            args.extend_from_slice(&["-l", "web.status.2xx", "--aggr", "count", "-c", "1:"]);
+            args.extend_from_slice(extra);
+            run(&args)
+        };
+        let (got, out, _) = check(&["--user", &me]);
+        assert_eq!(got, 0, "{source:?}: {out}");
+        let (got, out, _) = check(&["--user", "4243"]);
+        assert_eq!(got, 2, "{source:?}: {out}");
+        let (got, out, _) = check(&["--user", &me, "--command", "other"]);
+        assert_eq!(got, 2, "{source:?}: {out}");
+        let (got, out, _) = check(&["--user", "no-such-user-here"]);
+        assert_eq!(got, 3, "{source:?}: {out}");
+        assert!(out.contains("no such user"), "{source:?}: {out}");
+    }
+    drop(w);
+}
