@@ -29,8 +29,8 @@ pub const CLAMPED_LABEL: &str = "mmstats_metrics.clamped";
 /// precision and scales, and the room reserved for fields.
 #[derive(Clone, Debug)]
 pub struct Builder {
-    pub(crate) dir: Option<PathBuf>,
-    pub(crate) prefix: String,
+    /// Where and how files are made; its reserve is replaced by ours.
+    pub(crate) files: Options,
     pub(crate) model: String,
     pub(crate) precision: u8,
     pub(crate) reserve_fields: usize,
@@ -41,8 +41,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            dir: None,
-            prefix: String::new(),
+            files: Options::new(),
             model: DEFAULT_MODEL.to_owned(),
             precision: DEFAULT_PRECISION,
             reserve_fields: DEFAULT_RESERVE_FIELDS,
@@ -60,17 +59,28 @@ impl Builder {
         Builder::default()
     }
 
-    /// The directory of the files (default: [`mmstats::default_dir`]).
+    /// Where and how each thread's file is made: directory, file name
+    /// template, command name and label prefix, as for any mmstats file.
+    /// Their reserved room is [`Builder::reserve`]'s, not theirs.
     #[must_use]
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = Some(dir.into());
+    pub fn files(mut self, options: Options) -> Self {
+        self.files = options;
         self
     }
 
-    /// A prefix put before every field label.
+    /// The directory of the files (default: [`mmstats::default_dir`]); a
+    /// shortcut for [`Options::dir`] through [`Builder::files`].
+    #[must_use]
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.files = self.files.dir(dir);
+        self
+    }
+
+    /// A prefix put before every field label; a shortcut for
+    /// [`Options::prefix`] through [`Builder::files`].
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = prefix.to_owned();
+        self.files = self.files.prefix(prefix);
         self
     }
 
@@ -113,13 +123,9 @@ impl Builder {
     }
 
     pub(crate) fn options(&self) -> Options {
-        let mut o = Options::new()
-            .prefix(&self.prefix)
-            .reserve(self.reserve_fields, self.reserve_bytes);
-        if let Some(dir) = &self.dir {
-            o = o.dir(dir);
-        }
-        o
+        self.files
+            .clone()
+            .reserve(self.reserve_fields, self.reserve_bytes)
     }
 
     /// How a histogram named `name`, described with `unit`, stores its

@@ -5,6 +5,7 @@
 //! # Overview
 //!
 //! - [`install`] installs the recorder with the defaults; [`Builder`] sets
+//!   the files' [`mmstats::Options`] ([`Builder::files`]: command, template),
 //!   the directory, label prefix, model name, histogram precision and
 //!   scales and the reserved room, then [`Builder::install`] or
 //!   [`Builder::build`] (a [`MmstatsRecorder`] for

@@ -163,3 +163,22 @@ fn an_unusable_directory_fails_install_and_names_it() {
     assert!(msg.contains("plain/sub"), "{msg}");
     assert!(std::error::Error::source(&err).is_some());
 }
+
+#[test]
+fn file_options_set_command_template_and_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = mmstats::Options::new()
+        .dir(dir.path())
+        .command("jobs")
+        .template("{cmd}-{model}-{pid}-{tid}.mmstats")
+        .prefix("app.");
+    let recorder = Builder::new().files(files).reserve(8, 4096).build();
+    let path = on_thread(&recorder, dir.path(), || {
+        metrics::counter!("done").increment(3)
+    });
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("jobs-metrics-"), "{name}");
+    let snap = read(&path);
+    assert_eq!(snap.info.command, "jobs");
+    assert!(matches!(value(&snap, "app.done"), Value::Counter(3)));
+}

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use mmstats::Options;
+
 use tracing::span::Id;
 
 use crate::paths::Paths;
@@ -22,8 +24,9 @@ pub const IDLE_PREFIX: &str = "span.idle/";
 /// Configures the layer.
 #[derive(Clone, Debug)]
 pub struct Builder {
-    pub(crate) dir: Option<PathBuf>,
-    pub(crate) prefix: String,
+    /// Where and how files are made; its reserve is replaced by one that
+    /// fits `max_paths`.
+    pub(crate) files: Options,
     pub(crate) max_paths: usize,
     pub(crate) precision: u8,
 }
@@ -31,8 +34,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            dir: None,
-            prefix: String::new(),
+            files: Options::new(),
             max_paths: DEFAULT_MAX_PATHS,
             precision: DEFAULT_PRECISION,
         }
@@ -46,17 +48,28 @@ impl Builder {
         Builder::default()
     }
 
-    /// The directory of the files.
+    /// Where and how each thread's file is made: directory, file name
+    /// template, command name and label prefix, as for any mmstats file.
+    /// The room reserved in it follows [`Builder::max_paths`], not theirs.
     #[must_use]
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = Some(dir.into());
+    pub fn files(mut self, options: Options) -> Self {
+        self.files = options;
         self
     }
 
-    /// A prefix put before every field label.
+    /// The directory of the files (default: [`mmstats::default_dir`]); a
+    /// shortcut for [`Options::dir`] through [`Builder::files`].
+    #[must_use]
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.files = self.files.dir(dir);
+        self
+    }
+
+    /// A prefix put before every field label; a shortcut for
+    /// [`Options::prefix`] through [`Builder::files`].
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = prefix.to_owned();
+        self.files = self.files.prefix(prefix);
         self
     }
 

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use mmstats::{Counter, FieldDef, Layout, Options, Schema, StatsFile, Timer};
+use mmstats::{Counter, FieldDef, Layout, Schema, StatsFile, Timer};
 
 use crate::config::{lock, Shared, BUSY_PREFIX, IDLE_PREFIX};
 use crate::paths::{OTHER, SEPARATOR};
@@ -184,10 +184,7 @@ impl LayerLocal {
             let buckets =
                 Layout::new(c.precision, Layout::timer().max_bits()).map_or(0, |l| l.buckets());
             let bytes = fields * (16 + buckets * 8).max(2 * 200);
-            let mut options = Options::new().prefix(&c.prefix).reserve(fields, bytes);
-            if let Some(dir) = &c.dir {
-                options = options.dir(dir);
-            }
+            let options = c.files.clone().reserve(fields, bytes);
             let mut file = StatsFile::create(&schema, &options)?;
             let overflow = file.take(OVERFLOW_LABEL)?;
             self.file = Some((file, overflow));

@@ -154,3 +154,29 @@ fn past_the_cap_paths_fold_into_other_and_are_counted() {
     }
     assert_eq!(layer.error(), None);
 }
+
+#[test]
+fn file_options_set_command_and_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = mmstats::Options::new()
+        .dir(dir.path())
+        .command("jobs")
+        .prefix("app.");
+    let snap = run(Builder::new().files(files).build(), dir.path(), || {
+        let _r = tracing::info_span!("request").entered();
+    });
+    assert_eq!(snap.info.command, "jobs");
+    assert!(snap
+        .info
+        .path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("jobs."));
+    assert!(
+        snap.field("app.span.busy/request").is_some(),
+        "{:?}",
+        snap.fields
+    );
+}
