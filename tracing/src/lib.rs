@@ -5,7 +5,8 @@
 //! # Overview
 //!
 //! - [`layer`] makes the layer with the defaults; [`Builder`] sets the
-//!   directory, label prefix, path cap and timer precision.
+//!   files' [`mmstats::Options`] ([`Builder::files`]: directory, command,
+//!   template, label prefix), the path cap and the timer precision.
 //! - A span's path is the names of its ancestors and its own, from the
 //!   root, joined by [`SEPARATOR`] (`/`): `request/db_query`. A `\` or `/`
 //!   inside a name is escaped with a backslash ([`push_segment`],
