@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mmstats::Options;
 
@@ -20,6 +20,14 @@ pub const DEFAULT_PRECISION: u8 = 4;
 pub const BUSY_PREFIX: &str = "span.busy/";
 /// The label prefix of idle timers, before the path.
 pub const IDLE_PREFIX: &str = "span.idle/";
+/// The label prefix of slow-entry timers, before the path.
+pub const SLOW_PREFIX: &str = "span.slow/";
+/// The label prefix of external-time timers, before the path.
+pub const EXTERNAL_PREFIX: &str = "span.external/";
+/// The label prefix of scheduled-delay timers, before the path.
+pub const SCHEDULED_PREFIX: &str = "span.scheduled/";
+/// An entry at least this long is slow, by default: 1 ms.
+pub const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_millis(1);
 
 /// Configures the layer.
 #[derive(Clone, Debug)]
@@ -29,6 +37,7 @@ pub struct Builder {
     pub(crate) files: Options,
     pub(crate) max_paths: usize,
     pub(crate) precision: u8,
+    pub(crate) slow_ns: u64,
 }
 
 impl Default for Builder {
@@ -37,6 +46,7 @@ impl Default for Builder {
             files: Options::new(),
             max_paths: DEFAULT_MAX_PATHS,
             precision: DEFAULT_PRECISION,
+            slow_ns: DEFAULT_SLOW_THRESHOLD.as_nanos() as u64,
         }
     }
 }
@@ -87,6 +97,17 @@ impl Builder {
         self.precision = precision;
         self
     }
+
+    /// How long an entry must last to be slow (default
+    /// [`DEFAULT_SLOW_THRESHOLD`], 1 ms): each slow entry is recorded in
+    /// the path's `span.slow/` timer. A span over a future is entered once
+    /// per poll, so for it these are the slow polls. `Duration::MAX`
+    /// records none.
+    #[must_use]
+    pub fn slow_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_ns = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
 }
 
 pub(crate) const SHARDS: usize = 16;
@@ -97,6 +118,12 @@ pub(crate) struct SpanState {
     pub(crate) path: u32,
     pub(crate) busy_ns: u64,
     pub(crate) idle_ns: u64,
+    /// The parts of `idle_ns` that ended in a known wake: before it
+    /// (external) and after it (scheduled); see [`crate::TimeWaits`].
+    pub(crate) external_ns: u64,
+    pub(crate) scheduled_ns: u64,
+    /// Whether any entry came with a wake time.
+    pub(crate) woken: bool,
     /// The last creation, entry or exit.
     pub(crate) last: Instant,
     /// How many entries are open (a span may be entered while entered).

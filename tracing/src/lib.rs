@@ -21,6 +21,27 @@
 //!   Both are recorded when the span closes, on the closing thread; the
 //!   busy timer's count is the number of calls. Each field also has the
 //!   static label `path=<path>`.
+//! - Three more timers per path are made on first use:
+//!   - `span.slow/<path>` ([`SLOW_PREFIX`]): each entry that lasted at
+//!     least [`Builder::slow_threshold`] (default 1 ms), recorded at its
+//!     exit. A span over a future is entered once per poll, so for it these
+//!     are the **slow polls**: its count is their number.
+//!   - `span.external/<path>` and `span.scheduled/<path>`: for spans
+//!     entered inside a future wrapped with [`TimeWaits::time_waits`], the
+//!     idle time that ended in a wake, split at the wake into **external
+//!     time** (waiting for what was awaited) and **scheduled delay** (ready,
+//!     waiting for the executor). Recorded per span at its close, like idle.
+//!
+//! # Waiting or working: how this compares with `tokio-metrics`
+//!
+//! `tokio-metrics`' task monitors wrap each task's waker in the same way to
+//! learn wake times, and keep totals and counts per monitor (total
+//! scheduled duration, slow poll count and duration, and so on), read by
+//! sampling the monitor in the application. Here the times are per span
+//! path, recorded into histograms in the thread's stats file, so the
+//! readers show percentiles, merged over threads and processes, with no
+//! code in the application to report them. The wake time is the task's:
+//! a span inside a `join` is split at the wake of the whole task.
 //!
 //! # The cap
 //!
@@ -40,6 +61,8 @@
 //! and one uncontended lock of one of 16 shards of the table of open spans
 //! at creation, entry, exit and close. No allocation once the path is known
 //! and the tables have grown to the number of spans open at once.
+//! [`TimeWaits`] adds one allocation per wrapped future (its waker) and,
+//! per poll, an uncontended lock of that waker's mutex.
 //!
 //! # Example
 //!
@@ -59,6 +82,7 @@
 mod config;
 mod local;
 mod paths;
+mod waits;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +96,11 @@ use tracing_subscriber::registry::LookupSpan;
 pub use local::OVERFLOW_LABEL;
 pub use paths::{push_segment, split_path, OTHER, SEPARATOR};
 
-pub use config::{Builder, BUSY_PREFIX, DEFAULT_MAX_PATHS, DEFAULT_PRECISION, IDLE_PREFIX};
+pub use config::{
+    Builder, BUSY_PREFIX, DEFAULT_MAX_PATHS, DEFAULT_PRECISION, DEFAULT_SLOW_THRESHOLD,
+    EXTERNAL_PREFIX, IDLE_PREFIX, SCHEDULED_PREFIX, SLOW_PREFIX,
+};
+pub use waits::{TimeWaits, WaitTimed};
 
 use config::{lock, Shared, SpanState, SHARDS};
 use paths::ROOT;
@@ -143,6 +171,9 @@ where
             path,
             busy_ns: 0,
             idle_ns: 0,
+            external_ns: 0,
+            scheduled_ns: 0,
+            woken: false,
             last: Instant::now(),
             depth: 0,
         };
@@ -154,6 +185,14 @@ where
         if let Some(s) = self.shared.shard(id).get_mut(&id.into_u64()) {
             if s.depth == 0 {
                 s.idle_ns += nanos(now.saturating_duration_since(s.last));
+                if let Some(woke) = waits::woke_at() {
+                    // A wake before the exit (during the poll) leaves no
+                    // external time: the whole gap was scheduling.
+                    let woke = woke.clamp(s.last, now);
+                    s.external_ns += nanos(woke - s.last);
+                    s.scheduled_ns += nanos(now - woke);
+                    s.woken = true;
+                }
                 s.last = now;
             }
             s.depth += 1;
@@ -162,12 +201,21 @@ where
 
     fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
         let now = Instant::now();
+        let mut slow = None;
         if let Some(s) = self.shared.shard(id).get_mut(&id.into_u64()) {
             s.depth = s.depth.saturating_sub(1);
             if s.depth == 0 {
-                s.busy_ns += nanos(now.saturating_duration_since(s.last));
+                let entry = nanos(now.saturating_duration_since(s.last));
+                s.busy_ns += entry;
                 s.last = now;
+                if entry >= self.shared.config.slow_ns {
+                    slow = Some((s.path, entry));
+                }
             }
+        }
+        // Outside the shard's lock: this may make a field.
+        if let Some((path, ns)) = slow {
+            local::record_slow(&self.shared, path, ns);
         }
     }
 
@@ -181,6 +229,6 @@ where
         } else {
             s.busy_ns += nanos(now.saturating_duration_since(s.last));
         }
-        local::record(&self.shared, s.path, s.busy_ns, s.idle_ns);
+        local::record(&self.shared, s.path, &s);
     }
 }

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use mmstats::{Counter, FieldDef, Layout, Schema, StatsFile, Timer};
 
-use crate::config::{lock, Shared, BUSY_PREFIX, IDLE_PREFIX};
+use crate::config::{
+    lock, Shared, SpanState, BUSY_PREFIX, EXTERNAL_PREFIX, IDLE_PREFIX, SCHEDULED_PREFIX,
+    SLOW_PREFIX,
+};
 use crate::paths::{OTHER, SEPARATOR};
 
 /// The label of the counter of spans timed into an `other` node (or not at
@@ -19,6 +22,8 @@ enum Entry {
     Own {
         busy: Timer,
         idle: Timer,
+        /// Made on first use: most paths never need them.
+        extra: Box<[Option<Timer>; 3]>,
     },
     /// Past the cap: timed into the `other` node with this path id.
     Folded(u32),
@@ -79,34 +84,100 @@ pub(crate) fn path_id(shared: &Shared, parent: u32, name: &'static str) -> u32 {
     cached.unwrap_or_else(|| lock(&shared.paths).id(parent, name))
 }
 
+/// The timers a path has besides busy and idle, made on first use.
+#[derive(Clone, Copy)]
+pub(crate) enum Extra {
+    Slow = 0,
+    External = 1,
+    Scheduled = 2,
+}
+
+impl Extra {
+    fn prefix(self) -> (&'static str, &'static str) {
+        match self {
+            Extra::Slow => (SLOW_PREFIX, "Entries of spans of this path that took at least the slow threshold (for a span over a future: slow polls)"),
+            Extra::External => (EXTERNAL_PREFIX, "Time spans of this path waited from their exit to the wake that ended the wait"),
+            Extra::Scheduled => (SCHEDULED_PREFIX, "Time spans of this path waited from their wake to their next entry"),
+        }
+    }
+}
+
 /// Records a closed span of path `path` on this thread.
-pub(crate) fn record(shared: &Shared, path: u32, busy_ns: u64, idle_ns: u64) {
+pub(crate) fn record(shared: &Shared, path: u32, s: &SpanState) {
     with_local(shared, |l| {
-        let mut target = path;
-        if matches!(l.entries.get(path as usize), None | Some(Entry::Unbound)) {
-            l.bind(shared, path);
-        }
-        let mut folded = false;
-        if let Entry::Folded(other) = l.entries[path as usize] {
-            target = other;
-            folded = true;
-        }
+        let (target, mut lost) = l.target(shared, path);
         match &l.entries[target as usize] {
-            Entry::Own { busy, idle } => {
-                busy.record_ns(busy_ns);
-                idle.record_ns(idle_ns);
+            Entry::Own { busy, idle, .. } => {
+                busy.record_ns(s.busy_ns);
+                idle.record_ns(s.idle_ns);
             }
-            _ => folded = true,
+            _ => lost = true,
         }
-        if folded {
-            if let Some((_, overflow)) = &l.file {
-                overflow.incr();
-            }
+        if s.woken {
+            l.record_extra(shared, target, Extra::External, s.external_ns);
+            l.record_extra(shared, target, Extra::Scheduled, s.scheduled_ns);
+        }
+        if lost {
+            l.overflow();
         }
     });
 }
 
+/// Records one slow entry of a span of path `path` on this thread.
+pub(crate) fn record_slow(shared: &Shared, path: u32, ns: u64) {
+    with_local(shared, |l| {
+        let (target, _) = l.target(shared, path);
+        l.record_extra(shared, target, Extra::Slow, ns);
+    });
+}
+
 impl LayerLocal {
+    /// Where `path`'s times go on this thread, and whether that is not its
+    /// own node (folded past the cap).
+    fn target(&mut self, shared: &Shared, path: u32) -> (u32, bool) {
+        self.ensure(shared, path);
+        match self.entries[path as usize] {
+            Entry::Folded(other) => (other, true),
+            _ => (path, false),
+        }
+    }
+
+    /// Records `ns` in `target`'s `which` timer, made now if this is its
+    /// first use; if it cannot be, the time is counted as overflow.
+    fn record_extra(&mut self, shared: &Shared, target: u32, which: Extra, ns: u64) {
+        let i = which as usize;
+        if let Some(Entry::Own { extra, .. }) = self.entries.get(target as usize) {
+            if let Some(t) = &extra[i] {
+                t.record_ns(ns);
+                return;
+            }
+        } else {
+            return self.overflow();
+        }
+        let label = lock(&shared.paths).nodes[target as usize].0.clone();
+        let (prefix, help) = which.prefix();
+        let made = self
+            .file(shared)
+            .and_then(|(file, _)| file.add::<Timer>(timer_def(shared, prefix, help, &label)));
+        match (made, self.entries.get_mut(target as usize)) {
+            (Ok(t), Some(Entry::Own { extra, .. })) => {
+                t.record_ns(ns);
+                extra[i] = Some(t);
+            }
+            (Err(e), _) => {
+                lock(&shared.first_error).get_or_insert(e.to_string());
+                self.overflow();
+            }
+            (Ok(_), _) => unreachable!("checked above"),
+        }
+    }
+
+    fn overflow(&self) {
+        if let Some((_, overflow)) = &self.file {
+            overflow.incr();
+        }
+    }
+
     #[cold]
     fn bind(&mut self, shared: &Shared, path: u32) {
         let (label, parent) = lock(&shared.paths).nodes[path as usize].clone();
@@ -149,20 +220,17 @@ impl LayerLocal {
     /// The two timers of `label` in this thread's file, made now.
     fn make(&mut self, shared: &Shared, label: &str) -> Entry {
         let made = self.file(shared).and_then(|(file, _)| {
-            let p = shared.config.precision;
-            let max = Layout::timer().max_bits();
-            let def = |prefix: &str, help: &str| {
-                FieldDef::timer(&format!("{prefix}{label}"), Layout::timer())
-                    .layout(p, max)
-                    .help(help)
-                    .static_label("path", label)
-            };
+            let def = |prefix, help| timer_def(shared, prefix, help, label);
             let busy = file.add(def(BUSY_PREFIX, "Time spans of this path were entered"))?;
             let idle = file.add(def(
                 IDLE_PREFIX,
                 "Time spans of this path were open but not entered",
             ))?;
-            Ok(Entry::Own { busy, idle })
+            Ok(Entry::Own {
+                busy,
+                idle,
+                extra: Box::new([None, None, None]),
+            })
         });
         made.unwrap_or_else(|e| {
             lock(&shared.first_error).get_or_insert(e.to_string());
@@ -177,9 +245,10 @@ impl LayerLocal {
             schema.push(FieldDef::counter(OVERFLOW_LABEL).help(
                 "Spans timed into an `other` node past the path cap, or not timed because their field did not fit",
             ));
-            // Two timers per path, for the paths under the cap and as many
-            // `other` nodes; labels of up to 200 bytes.
-            let fields = 4 * c.max_paths + 4;
+            // Up to five timers per path (busy, idle and the three made on
+            // first use), for the paths under the cap and as many `other`
+            // nodes; labels of up to 200 bytes.
+            let fields = 10 * c.max_paths + 10;
             // A bad precision is reported when the first timer is added.
             let buckets =
                 Layout::new(c.precision, Layout::timer().max_bits()).map_or(0, |l| l.buckets());
@@ -191,4 +260,12 @@ impl LayerLocal {
         }
         Ok(self.file.as_mut().expect("made above"))
     }
+}
+
+/// The timer `prefix` + `label` of a path, with its static label.
+fn timer_def(shared: &Shared, prefix: &str, help: &str, label: &str) -> FieldDef {
+    FieldDef::timer(&format!("{prefix}{label}"), Layout::timer())
+        .layout(shared.config.precision, Layout::timer().max_bits())
+        .help(help)
+        .static_label("path", label)
 }
