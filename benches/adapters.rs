@@ -16,6 +16,9 @@
 //!   one span created, entered, exited and closed, under tracing's own
 //!   no-op subscriber, under a bare `tracing_subscriber::registry()` and
 //!   under the registry with our layer.
+//! - `tracing/future_span` and `tracing/future_span_time_waits`: a future
+//!   in a span, polled twice (one self-wake between), under our layer,
+//!   without and with `TimeWaits` (its waker wrapper, made per future).
 //!
 //! Every mmstats file is real, in a temporary directory on `/dev/shm` when
 //! there is one.
@@ -111,9 +114,38 @@ fn spans(c: &mut Criterion) {
     tracing::subscriber::with_default(subscriber, || {
         let _root = tracing::info_span!("bench_root").entered();
         g.bench_function("mmstats_layer", |b| b.iter(span));
+        g.bench_function("future_span", |b| b.iter(|| two_polls(false)));
+        g.bench_function("future_span_time_waits", |b| b.iter(|| two_polls(true)));
     });
     g.finish();
     assert_eq!(layer.error(), None);
+}
+
+/// A future in a span that wakes itself once: polled twice, with a waker
+/// that does nothing.
+fn two_polls(time_waits: bool) {
+    use mmstats_tracing::TimeWaits;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use tracing::Instrument;
+    let mut yielded = false;
+    let fut = std::future::poll_fn(move |cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .instrument(tracing::info_span!("bench_future"));
+    let mut cx = Context::from_waker(Waker::noop());
+    if time_waits {
+        let mut fut = std::pin::pin!(fut.time_waits());
+        while fut.as_mut().poll(&mut cx).is_pending() {}
+    } else {
+        let mut fut = std::pin::pin!(fut);
+        while fut.as_mut().poll(&mut cx).is_pending() {}
+    }
 }
 
 criterion_group!(benches, facade, spans);
