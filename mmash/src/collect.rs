@@ -12,6 +12,14 @@
 //! sample into one sub-sample per group and takes the layer's delta of each:
 //! a file's command, model, pid and path never change, so a file stays in
 //! its group from one sample to the next.
+//!
+//! Help texts and static labels are taken from fields met for the first
+//! time (in a new file, or appended to a file read before), and kept while
+//! their series is. Static labels are kept per series (label and group), from
+//! the first file in the group that has the field: with `--by user`,
+//! another user's file never changes the labels of a series. A field whose
+//! static labels are over the bounds of [`crate::prom::labels`] is exported
+//! without them, and logged once per owner.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,7 +30,7 @@ use std::time::{Duration, Instant};
 use mmstats::{HistogramSnapshot, Kind};
 use mmstats_read::aggregate::{GroupBy, Sample, SeriesValue as LayerValue, Sources, View, Warning};
 
-use crate::prom::{Collision, Family, FamilyKind, Series, SeriesValue};
+use crate::prom::{labels, Collision, Family, FamilyKind, Series, SeriesValue};
 
 /// How long a counter or histogram series is kept (on `/metrics`, and in
 /// memory) once no file has its label: then it is dropped. Should a file
@@ -61,6 +69,10 @@ struct Inner {
     sources: Sources,
     totals: BTreeMap<(String, Vec<String>), (FamilyKind, Total)>,
     help: HashMap<String, String>,
+    /// Each series' static labels, as exported.
+    statics: HashMap<(String, Vec<String>), Vec<(String, String)>>,
+    /// Owners whose static labels over the bounds were logged.
+    oversized_logged: HashSet<u32>,
     logged: HashSet<String>,
     /// When each series last had a file.
     seen: HashMap<(String, Vec<String>), Instant>,
@@ -94,6 +106,8 @@ impl Collector {
                 sources,
                 totals: BTreeMap::new(),
                 help: HashMap::new(),
+                statics: HashMap::new(),
+                oversized_logged: HashSet::new(),
                 logged: HashSet::new(),
                 seen: HashMap::new(),
                 foreign: BTreeMap::new(),
@@ -158,9 +172,10 @@ impl Collector {
             }
             inner.foreign_logged = Some(Instant::now());
         }
-        // Help texts, from files not seen in the previous sample (both
-        // samples are sorted by file: walked side by side).
-        // The previous sample is the one in the current reading.
+        // Help texts and static labels, from fields not in the previous
+        // sample: in files not seen then, or appended since (fields are
+        // only ever appended). Both samples are sorted by file: walked side
+        // by side. The previous sample is the one in the current reading.
         let prev = inner.current.clone();
         let prev = prev.as_ref().map(|c| &c.sample);
         let seen: &[mmstats_read::aggregate::FileSample] = prev.map_or(&[], |p| &p.files);
@@ -169,13 +184,43 @@ impl Collector {
             while seen.get(j).is_some_and(|p| p.id < f.id) {
                 j += 1;
             }
-            if seen.get(j).is_some_and(|p| p.id == f.id) {
+            let known = seen
+                .get(j)
+                .filter(|p| p.id == f.id)
+                .map_or(0, |p| p.snapshot.fields.len());
+            let fields = f.snapshot.fields.get(known..).unwrap_or_default();
+            if fields.is_empty() {
                 continue;
             }
-            for field in &f.snapshot.fields {
+            let group: Vec<String> = self
+                .by
+                .iter()
+                .map(|g| g.group_of(&f.snapshot.info).unwrap_or_default())
+                .collect();
+            for field in fields {
+                if family_kind(field.kind).is_none() {
+                    continue;
+                }
                 if !field.help.is_empty() && !inner.help.contains_key(&field.label) {
                     inner.help.insert(field.label.clone(), field.help.clone());
                 }
+                let at = (field.label.clone(), group.clone());
+                if inner.statics.contains_key(&at) {
+                    continue;
+                }
+                let exported = labels::export(&field.static_labels).unwrap_or_else(|e| {
+                    let owner = f.snapshot.info.owner;
+                    if inner.oversized_logged.insert(owner) {
+                        eprintln!(
+                            "mmash: /metrics: field {:?} of {} (user {}): {e}; exported without its static labels, under its whole label (logged once per user)",
+                            field.label,
+                            f.snapshot.info.path.display(),
+                            mmstats_read::owners::user_name(owner)
+                        );
+                    }
+                    Vec::new()
+                });
+                inner.statics.insert(at, exported);
             }
         }
         let view = View::default();
@@ -251,11 +296,16 @@ impl Collector {
         // dropped, with its help text: what is kept for gone files is
         // bounded by what came and went in that time.
         let Inner {
-            seen, totals, help, ..
+            seen,
+            totals,
+            help,
+            statics,
+            ..
         } = inner;
         let ttl = self.series_ttl;
         seen.retain(|_, at| taken.saturating_duration_since(*at) < ttl);
         totals.retain(|k, _| seen.contains_key(k));
+        statics.retain(|k, _| seen.contains_key(k));
         let labels: HashSet<&String> = seen.keys().map(|(l, _)| l).collect();
         help.retain(|l, _| labels.contains(l));
         let families = self.families(inner, gauges);
@@ -279,6 +329,11 @@ impl Collector {
             names.iter().copied().zip(group.iter().cloned()).collect()
         };
         let mut push = |label: &str, kind: FamilyKind, group: &[String], value: SeriesValue| {
+            let static_labels = inner
+                .statics
+                .get(&(label.to_owned(), group.to_vec()))
+                .cloned()
+                .unwrap_or_default();
             let fam = out.entry(label.to_owned()).or_insert_with(|| Family {
                 label: label.to_owned(),
                 kind,
@@ -288,6 +343,7 @@ impl Collector {
             if fam.kind == kind {
                 fam.series.push(Series {
                     labels: labels(group),
+                    static_labels,
                     value,
                 });
             }

@@ -408,10 +408,12 @@ mod tests {
                 series: vec![
                     Series {
                         labels: Vec::new(),
+                        static_labels: Vec::new(),
                         value: SeriesValue::Int(total),
                     },
                     Series {
                         labels: Vec::new(),
+                        static_labels: Vec::new(),
                         value: SeriesValue::Int(1),
                     },
                 ],

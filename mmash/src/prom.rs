@@ -13,14 +13,25 @@
 //! `_count` and `_sum`) are a [`Collision`]: the first, in label order, is
 //! exported, the others are not, and mmash logs it.
 //!
+//! Static labels: a field's static labels are exported as Prometheus labels
+//! of its series, and a series that has some is named after its label
+//! without a trailing `{...}` (`http.requests{route=/a}` with `route=/a` is
+//! `http_requests_total{route="/a"}`); [`labels`] has the rule, its bounds
+//! and the renaming of keys that clash with mmash's own labels. Series of
+//! one name then differ by their static labels, and `mmstats_label` is
+//! added only where one owner has two labels with the same static labels
+//! under one name.
+//!
 //! Histograms export a bounded set of `le` boundaries, each the upper edge
 //! of one of the file's buckets, so every cumulative count is exact; the
 //! `_sum` of a timer is the exact nanosecond sum printed in seconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use mmstats::{HistogramSnapshot, Layout};
+
+pub mod labels;
 
 /// What a family is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +46,9 @@ pub enum FamilyKind {
     Timer,
 }
 
-/// One metric family: one mmstats label, over every group.
+/// What the collector keeps of one mmstats label, over every group. Its
+/// series are exported under one Prometheus family, or under two when some
+/// export static labels and some do not ([`render`]).
 #[derive(Clone, Debug)]
 pub struct Family {
     /// The mmstats label, e.g. `web.status.2xx`.
@@ -53,6 +66,9 @@ pub struct Family {
 pub struct Series {
     /// Prometheus labels, e.g. `[("command", "web"), ("model", "Web")]`.
     pub labels: Vec<(&'static str, String)>,
+    /// The field's static labels as exported ([`labels::export`]: names
+    /// sanitised, sorted, never one of mmash's own); empty without.
+    pub static_labels: Vec<(String, String)>,
     /// The value.
     pub value: SeriesValue,
 }
@@ -222,13 +238,13 @@ fn escape_value(s: &str, out: &mut String) {
     }
 }
 
-fn push_labels(out: &mut String, labels: &[(&str, String)], le: Option<&str>) {
+fn push_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
     if labels.is_empty() && le.is_none() {
         return;
     }
     out.push('{');
     let mut first = true;
-    for (k, v) in labels {
+    for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
         if !first {
             out.push(',');
         }
@@ -236,14 +252,6 @@ fn push_labels(out: &mut String, labels: &[(&str, String)], le: Option<&str>) {
         out.push_str(k);
         out.push_str("=\"");
         escape_value(v, out);
-        out.push('"');
-    }
-    if let Some(le) = le {
-        if !first {
-            out.push(',');
-        }
-        out.push_str("le=\"");
-        out.push_str(le);
         out.push('"');
     }
     out.push('}');
@@ -259,40 +267,77 @@ fn push_float(out: &mut String, x: f64) {
     }
 }
 
+/// The families and series that one metric name gathers.
+#[derive(Default)]
+struct Named<'a> {
+    /// The label part that named it, from its first family.
+    part: &'a str,
+    /// Families with a series (or, without series, themselves) under the
+    /// name, in label order, each once.
+    fams: Vec<&'a Family>,
+    /// Their series under the name.
+    series: Vec<(&'a Family, &'a Series)>,
+}
+
 /// Renders `families` (sorted by label for a stable page) into `out` and
 /// returns the name collisions met.
 ///
-/// Families of one kind whose labels map to one metric name (`web.status.2xx`
-/// and `web-status-2xx`) are both exported under that name, each series with
-/// its original label as `mmstats_label="..."`, so none hides another. A
+/// Each series is named after its family's label, without a trailing
+/// `{...}` when it exports static labels ([`labels`]). Series of one kind
+/// that get one name are one family on the page (one `# HELP` and `# TYPE`,
+/// the first help text in label order). Where the same owner has series of
+/// two labels under one name with the same static labels
+/// (`web.status.2xx` and `web-status-2xx`), each such series carries its
+/// original label as `mmstats_label="..."`, so none hides another. A
 /// family whose name another family of a different kind took (or whose
 /// sample names, such as a histogram's `_count`, it took) cannot be
 /// exported under it: that is a [`Collision`], which the caller logs.
 pub fn render(namespace: &str, families: &[Family], out: &mut String) -> Vec<Collision> {
-    let mut by_name: BTreeMap<String, Vec<&Family>> = BTreeMap::new();
     let mut order: Vec<&Family> = families.iter().collect();
     order.sort_by(|a, b| a.label.cmp(&b.label));
+    let mut by_name: BTreeMap<String, Named> = BTreeMap::new();
     for fam in order {
-        by_name
-            .entry(metric_name(namespace, &fam.label, fam.kind))
-            .or_default()
-            .push(fam);
+        let names: Vec<(&str, Option<&Series>)> = if fam.series.is_empty() {
+            vec![(fam.label.as_str(), None)]
+        } else {
+            fam.series
+                .iter()
+                .map(|s| {
+                    let part = labels::family_part(&fam.label, !s.static_labels.is_empty());
+                    (part, Some(s))
+                })
+                .collect()
+        };
+        for (part, s) in names {
+            let named = by_name
+                .entry(metric_name(namespace, part, fam.kind))
+                .or_default();
+            if named.fams.is_empty() {
+                named.part = part;
+            }
+            if !named.fams.last().is_some_and(|f| std::ptr::eq(*f, fam)) {
+                named.fams.push(fam);
+            }
+            if let Some(s) = s {
+                named.series.push((fam, s));
+            }
+        }
     }
     let mut owners: BTreeMap<String, &str> = BTreeMap::new();
     let mut collisions = Vec::new();
-    for (name, fams) in &by_name {
-        let kind = fams[0].kind;
-        let (same, other): (Vec<&Family>, Vec<&Family>) = fams.iter().partition(|f| f.kind == kind);
-        for f in other {
+    for (name, named) in &by_name {
+        let first = named.fams[0];
+        let kind = first.kind;
+        for f in named.fams.iter().filter(|f| f.kind != kind) {
             collisions.push(Collision {
                 name: name.clone(),
-                kept: fams[0].label.clone(),
+                kept: first.label.clone(),
                 dropped: f.label.clone(),
             });
         }
         let names = claimed(name, kind);
         if let Some(owner) = names.iter().find_map(|n| owners.get(n)) {
-            for f in &same {
+            for f in named.fams.iter().filter(|f| f.kind == kind) {
                 collisions.push(Collision {
                     name: name.clone(),
                     kept: (*owner).to_owned(),
@@ -302,44 +347,43 @@ pub fn render(namespace: &str, families: &[Family], out: &mut String) -> Vec<Col
             continue;
         }
         for n in names {
-            owners.insert(n, &fams[0].label);
+            owners.insert(n, &first.label);
         }
-        if same.len() == 1 {
-            render_family(name, same[0], out);
-        } else {
-            let merged = Family {
-                label: same[0].label.clone(),
-                kind,
-                help: same
+        let help = named
+            .fams
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| f.help.as_str())
+            .find(|h| !h.trim().is_empty());
+        push_header(name, kind, help, named.part, out);
+        let series: Vec<(&Family, &Series)> = named
+            .series
+            .iter()
+            .filter(|(f, _)| f.kind == kind)
+            .copied()
+            .collect();
+        // Which owners' label sets have series of more than one label:
+        // those are told apart by the label. Only the same owner's series
+        // count, so another user's label never renames a series.
+        let mut sets: HashMap<(Option<&str>, &[(String, String)]), (&str, bool)> = HashMap::new();
+        for (f, s) in &series {
+            sets.entry((user_of(s), &s.static_labels))
+                .and_modify(|(label, shared)| *shared |= *label != f.label)
+                .or_insert((&f.label, false));
+        }
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        for (f, s) in series {
+            labels.clear();
+            labels.extend(s.labels.iter().map(|(k, v)| (*k, v.as_str())));
+            labels.extend(
+                s.static_labels
                     .iter()
-                    .map(|f| f.help.as_str())
-                    .find(|h| !h.trim().is_empty())
-                    .unwrap_or_default()
-                    .to_owned(),
-                series: same
-                    .iter()
-                    .flat_map(|f| {
-                        f.series.iter().map(|s| {
-                            // Told apart by the original label only where
-                            // the same owner has two labels of this name:
-                            // another user's label never renames a series.
-                            let mut labels = s.labels.clone();
-                            let owner = user_of(s);
-                            let shared = same.iter().any(|g| {
-                                g.label != f.label && g.series.iter().any(|t| user_of(t) == owner)
-                            });
-                            if shared {
-                                labels.push(("mmstats_label", f.label.clone()));
-                            }
-                            Series {
-                                labels,
-                                value: s.value.clone(),
-                            }
-                        })
-                    })
-                    .collect(),
-            };
-            render_family(name, &merged, out);
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            if sets[&(user_of(s), &s.static_labels[..])].1 {
+                labels.push(("mmstats_label", &f.label));
+            }
+            render_series(name, kind, &labels, &s.value, out);
         }
     }
     collisions
@@ -353,54 +397,64 @@ fn user_of(s: &Series) -> Option<&str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn render_family(name: &str, fam: &Family, out: &mut String) {
+/// `# HELP` and `# TYPE` of a family: its help text, or `mmstats KIND
+/// PART` where `PART` is the label (part) that named it.
+fn push_header(name: &str, kind: FamilyKind, help: Option<&str>, part: &str, out: &mut String) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
-    if fam.help.trim().is_empty() {
-        let what = match fam.kind {
-            FamilyKind::Counter => "counter",
-            FamilyKind::Gauge => "gauge",
-            FamilyKind::Histogram => "histogram",
-            FamilyKind::Timer => "timer",
-        };
-        out.push_str("mmstats ");
-        out.push_str(what);
-        out.push(' ');
-        escape_help(&fam.label, out);
-    } else {
-        escape_help(&fam.help, out);
+    match help {
+        Some(help) => escape_help(help, out),
+        None => {
+            let what = match kind {
+                FamilyKind::Counter => "counter",
+                FamilyKind::Gauge => "gauge",
+                FamilyKind::Histogram => "histogram",
+                FamilyKind::Timer => "timer",
+            };
+            out.push_str("mmstats ");
+            out.push_str(what);
+            out.push(' ');
+            escape_help(part, out);
+        }
     }
     out.push('\n');
-    let ty = match fam.kind {
+    let ty = match kind {
         FamilyKind::Counter => "counter",
         FamilyKind::Gauge => "gauge",
         FamilyKind::Histogram | FamilyKind::Timer => "histogram",
     };
     let _ = writeln!(out, "# TYPE {name} {ty}");
-    for s in &fam.series {
-        match &s.value {
-            SeriesValue::Int(n) => {
-                out.push_str(name);
-                push_labels(out, &s.labels, None);
-                let _ = writeln!(out, " {n}");
-            }
-            SeriesValue::Float(x) => {
-                out.push_str(name);
-                push_labels(out, &s.labels, None);
-                out.push(' ');
-                push_float(out, *x);
-                out.push('\n');
-            }
-            SeriesValue::Histogram(h) => render_histogram(name, fam.kind, &s.labels, h, out),
+}
+
+fn render_series(
+    name: &str,
+    kind: FamilyKind,
+    labels: &[(&str, &str)],
+    value: &SeriesValue,
+    out: &mut String,
+) {
+    match value {
+        SeriesValue::Int(n) => {
+            out.push_str(name);
+            push_labels(out, labels, None);
+            let _ = writeln!(out, " {n}");
         }
+        SeriesValue::Float(x) => {
+            out.push_str(name);
+            push_labels(out, labels, None);
+            out.push(' ');
+            push_float(out, *x);
+            out.push('\n');
+        }
+        SeriesValue::Histogram(h) => render_histogram(name, kind, labels, h, out),
     }
 }
 
 fn render_histogram(
     name: &str,
     kind: FamilyKind,
-    labels: &[(&str, String)],
+    labels: &[(&str, &str)],
     h: &HistogramSnapshot,
     out: &mut String,
 ) {
@@ -442,162 +496,4 @@ fn render_histogram(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_rules() {
-        assert_eq!(
-            metric_name("", "web.status.2xx", FamilyKind::Counter),
-            "web_status_2xx_total"
-        );
-        assert_eq!(
-            metric_name("", "requests_total", FamilyKind::Counter),
-            "requests_total"
-        );
-        assert_eq!(
-            metric_name("app", "web.request", FamilyKind::Timer),
-            "app_web_request_seconds"
-        );
-        assert_eq!(metric_name("", "2xx:é-x", FamilyKind::Gauge), "_2xx___x");
-    }
-
-    #[test]
-    fn seconds_are_exact_decimals() {
-        assert_eq!(seconds(0), "0");
-        assert_eq!(seconds(1_000_000_000), "1");
-        assert_eq!(seconds(1_234_567_891), "1.234567891");
-        assert_eq!(seconds(1023), "0.000001023");
-        assert_eq!(seconds(1_500_000_000), "1.5");
-    }
-
-    #[test]
-    fn boundaries_are_bounded_and_bucket_edges() {
-        for (layout, timer) in [
-            (Layout::timer(), true),
-            (Layout::histogram(), false),
-            (Layout::new(2, 10).unwrap(), false),
-            (Layout::new(4, 20).unwrap(), true),
-        ] {
-            let ks = boundaries(layout, timer);
-            assert!(!ks.is_empty() && ks.len() <= 30, "{layout:?}: {}", ks.len());
-            for &k in &ks {
-                let edge = (1u64 << k) - 1;
-                let i = layout.index(edge);
-                assert_eq!(layout.bounds(i).1, edge, "{layout:?} k={k}");
-                assert!(edge < layout.max_value());
-            }
-        }
-        assert_eq!(boundaries(Layout::timer(), true).len(), 27);
-    }
-
-    #[test]
-    fn cumulative_counts_are_exact() {
-        let mut h = HistogramSnapshot::new(Layout::timer());
-        let values = [0u64, 1000, 1023, 1024, 5_000, 1_000_000, 70_000_000_000];
-        for v in values {
-            h.record(v);
-        }
-        let ks = boundaries(Layout::timer(), true);
-        let counts = cumulative(&h, &ks);
-        for (&k, &n) in ks.iter().zip(&counts) {
-            let edge = (1u64 << k) - 1;
-            let exact = values.iter().filter(|&&v| v <= edge).count() as u64;
-            assert_eq!(n, exact, "le {edge}");
-        }
-    }
-
-    #[test]
-    fn same_kind_labels_of_one_name_are_all_exported_and_other_kinds_collide() {
-        let fam = |label: &str, kind| Family {
-            label: label.into(),
-            kind,
-            help: String::new(),
-            series: vec![Series {
-                labels: vec![("user", "u".into())],
-                value: SeriesValue::Int(1),
-            }],
-        };
-        let mut out = String::new();
-        let c = render(
-            "",
-            &[
-                fam("a_b", FamilyKind::Gauge),
-                fam("a.b", FamilyKind::Gauge),
-                fam("t_count", FamilyKind::Gauge),
-                Family {
-                    label: "t".into(),
-                    kind: FamilyKind::Histogram,
-                    help: "h".into(),
-                    series: vec![],
-                },
-            ],
-            &mut out,
-        );
-        assert_eq!(c.len(), 1, "{c:?}");
-        assert_eq!(c[0].kept, "t");
-        assert_eq!(c[0].dropped, "t_count");
-        assert_eq!(out.matches("# TYPE a_b gauge").count(), 1, "{out}");
-        assert!(
-            out.contains("a_b{user=\"u\",mmstats_label=\"a.b\"} 1"),
-            "{out}"
-        );
-        assert!(
-            out.contains("a_b{user=\"u\",mmstats_label=\"a_b\"} 1"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn another_users_label_never_renames_a_series() {
-        let fam = |label: &str, user: &str| Family {
-            label: label.into(),
-            kind: FamilyKind::Counter,
-            help: String::new(),
-            series: vec![Series {
-                labels: vec![("user", user.into())],
-                value: SeriesValue::Int(1),
-            }],
-        };
-        let mut out = String::new();
-        let c = render("", &[fam("web.ok", "a"), fam("web-ok", "b")], &mut out);
-        assert!(c.is_empty(), "{c:?}");
-        assert!(out.contains("web_ok_total{user=\"a\"} 1"), "{out}");
-        assert!(out.contains("web_ok_total{user=\"b\"} 1"), "{out}");
-        assert!(!out.contains("mmstats_label"), "{out}");
-    }
-
-    #[test]
-    fn file_labels_never_make_mmash_names() {
-        assert_eq!(
-            metric_name("", "mmash.retire.runs", FamilyKind::Counter),
-            "mmstats_mmash_retire_runs_total"
-        );
-        assert_eq!(
-            metric_name("", "web.ok", FamilyKind::Counter),
-            "web_ok_total"
-        );
-    }
-
-    #[test]
-    fn help_and_label_values_are_escaped() {
-        let mut out = String::new();
-        render(
-            "",
-            &[Family {
-                label: "x".into(),
-                kind: FamilyKind::Gauge,
-                help: "back\\slash\nnew \"line\"".into(),
-                series: vec![Series {
-                    labels: vec![("command", "a\"b\\c\nd".into())],
-                    value: SeriesValue::Float(f64::NAN),
-                }],
-            }],
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            "# HELP x back\\\\slash\\nnew \"line\"\n# TYPE x gauge\nx{command=\"a\\\"b\\\\c\\nd\"} NaN\n"
-        );
-    }
-}
+mod tests;

@@ -300,10 +300,12 @@ mod tests {
                     series: vec![
                         Series {
                             labels: vec![("user", "a".into())],
+                            static_labels: Vec::new(),
                             value: SeriesValue::Int(v),
                         },
                         Series {
                             labels: vec![("user", "b".into())],
+                            static_labels: Vec::new(),
                             value: SeriesValue::Int(1),
                         },
                     ],
