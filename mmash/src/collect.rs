@@ -40,6 +40,9 @@ use crate::prom::{labels, Collision, Family, FamilyKind, Series, SeriesValue};
 /// series stale 5 minutes after it leaves a scrape.
 pub const SERIES_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// A series' static labels, as exported: `(name, value)`.
+type StaticLabels = Vec<(String, String)>;
+
 /// How many distinct warnings are remembered so that each is logged once.
 const WARNINGS_REMEMBERED: usize = 10_000;
 
@@ -70,7 +73,7 @@ struct Inner {
     totals: BTreeMap<(String, Vec<String>), (FamilyKind, Total)>,
     help: HashMap<String, String>,
     /// Each series' static labels, as exported.
-    statics: HashMap<(String, Vec<String>), Vec<(String, String)>>,
+    statics: HashMap<(String, Vec<String>), StaticLabels>,
     /// Owners whose static labels over the bounds were logged.
     oversized_logged: HashSet<u32>,
     logged: HashSet<String>,

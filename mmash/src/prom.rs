@@ -365,9 +365,11 @@ pub fn render(namespace: &str, families: &[Family], out: &mut String) -> Vec<Col
         // Which owners' label sets have series of more than one label:
         // those are told apart by the label. Only the same owner's series
         // count, so another user's label never renames a series.
-        let mut sets: HashMap<(Option<&str>, &[(String, String)]), (&str, bool)> = HashMap::new();
+        // (owner, static labels) -> (first label, whether another label
+        // has series of that set too)
+        let mut sets: HashMap<_, (&str, bool)> = HashMap::new();
         for (f, s) in &series {
-            sets.entry((user_of(s), &s.static_labels))
+            sets.entry((user_of(s), &s.static_labels[..]))
                 .and_modify(|(label, shared)| *shared |= *label != f.label)
                 .or_insert((&f.label, false));
         }
