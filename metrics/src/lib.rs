@@ -20,7 +20,10 @@
 //! # Labels
 //!
 //! A key's labels become the field's static labels, so `slurpstats --json`
-//! shows them under `"static_labels"`. Labels in a file are unique, so the
+//! shows them under `"static_labels"` and mmash's `/metrics` exports them as
+//! Prometheus labels: `counter!("http.requests", "route" => "/a")` is
+//! `http_requests_total{...,route="/a"}` (the README's "`/metrics` names"
+//! has the rule). Labels in a file are unique, so the
 //! field's label is the name followed by the labels in order,
 //! `name{k=v,k2=v2}` ([`field_label`]: `\`, `,`, `}` and `=` inside keys and
 //! values are escaped with a backslash, a newline is written `\n`). A key

@@ -15,11 +15,12 @@
 //!
 //! Help texts and static labels are taken from fields met for the first
 //! time (in a new file, or appended to a file read before), and kept while
-//! their series is. Static labels are kept per series (label and group), from
-//! the first file in the group that has the field: with `--by user`,
-//! another user's file never changes the labels of a series. A field whose
-//! static labels are over the bounds of [`crate::prom::labels`] is exported
-//! without them, and logged once per owner.
+//! their series is. Static labels are kept per series (label and group),
+//! from the first file in the group that has the field: mmash always groups
+//! by owner, so another user's file never changes the labels of a series.
+//! A field whose static labels are over the bounds of
+//! [`crate::prom::labels`] is exported without them, and logged once per
+//! owner.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
