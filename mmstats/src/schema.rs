@@ -162,7 +162,10 @@ impl FieldDef {
 
     /// Copies metadata as a reader found it in a file: help text, unit
     /// code and unit text, and static labels. A fold uses it to keep an
-    /// archive's fields described as their writers described them.
+    /// archive's fields described as their writers described them. Static
+    /// labels that break the writers' rules (format-spec.md §3.2: a `\r`
+    /// that a reader keeps as data, say) are left out, so that a damaged
+    /// description never stops a fold.
     pub fn with_metadata(
         mut self,
         help: &str,
@@ -173,7 +176,11 @@ impl FieldDef {
         self.help = help.to_owned();
         self.unit = unit;
         self.unit_text = unit_text.to_owned();
-        self.static_labels = static_labels.to_vec();
+        self.static_labels = static_labels
+            .iter()
+            .filter(|(k, v)| static_label_ok(k, v))
+            .cloned()
+            .collect();
         self
     }
 
@@ -205,9 +212,9 @@ impl FieldDef {
             return Err(bad("label contains a control character".into()));
         }
         for (k, v) in &self.static_labels {
-            if k.is_empty() || k.contains(['=', '\n']) || v.contains('\n') {
+            if !static_label_ok(k, v) {
                 return Err(bad(format!(
-                    "static label {k:?}={v:?}: keys must be non-empty without '=' or newline, values without newline"
+                    "static label {k:?}={v:?}: keys must be non-empty without '=', CR or LF, values without CR or LF"
                 )));
             }
         }
@@ -232,6 +239,12 @@ impl FieldDef {
             .collect();
         pairs.join("\n")
     }
+}
+
+/// Whether a static label follows format-spec.md §3.2: a non-empty key
+/// without `=`, `\n` or `\r`, a value without `\n` or `\r`.
+fn static_label_ok(k: &str, v: &str) -> bool {
+    !k.is_empty() && !k.contains(['=', '\n', '\r']) && !v.contains(['\n', '\r'])
 }
 
 /// The fields of a stats model, in order, with the model's name.
@@ -286,4 +299,40 @@ pub(crate) fn check_handle_type<F: crate::StatField>(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod static_label_tests {
+    use super::*;
+
+    #[test]
+    fn static_labels_with_cr_lf_or_bad_keys_are_refused() {
+        for (k, v) in [
+            ("", "v"),
+            ("a=b", "v"),
+            ("a\r", "v"),
+            ("a\n", "v"),
+            ("k", "x\ry"),
+            ("k", "x\ny"),
+        ] {
+            let err = FieldDef::counter("c").static_label(k, v).validate();
+            assert!(err.is_err(), "{k:?}={v:?} accepted");
+        }
+        assert!(FieldDef::counter("c")
+            .static_label("k", "v=w")
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn copied_metadata_leaves_out_bad_static_labels() {
+        let found = vec![
+            ("route".to_owned(), "/a".to_owned()),
+            ("bad\r".to_owned(), "x".to_owned()),
+            ("k".to_owned(), "y\r".to_owned()),
+        ];
+        let def = FieldDef::counter("c").with_metadata("", Unit::Other, "", &found);
+        assert!(def.validate().is_ok());
+        assert_eq!(def.static_labels, [("route".to_owned(), "/a".to_owned())]);
+    }
 }
