@@ -25,7 +25,12 @@
 //!   ([`fallbacks`] counts those).
 //! - Per-thread access from anywhere: [`per_thread!`] declares a
 //!   [`PerThread`] static; it also gives timer guards that may cross
-//!   `.await` points, and a future adapter that records wall and busy time.
+//!   `.await` points, a request guard that records response time and
+//!   duration ([`PerThread::start_request`]), and a future adapter
+//!   ([`PerThread::instrument`]) that records wall and busy time and, when
+//!   asked, tells waiting from working: external time, scheduled delay
+//!   (through a [`WakeClock`], reusable by other adapters), slow polls and
+//!   thread CPU time. [`Timer::start_cpu`] times a thread's CPU use.
 //! - Run-time schemas: [`StatsFile`] with [`Schema`] and [`FieldDef`], for
 //!   fields only known at run time or appended to a live file.
 //! - The format itself, for readers and for writers in other languages:
@@ -67,7 +72,9 @@
 //!
 //! ```text
 //! the writer
-//!   per_thread.rs  per_thread!, timer guards across threads, futures
+//!   per_thread/ per_thread!, timer and request guards across threads;
+//!               instrument.rs: futures timed as they run
+//!   wake_clock.rs  a waker wrapper splitting waits at the wake
 //!   metrics.rs  the handles: Counter, Gauge, Text, Timer, ...
 //!   file.rs     StatsFile, Slot, Options::open: a live file and its fields
 //!   registry.rs per-process pool of files for reuse, lock files, exit
@@ -80,7 +87,7 @@
 //!   dirs.rs     directory policy: MMSTATS_DIR, default and fallback dirs
 //!   procfs.rs   /proc parsing (command name, process start)
 //!   sys/        (unsafe) shared writer memory as atomic words; held.rs: a
-//!               lock held across fork()
+//!               lock held across fork(); cpu.rs: the thread's CPU clock
 //!   guard/      (unsafe) the SIGBUS guard: its registry of reader and
 //!               writer mappings, ReadMap for readers, writer repair
 //!   error.rs    Error
@@ -148,6 +155,7 @@ mod registry;
 mod schema;
 #[allow(unsafe_code)]
 mod sys;
+pub mod wake_clock;
 
 pub use dirs::{default_dir, fallback_dir, shm_root, DIR_ENV, SCAN_ROOT_ENV, SHM};
 pub use error::Error;
@@ -155,12 +163,17 @@ pub use file::StatsFile;
 pub use format::{Kind, Unit, WriterState};
 pub use guard::{install_sigbus_guard, MAX_MAPPINGS};
 pub use hist::{CombineError, HistogramSnapshot, Layout, LayoutError};
-pub use metrics::{Constant, Counter, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard};
+pub use metrics::{
+    Constant, Counter, CpuTimerGuard, Gauge, GaugeF64, Histogram, Text, Timer, TimerGuard,
+};
 pub use options::{sanitize, Builder, Options, DEFAULT_TEMPLATE};
-pub use per_thread::{Instrumented, PerThread, PerThreadTimerGuard};
+pub use per_thread::{
+    Instrumented, PerThread, PerThreadTimerGuard, RequestGuard, DEFAULT_SLOW_POLL_THRESHOLD,
+};
 pub use registry::{fallbacks, Fallbacks};
 pub use schema::{FieldDef, Schema};
-pub use sys::geteuid;
+pub use sys::{geteuid, thread_cpu_time};
+pub use wake_clock::WakeClock;
 
 /// What generated code needs and users do not: the bound slots a model is
 /// made from. Not part of the public API.

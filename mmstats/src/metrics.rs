@@ -4,6 +4,7 @@
 //! this thread writes: no locked instruction, no syscall, no allocation.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use crate::format::raw;
 use crate::hist::{self, Layout};
 use crate::protocol;
 use crate::schema::FieldDef;
+use crate::sys::thread_cpu_time;
 use crate::{Kind, StatField};
 
 macro_rules! debug_without_pointers {
@@ -415,6 +417,24 @@ impl Timer {
         }
     }
 
+    /// Starts timing the calling thread's CPU time (user and system, from
+    /// `CLOCK_THREAD_CPUTIME_ID`); it is recorded when the guard is dropped.
+    ///
+    /// Opt-in, and never on the default path: each end reads the thread's
+    /// CPU clock, which the vDSO may not serve, so it can be a system call
+    /// (see [`thread_cpu_time`](crate::thread_cpu_time) and the README for
+    /// the measured cost). The guard is not `Send`: the CPU clock is the
+    /// thread's own. For a future's CPU time summed over polls on any
+    /// thread, see [`Instrumented::cpu`](crate::Instrumented::cpu).
+    #[inline]
+    pub fn start_cpu(&self) -> CpuTimerGuard<'_> {
+        CpuTimerGuard {
+            timer: self,
+            start: thread_cpu_time(),
+            _not_send: PhantomData,
+        }
+    }
+
     /// The underlying histogram of nanoseconds.
     pub fn histogram(&self) -> &Histogram {
         &self.hist
@@ -467,6 +487,38 @@ impl Drop for TimerGuard<'_> {
 impl fmt::Debug for TimerGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TimerGuard")
+            .field("elapsed", &self.elapsed())
+            .finish()
+    }
+}
+
+/// Records the calling thread's CPU time since [`Timer::start_cpu`] when
+/// dropped.
+#[must_use = "the time is recorded when the guard is dropped"]
+pub struct CpuTimerGuard<'a> {
+    timer: &'a Timer,
+    start: Duration,
+    /// The CPU clock read at the start is this thread's: never move the
+    /// guard to another one.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl CpuTimerGuard<'_> {
+    /// CPU time this thread has used since the guard was made.
+    pub fn elapsed(&self) -> Duration {
+        thread_cpu_time().saturating_sub(self.start)
+    }
+}
+
+impl Drop for CpuTimerGuard<'_> {
+    fn drop(&mut self) {
+        self.timer.record(self.elapsed());
+    }
+}
+
+impl fmt::Debug for CpuTimerGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CpuTimerGuard")
             .field("elapsed", &self.elapsed())
             .finish()
     }

@@ -1,7 +1,7 @@
 //! The writer's `unsafe`: shared memory as atomic words, the writer's
-//! backing store, and the two raw system calls std does not wrap. (The
-//! reader's guarded mapping is in `sigbus`, the only other module with
-//! `unsafe`.)
+//! backing store, the raw system calls std does not wrap, and the thread's
+//! CPU clock (`cpu.rs`). (The reader's guarded mapping is in `sigbus`, the
+//! only other module with `unsafe`.)
 //!
 //! Memory another process writes is never seen through `&[u8]` or `&T` of a
 //! plain type: every access is an atomic load or store of an aligned `u64`
@@ -20,7 +20,10 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::guard::WriterRange;
 
+mod cpu;
 pub(crate) mod held;
+
+pub use cpu::thread_cpu_time;
 
 // ------------------------------------------------------------- writer side --
 

@@ -1,11 +1,11 @@
 //! Per-thread access from anywhere: a static that gives each thread its own
-//! instance of a stats model, opened on first use in that thread.
+//! instance of a stats model, opened on first use in that thread, with
+//! timer guards that may cross threads and futures timed as they run
+//! (`instrument.rs`).
 
 use std::cell::OnceCell;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,10 @@ use crate::error::Error;
 use crate::metrics::Timer;
 use crate::options::Builder;
 use crate::Stats;
+
+mod instrument;
+
+pub use instrument::{Instrumented, DEFAULT_SLOW_POLL_THRESHOLD};
 
 /// A stats model per thread, reachable from any code through a static.
 ///
@@ -96,24 +100,68 @@ impl<T: Stats> PerThread<T> {
         }
     }
 
+    /// Starts timing a request with a guard that may move between threads,
+    /// like [`PerThread::start`], for handlers that finish work after the
+    /// response is sent: [`RequestGuard::responded`] records the `response`
+    /// time, and dropping the guard records the `duration`, each on the
+    /// thread that does it. A guard dropped without `responded` having been
+    /// called records its duration as the response time too (the response
+    /// went out when the handler finished, or never: either way nothing
+    /// earlier can be claimed), so both timers count every request.
+    ///
+    /// ```no_run
+    /// # use mmstats::{Stats, Timer};
+    /// # #[derive(Stats)] struct Web { response: Timer, duration: Timer }
+    /// # mmstats::per_thread!(static WEB: Web);
+    /// # async fn send_response() {}
+    /// # async fn write_audit_log() {}
+    /// async fn handle() {
+    ///     let mut req = WEB.start_request(|s| &s.response, |s| &s.duration);
+    ///     send_response().await;
+    ///     req.responded();
+    ///     write_audit_log().await;
+    /// } // `duration` recorded here
+    /// ```
+    pub fn start_request(
+        &'static self,
+        response: fn(&T) -> &Timer,
+        duration: fn(&T) -> &Timer,
+    ) -> RequestGuard<T> {
+        RequestGuard {
+            stats: self,
+            response,
+            duration,
+            start: Instant::now(),
+            responded: None,
+        }
+    }
+
     /// Wraps `future` to time it: `wall` gets the time from first poll to
     /// completion, `busy` the time spent inside `poll`. Their difference is
     /// time spent waiting. Both are recorded on the thread that completes
-    /// the future.
+    /// the future; a future dropped before it completes records nothing.
+    ///
+    /// The returned [`Instrumented`] has builder methods for the other
+    /// async measures, each opt-in: [`external`](Instrumented::external)
+    /// and [`scheduled`](Instrumented::scheduled) split the waiting,
+    /// [`slow_polls`](Instrumented::slow_polls) counts and times long polls,
+    /// [`cpu`](Instrumented::cpu) adds the thread CPU time.
     pub fn instrument<F: Future>(
         &'static self,
         future: F,
         wall: fn(&T) -> &Timer,
         busy: fn(&T) -> &Timer,
     ) -> Instrumented<F, T> {
-        Instrumented {
-            future,
-            stats: self,
-            wall,
-            busy,
-            first_poll: None,
-            busy_time: Duration::ZERO,
-        }
+        Instrumented::new(future, self, wall, busy)
+    }
+
+    /// Records `d` into `timer` of the calling thread's instance; nothing
+    /// if the thread is being torn down (a guard dropped in a thread-local
+    /// destructor loses its sample rather than panicking).
+    fn record_here(&'static self, timer: fn(&T) -> &Timer, d: Duration) {
+        let _ = self
+            .slot
+            .try_with(|cell| timer(cell.get_or_init(|| self.open())).record(d));
     }
 }
 
@@ -159,13 +207,7 @@ impl<T: Stats> PerThreadTimerGuard<T> {
 
 impl<T: Stats> Drop for PerThreadTimerGuard<T> {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
-        let (stats, timer) = (self.stats, self.timer);
-        // `try_with`: a guard dropped while its thread is torn down loses
-        // its sample rather than panicking in a destructor.
-        let _ = stats
-            .slot
-            .try_with(|cell| timer(cell.get_or_init(|| stats.open())).record(elapsed));
+        self.stats.record_here(self.timer, self.start.elapsed());
     }
 }
 
@@ -177,46 +219,52 @@ impl<T: Stats> std::fmt::Debug for PerThreadTimerGuard<T> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A future timed by [`PerThread::instrument`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Instrumented<F, T: Stats> {
-        #[pin]
-        future: F,
-        stats: &'static PerThread<T>,
-        wall: fn(&T) -> &Timer,
-        busy: fn(&T) -> &Timer,
-        first_poll: Option<Instant>,
-        busy_time: Duration,
-    }
+/// Times a request's response and duration; see [`PerThread::start_request`].
+#[must_use = "the duration is recorded when the guard is dropped"]
+pub struct RequestGuard<T: Stats> {
+    stats: &'static PerThread<T>,
+    response: fn(&T) -> &Timer,
+    duration: fn(&T) -> &Timer,
+    start: Instant,
+    /// The response time, once recorded.
+    responded: Option<Duration>,
 }
 
-impl<F, T: Stats> std::fmt::Debug for Instrumented<F, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instrumented")
-            .field("model", &std::any::type_name::<T>())
-            .field("busy_time", &self.busy_time)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F: Future, T: Stats> Future for Instrumented<F, T> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let start = Instant::now();
-        let first = *this.first_poll.get_or_insert(start);
-        let out = this.future.poll(cx);
-        let end = Instant::now();
-        *this.busy_time += end - start;
-        if out.is_ready() {
-            let (wall, busy, busy_time) = (*this.wall, *this.busy, *this.busy_time);
-            this.stats.with(|s| {
-                wall(s).record(end - first);
-                busy(s).record(busy_time);
-            });
+impl<T: Stats> RequestGuard<T> {
+    /// Marks the response sent: records the time since the guard was made
+    /// into the response timer of the calling thread, and returns it. Only
+    /// the first call records; later ones return the first one's time.
+    pub fn responded(&mut self) -> Duration {
+        if let Some(d) = self.responded {
+            return d;
         }
-        out
+        let d = self.start.elapsed();
+        self.stats.record_here(self.response, d);
+        self.responded = Some(d);
+        d
+    }
+
+    /// Time elapsed so far.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl<T: Stats> Drop for RequestGuard<T> {
+    fn drop(&mut self) {
+        let d = self.start.elapsed();
+        if self.responded.is_none() {
+            self.stats.record_here(self.response, d);
+        }
+        self.stats.record_here(self.duration, d);
+    }
+}
+
+impl<T: Stats> std::fmt::Debug for RequestGuard<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestGuard")
+            .field("elapsed", &self.start.elapsed())
+            .field("responded", &self.responded)
+            .finish()
     }
 }
