@@ -11,6 +11,15 @@
 //!   fed the same latencies, from nanoseconds to milliseconds, so that
 //!   different buckets are hit.
 //!
+//! - `cpu_timer/start_cpu` (a `Timer::start_cpu` guard made and dropped:
+//!   two reads of `CLOCK_THREAD_CPUTIME_ID` and a record) against
+//!   `cpu_timer/start` (the same with `Timer::start`, two `Instant::now()`),
+//!   and each clock read alone (`cpu_timer/thread_cpu_time`,
+//!   `cpu_timer/instant_now`).
+//! - `instrument/*`: one poll of a future that stays pending, bare and
+//!   through `PerThread::instrument` with the default measures, with
+//!   `external` and `scheduled` (the waker wrapper) and with `cpu`.
+//!
 //! Every mmstats handle belongs to a real stats file in a temporary
 //! directory on `/dev/shm` (where writers put their files by default), and
 //! the floor's mapping is a file next to it.
@@ -25,6 +34,11 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mmstats::{Counter, Gauge, Histogram, Stats, Timer};
@@ -41,6 +55,38 @@ struct HotPath {
     latency: Timer,
     /// Recorded by `histogram/record`.
     sizes: Histogram,
+}
+
+/// What `instrument/*` records into, one file per thread.
+#[derive(Stats)]
+#[stats(prefix = "bench.async.")]
+struct AsyncPath {
+    /// First poll to completion (never: the future stays pending).
+    wall: Timer,
+    /// Time in polls.
+    busy: Timer,
+    /// Waiting for a wake.
+    external: Timer,
+    /// Woken, not yet polled.
+    scheduled: Timer,
+    /// Thread CPU time in polls.
+    cpu: Timer,
+}
+
+static ASYNC_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+mmstats::per_thread!(static ASYNC: AsyncPath = || {
+    AsyncPath::builder().dir(ASYNC_DIR.get().expect("benches set ASYNC_DIR first"))
+});
+
+/// A future that is never ready.
+struct Pending;
+
+impl Future for Pending {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
 }
 
 /// Latencies fed to every timer and histogram, cycled through in order.
@@ -222,6 +268,41 @@ fn benches(c: &mut Criterion) {
             i = (i + 1) & 7;
             prom_hist.observe(black_box(secs[i]));
         })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("cpu_timer");
+    g.bench_function("start", |b| b.iter(|| drop(black_box(latency.start()))));
+    g.bench_function("start_cpu", |b| {
+        b.iter(|| drop(black_box(latency.start_cpu())))
+    });
+    g.bench_function("instant_now", |b| b.iter(Instant::now));
+    g.bench_function("thread_cpu_time", |b| b.iter(mmstats::thread_cpu_time));
+    g.finish();
+
+    ASYNC_DIR.get_or_init(|| dir.path().to_owned());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut g = c.benchmark_group("instrument");
+    g.bench_function("bare", |b| {
+        let mut fut = pin!(Pending);
+        b.iter(|| black_box(fut.as_mut().poll(&mut cx)))
+    });
+    g.bench_function("wall_busy", |b| {
+        let mut fut = pin!(ASYNC.instrument(Pending, |s| &s.wall, |s| &s.busy));
+        b.iter(|| black_box(fut.as_mut().poll(&mut cx)))
+    });
+    g.bench_function("external_scheduled", |b| {
+        let mut fut = pin!(ASYNC
+            .instrument(Pending, |s| &s.wall, |s| &s.busy)
+            .external(|s| &s.external)
+            .scheduled(|s| &s.scheduled));
+        b.iter(|| black_box(fut.as_mut().poll(&mut cx)))
+    });
+    g.bench_function("cpu", |b| {
+        let mut fut = pin!(ASYNC
+            .instrument(Pending, |s| &s.wall, |s| &s.busy)
+            .cpu(|s| &s.cpu));
+        b.iter(|| black_box(fut.as_mut().poll(&mut cx)))
     });
     g.finish();
 
