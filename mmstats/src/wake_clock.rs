@@ -39,7 +39,13 @@
 //!   nor scheduled; here that whole gap is external time, so for a
 //!   finished future `wall = busy + external + scheduled` exactly.
 //! - A wake that arrives while the future is being polled is clamped to
-//!   the end of that poll: the wait after it is all scheduled delay.
+//!   the end of that poll here, so the wait after it is all scheduled
+//!   delay; they count the scheduled time from the wake itself, which
+//!   then overlaps the poll.
+//! - They also time the first poll's delay after `instrument` and split
+//!   polls and delays at a threshold (50 µs by default for both); here
+//!   the wall time starts at the first poll, and only slow polls have a
+//!   threshold (1 ms by default), since the histograms give the rest.
 //! - Their clock is tokio's `Instant` (pausable in tests); this one is
 //!   `std::time::Instant`, so it works under any executor.
 
