@@ -258,7 +258,10 @@ fn run(run_for: Option<Duration>) -> std::io::Result<()> {
     });
     // Relaxed: a flag the clients poll; nothing else is published with it.
     stop.store(true, Ordering::Relaxed);
-    // The clients' last requests fail once the runtime is gone: they stop.
+    // The clients' last requests fail once the listener (and with it the
+    // connections not yet accepted) and the runtime (every connection's
+    // task) are gone: then they stop.
+    drop(listener);
     drop(rt);
     for c in clients {
         let _ = c.join();
