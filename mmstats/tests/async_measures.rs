@@ -34,9 +34,15 @@ struct Tasks {
 }
 
 /// One directory for the whole test process (tests run in parallel and
-/// share the static).
-static DIR: LazyLock<tempfile::TempDir> =
-    LazyLock::new(|| tempfile::tempdir().expect("create temporary directory"));
+/// share the static). A static is never dropped, so it is made under
+/// cargo's scratch directory for tests, inside the target directory,
+/// rather than in the system's temporary directory.
+static DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
+    tempfile::Builder::new()
+        .prefix("async_measures")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create a directory under CARGO_TARGET_TMPDIR")
+});
 
 mmstats::per_thread!(static TASKS: Tasks = || Tasks::builder().dir(DIR.path()));
 
