@@ -5,10 +5,10 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use mmstats::WakeClock;
 
 thread_local! {
     /// While a [`WaitTimed`] polls its future: when that task was last
@@ -22,43 +22,6 @@ pub(crate) fn woke_at() -> Option<Instant> {
     WOKE_AT.try_with(Cell::get).ok().flatten()
 }
 
-/// The origin of wake times, so that one fits in an atomic `u64`.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// The waker a [`WaitTimed`] polls its future with: notes the first wake
-/// since the last poll, then wakes the task's own waker.
-#[derive(Debug)]
-struct Clock {
-    /// Nanoseconds since [`epoch`] plus one of the first wake since the
-    /// last poll; 0 for none.
-    woke: AtomicU64,
-    /// The waker of the task, as of its last poll.
-    task: Mutex<Option<Waker>>,
-}
-
-impl Wake for Clock {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let now = epoch().elapsed().as_nanos() as u64 + 1;
-        // Relaxed: the time is a value of its own; the wake itself is
-        // handed over by the task's waker, under the mutex below. Failing
-        // means an earlier wake is already noted, and the first counts.
-        let _ = self
-            .woke
-            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(w) = task {
-            w.wake();
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
     /// A future that tells the layer when its task is woken; see
     /// [`TimeWaits`].
@@ -67,7 +30,7 @@ pin_project_lite::pin_project! {
     pub struct WaitTimed<F> {
         #[pin]
         future: F,
-        clock: Option<(Arc<Clock>, Waker)>,
+        clock: WakeClock,
     }
 }
 
@@ -91,8 +54,9 @@ pin_project_lite::pin_project! {
 /// `handler().instrument(span).time_waits()`, or around a
 /// `#[tracing::instrument]` async fn's future.
 ///
-/// Cost: one allocation per wrapped future (its waker, at the first poll),
-/// and per poll a lock of that waker's own mutex to keep the task's waker.
+/// Cost: one allocation per wrapped future (its [`mmstats::WakeClock`]),
+/// and per poll an uncontended lock of the clock's own mutex to keep the
+/// task's waker.
 /// The wake time is of the **task**: a span inside a `join` of futures is
 /// split at the wake of the whole task, which may have been for a sibling.
 pub trait TimeWaits: Future + Sized {
@@ -100,7 +64,7 @@ pub trait TimeWaits: Future + Sized {
     fn time_waits(self) -> WaitTimed<Self> {
         WaitTimed {
             future: self,
-            clock: None,
+            clock: WakeClock::new(),
         }
     }
 }
@@ -112,28 +76,19 @@ impl<F: Future> Future for WaitTimed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let (clock, waker) = this.clock.get_or_insert_with(|| {
-            let clock = Arc::new(Clock {
-                woke: AtomicU64::new(0),
-                task: Mutex::new(None),
-            });
-            let waker = Waker::from(Arc::clone(&clock));
-            (clock, waker)
-        });
-        {
-            let mut task = clock.task.lock().unwrap_or_else(|e| e.into_inner());
-            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
-        }
-        // Relaxed: see `Clock::wake_by_ref`; taking it resets it, so the
-        // next wake is the first after this poll.
-        let woke = match clock.woke.swap(0, Ordering::Relaxed) {
-            0 => None,
-            n => Some(epoch() + Duration::from_nanos(n - 1)),
-        };
+        let now = Instant::now();
+        // The clock clamps the wake into the gap since its previous poll;
+        // the layer clamps it again into each span's own gap.
+        let woke = this
+            .clock
+            .poll_start(now, cx.waker())
+            .filter(|gap| gap.woken)
+            .map(|gap| now - gap.scheduled);
         let outer = WOKE_AT.with(|w| w.replace(woke));
-        let out = this.future.poll(&mut Context::from_waker(waker));
+        let out = this
+            .future
+            .poll(&mut Context::from_waker(this.clock.waker()));
+        this.clock.poll_end(Instant::now());
         WOKE_AT.with(|w| w.set(outer));
         out
     }

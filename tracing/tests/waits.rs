@@ -206,7 +206,12 @@ fn a_wake_during_the_poll_is_all_scheduled_delay() {
     });
     let (_, external) = timer(&snap, "span.external/yielder").expect("external timer");
     let (_, scheduled) = timer(&snap, "span.scheduled/yielder").unwrap();
-    assert_eq!(external, 0, "woken before it even returned Pending");
+    // Woken before it even returned Pending: the wake counts from the end
+    // of that poll, a few hundred nanoseconds after the span's exit.
+    assert!(
+        external * 100 < scheduled,
+        "external {external} ns, scheduled {scheduled} ns"
+    );
     assert!(scheduled >= 10_000_000, "scheduled {scheduled} ns");
 }
 
