@@ -336,3 +336,26 @@ fn the_dashboard_tree_shows_spans_and_folds_on_a_click_in_chromium() {
     assert_eq!(row(&rows, "request/db"), (20, false), "{rows:?}");
     assert_eq!(row(&rows, "request/auth"), (5, false), "{rows:?}");
 }
+
+#[test]
+fn a_file_of_more_spans_than_the_cap_gives_a_truncated_tree() {
+    let dir = stats_dir();
+    // 10 001 top-level spans, with small timers (a few buckets each).
+    let mut schema = Schema::new("tracing");
+    for i in 0..10_001 {
+        schema.push(FieldDef::timer(&format!("span.busy/s{i:05}"), Layout::timer()).layout(1, 8));
+    }
+    let options = Options::new().dir(dir.path()).command("many");
+    let mut file = StatsFile::create(&schema, &options).unwrap();
+    let first: Timer = file.take("span.busy/s00000").unwrap();
+    first.record_ns(100);
+    let m = Mmash::on(dir.path(), &[]);
+    let t = m.json("/api/v1/tree");
+    assert_eq!(t["truncated"], json!(true));
+    assert_eq!(t["nodes"], json!(10_000));
+    let nodes = t["trees"][0]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 10_000);
+    // The largest first; the one left out is the last by name.
+    assert_eq!(nodes[0]["name"], json!("s00000"));
+    assert_eq!(nodes[9_999]["name"], json!("s09999"));
+}
