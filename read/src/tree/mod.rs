@@ -58,6 +58,12 @@ use crate::{HistogramSnapshot, Kind, Snapshot, Value};
 /// busy timers (after any label prefix).
 pub const BUSY: &str = "span.busy/";
 
+/// The deepest a tree goes. A span deeper than this (only a hostile or
+/// broken file has one: a label holds at most 16 KiB) is counted in the
+/// node at this depth whose name is the rest of its path, so that nothing
+/// recursing over a tree can run out of stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// The quantiles each node shows: p50, p75, p95, p99 and p99.9.
 pub const QUANTILES: [f64; 5] = [0.5, 0.75, 0.95, 0.99, 0.999];
 
@@ -132,7 +138,12 @@ impl Node {
         self.children.values().map(|c| 1 + c.descendants()).sum()
     }
 
-    fn merge_at(&mut self, names: Vec<String>, h: &HistogramSnapshot) -> Result<(), String> {
+    fn merge_at(&mut self, mut names: Vec<String>, h: &HistogramSnapshot) -> Result<(), String> {
+        if names.len() > MAX_DEPTH {
+            let rest = join_path(&names[MAX_DEPTH - 1..]);
+            names.truncate(MAX_DEPTH - 1);
+            names.push(rest);
+        }
         let mut node = self;
         for name in names {
             node = node.children.entry(name).or_default();
@@ -192,9 +203,9 @@ impl Trees {
         }
     }
 
-    fn key(&self, snap: &Snapshot, prefix: &str) -> GroupKey {
+    fn key(&self, snap: &Snapshot, user: &Option<String>, prefix: &str) -> GroupKey {
         GroupKey {
-            user: self.by_user.then(|| user_name(snap.info.owner)),
+            user: user.clone(),
             command: snap.info.command.clone(),
             model: snap.info.model.clone(),
             prefix: prefix.to_owned(),
@@ -205,6 +216,7 @@ impl Trees {
     /// recorded since the file was made).
     pub fn add(&mut self, snap: &Snapshot) {
         let mut touched = BTreeSet::new();
+        let user = self.by_user.then(|| user_name(snap.info.owner));
         for f in &snap.fields {
             let (Kind::Timer, Value::Histogram(h)) = (f.kind, &f.value) else {
                 continue;
@@ -212,7 +224,7 @@ impl Trees {
             let Some((prefix, path)) = span_path(&f.label) else {
                 continue;
             };
-            let key = self.key(snap, prefix);
+            let key = self.key(snap, &user, prefix);
             touched.insert(key.clone());
             self.merge(
                 key,

@@ -96,6 +96,9 @@ fn an_interval_tree_counts_what_was_recorded_in_it() {
     record(&ta[1], 5, 100);
     record(&tb[0], 7, 2000);
     let mut sources = Sources::new(&[dir.path()]);
+    // Each sample lists the directory: a new file is seen without waiting
+    // for its inotify event.
+    sources.set_rescan_interval(std::time::Duration::ZERO);
     let first = sources.sample();
     let whole = Trees::between(None, &first, false);
     assert_eq!(node(&whole, &["request"]).calls(), 12);
@@ -119,6 +122,28 @@ fn an_interval_tree_counts_what_was_recorded_in_it() {
     let idle = Trees::between(Some(&second), &third, false);
     assert_eq!(node(&idle, &["request"]).calls(), 0);
     assert_eq!(node(&idle, &["request"]).quantiles(), None);
+}
+
+#[test]
+fn a_hostile_depth_is_cut_without_losing_calls() {
+    crate::install_sigbus_guard().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deep = vec!["x"; 3000].join("/");
+    let (_a, ta) = span_file(dir.path(), "a", &[&deep]);
+    record(&ta[0], 3, 100);
+    let (files, _) = crate::discover(&[dir.path()]);
+    let mut trees = Trees::new();
+    trees.add(&crate::read_file(&files[0]).unwrap());
+    let mut n = &trees.groups.values().next().unwrap().root;
+    let mut depth = 0;
+    while let Some((_, c)) = n.children.iter().next() {
+        n = c;
+        depth += 1;
+    }
+    assert_eq!(depth, MAX_DEPTH);
+    assert_eq!((n.calls(), n.total()), (3, 300));
+    let j = TreesJson::new(&trees, usize::MAX);
+    assert_eq!(j.nodes, MAX_DEPTH);
 }
 
 fn only(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
