@@ -16,7 +16,7 @@ use crate::history::History;
 pub const MAX_QUERY: usize = 4096;
 
 /// Most large responses (`/metrics`, `/api/v1/snapshot`, `/api/v1/summary`,
-/// `/stats/`, `/files/`, `/api/v1/history`) being made or sent at once; more wait for a turn.
+/// `/stats/`, `/files/`, `/api/v1/history`, `/api/v1/tree`) being made or sent at once; more wait for a turn.
 /// A response holds its body until the client has taken all but the last
 /// 64 KiB of it, so this bounds their memory at 8 bodies: 72 MB when a
 /// snapshot is 9 MB, however many clients ask and however slowly they read.

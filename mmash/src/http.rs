@@ -66,6 +66,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/snapshot", get(snapshot))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/tree", get(tree))
         .route("/stats", get(stats_all))
         .route("/stats/", get(stats_all))
         .route("/stats/{*label}", get(stats_label))
@@ -698,4 +699,54 @@ async fn history(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
     };
     let turn = turn(&app).await?;
     Ok(big(turn, JSON, app.ring.json(window, since)))
+}
+
+/// Most nodes `/api/v1/tree` gives, over all its trees; past it the answer
+/// says `"truncated": true`.
+pub const MAX_TREE_NODES: usize = 10_000;
+
+/// Most problems (timers that could not be merged) it lists.
+const MAX_TREE_PROBLEMS: usize = 20;
+
+/// `/api/v1/tree`: the span timers of `mmstats-tracing` as trees per owner,
+/// command, model and label prefix, over each file's whole life (the
+/// `mmstats_read::tree::json` shape), scoped by `glob`, `user`, `command`
+/// and `model` as `/check/` is.
+async fn tree(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
+    let q = query(&uri, &["glob", "user", "command", "model"])?;
+    let filter = FileFilter::new(q.get("glob").map(String::as_str))?;
+    let mut scope = check_mmash::scope::Scope::default();
+    for key in ["user", "command", "model"] {
+        if let Some(v) = q.get(key) {
+            scope.set(key, v).map_err(ApiError::bad)?;
+        }
+    }
+    scope.resolve().map_err(ApiError::bad)?;
+    let turn = turn(&app).await?;
+    let cur = current(&app).await?;
+    let mut trees = mmstats_read::tree::Trees::by_user();
+    for f in filter.files(&cur.sample) {
+        if scope.matches(&f.snapshot.info) {
+            trees.add(&f.snapshot);
+        }
+    }
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        time_ms: u64,
+        max_nodes: usize,
+        #[serde(flatten)]
+        trees: mmstats_read::tree::json::TreesJson<'a>,
+        problems: &'a [String],
+    }
+    let answer = Answer {
+        time_ms: cur
+            .sample
+            .time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        max_nodes: MAX_TREE_NODES,
+        trees: mmstats_read::tree::json::TreesJson::new(&trees, MAX_TREE_NODES),
+        problems: &trees.problems[..trees.problems.len().min(MAX_TREE_PROBLEMS)],
+    };
+    Ok(big(turn, JSON, to_json(&answer)))
 }

@@ -57,6 +57,9 @@ Endpoints (GET only):
   /healthz             whether the directories can be read now; files alive, dead,
                        unreadable (another user's unreadable entry fails nobody)
   /api/v1/snapshot     every file, in the slurpstats --json contract
+  /api/v1/tree         the span timers of mmstats-tracing as trees per user, command
+                       and model (slurpstats --tree as JSON, at most 10000 nodes);
+                       ?user=, ?command=, ?model=, ?glob=
   /stats/              {\"stats\": [every label]}
   /stats/LABEL         {label: [value per file]} for labels starting with LABEL;
                        ?exact=1, ?aggr=sum|avg|min|max|one|nonzero-min|nonzero-avg|count,

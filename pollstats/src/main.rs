@@ -11,6 +11,7 @@ mod compat;
 mod human;
 mod json;
 mod text;
+mod tree;
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -50,7 +51,19 @@ front of each, as mmstats 0.8's pollstats did: -p web.status. 2xx,5xx.
 
 Files appearing, exiting and vanishing while pollstats runs are followed: \
 a file that vanished adds nothing to the interval, a new one adds everything \
-it counted. A file that cannot be read is a warning on stderr naming it.";
+it counted. A file that cannot be read is a warning on stderr naming it.
+
+Tree output (--tree): the span timers written by the mmstats-tracing layer \
+(labels span.busy/PATH), of what was recorded in each interval, merged over \
+every file of one command and model: the same view as slurpstats --tree. \
+Each node shows its percentage of the tree's total time in the interval, in \
+parentheses its self percentage (its time minus its children's), its p50, \
+p75, p95, p99 and p99.9, and its calls in the interval; children are \
+indented under their parent and sorted by total time. On a terminal the \
+screen is cleared and the tree drawn again each interval, as watch does; \
+otherwise each tree follows a line `--- TIME interval DURATION ---`. The \
+first tree covers each file's whole life. -i, -c, -f, --tick-on-stdin and \
+sources apply; label arguments do not.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -64,6 +77,7 @@ Examples:
   pollstats /dev/shm/mmstats-1000 ./app.mmstats 'run/*.mmstats'
   pollstats -p web.status. 2xx,4xx,5xx -n 20   mmstats 0.8's form: prefix, list, header every 20 rows
   pollstats -f role=db -f batch.       only files whose role is db, or that have batch.* labels
+  pollstats --tree -i 5s                the tracing spans of each 5 s as a tree, in place
 
 JSON Lines (--json), one object per interval:
   {\"time\": RFC 3339, \"interval_s\": f64, \"files\": {\"alive\": n, \"dead\": n},
@@ -93,7 +107,7 @@ struct Args {
     #[arg(short, long, default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     interval: Duration,
 
-    /// Stop after this many rows (the first included)
+    /// Stop after this many rows, or trees with --tree (the first included)
     #[arg(short, long, value_name = "N")]
     count: Option<u64>,
 
@@ -139,6 +153,12 @@ struct Args {
     /// One JSON object per interval, one per line (shape below)
     #[arg(long)]
     json: bool,
+
+    /// Show the span timers of mmstats-tracing as a tree per command and
+    /// model, of each interval (see --help); refreshed in place on a
+    /// terminal
+    #[arg(long, conflicts_with_all = ["json", "delta", "by", "aggr", "include_dead", "headers"])]
+    tree: bool,
 
     /// Take a sample each time a line arrives on standard input, instead
     /// of on a timer, and list every source before each (for tests and
@@ -264,6 +284,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     let patterns = compat::label_patterns(&patterns, args.prefix.as_deref());
+    if args.tree {
+        if let Some(p) = patterns.first() {
+            bail!("--tree shows every span timer: {p:?} is not a source (a file, a directory, or a pattern with a '/'), and label patterns do not apply");
+        }
+    }
     let view = View {
         selector: Selector::new(&patterns)?,
         group_by: args.by.unwrap_or_default(),
@@ -311,18 +336,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
         for w in &sample.warnings {
             warn(&mut out, w)?;
         }
-        let delta = view.delta(prev.as_ref(), &sample);
-        for w in &delta.warnings {
-            warn(&mut out, w)?;
-        }
-        if prev.is_none() {
-            check_selection(&view.selector, &sample, &paths, &args.filter)?;
-        }
-        if args.json {
-            json::write(&mut out, &delta, mode)?;
+        if args.tree {
+            if prev.is_none() {
+                check_selection(&view.selector, &sample, &paths, &args.filter)?;
+            }
+            let trees = tree::trees(prev.as_ref(), &sample);
+            for p in &trees.problems {
+                warn(&mut out, p)?;
+            }
+            let interval = prev
+                .as_ref()
+                .map(|p| sample.instant.saturating_duration_since(p.instant));
+            tree::write(&mut out, &trees, &sample, interval, tty)?;
         } else {
-            let screen = if tty { screen_size() } else { None };
-            table.write(&mut out, &delta, screen)?;
+            let delta = view.delta(prev.as_ref(), &sample);
+            for w in &delta.warnings {
+                warn(&mut out, w)?;
+            }
+            if prev.is_none() {
+                check_selection(&view.selector, &sample, &paths, &args.filter)?;
+            }
+            if args.json {
+                json::write(&mut out, &delta, mode)?;
+            } else {
+                let screen = if tty { screen_size() } else { None };
+                table.write(&mut out, &delta, screen)?;
+            }
         }
         out.flush()?;
         rows += 1;

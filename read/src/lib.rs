@@ -21,6 +21,8 @@
 //!   archive per command and model and removes them, while every reader of
 //!   this crate keeps each total exact and never decreasing
 //!   ([`retire::read_all`] for one-shot readers).
+//! - [`tree`]: the span timers of `mmstats-tracing` as trees, over
+//!   files or over one interval, as text or JSON.
 //! - [`json`]: the JSON contract of format-spec.md §7.7 as `Serialize` types.
 //!
 //! # Reading files other users own
@@ -51,6 +53,8 @@
 //! listed below it, and `mmstats` (the format and the SIGBUS guard).
 //!
 //! ```text
+//! tree/         span timers as trees (slurpstats/pollstats --tree, mmash
+//!               /api/v1/tree): model, interval trees, JSON form
 //! aggregate/    many files, one view: watched sources (sources.rs, the
 //!               event matcher in matcher.rs), samples and ghosts
 //!               (sample.rs), identities (identity.rs), per-owner budgets
@@ -103,6 +107,7 @@ mod liveness;
 pub mod owners;
 mod reader;
 pub mod retire;
+pub mod tree;
 
 pub use dirs::default_dirs;
 pub use discover::{discover, scan, DiscoverError, Found};

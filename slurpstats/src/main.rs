@@ -14,7 +14,6 @@
 mod human;
 mod json;
 mod text;
-mod tree;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -227,7 +226,7 @@ fn run(args: &Args) -> io::Result<bool> {
         out.write_all(b"[")?;
     }
     let mut first = true;
-    let mut trees = tree::Trees::default();
+    let mut trees = mmstats_read::tree::Trees::new();
     // Writer files first, archives last, and what an archive holds once
     // (format-spec.md §2.8).
     for (found, read) in mmstats_read::retire::read_all(&files, &limits) {
@@ -266,7 +265,7 @@ fn run(args: &Args) -> io::Result<bool> {
         if trees.is_empty() && !first {
             warn(&mut out, "no span timers (span.busy/...) in the files read: they are written by the mmstats-tracing layer")?;
         }
-        trees.write(&mut out)?;
+        trees.write_text(&mut out, human::duration_ns)?;
     }
     if foreign > 0 {
         let (n, s) = (foreign, if foreign == 1 { "" } else { "s" });
