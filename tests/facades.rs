@@ -311,7 +311,7 @@ fn exact_counts_through_both_facades_in_slurpstats_and_mmash() {
     let t = file_of(&files, "tracing");
     for (path, calls) in spans {
         for what in ["busy", "idle"] {
-            let label = format!("span.{what}/{path}");
+            let label = format!("span.{what}{{path={path}}}");
             assert_eq!(t["stats"][&label]["count"], json!(calls), "{label}");
             assert_eq!(t["fields"][&label]["static_labels"], json!({"path": path}));
         }
@@ -354,14 +354,22 @@ fn exact_counts_through_both_facades_in_slurpstats_and_mmash() {
         sample(&page, "payload_size_sum", &[kind]),
         payload_sum.to_string()
     );
+    // One family per timer kind, the path a label of its series.
     for (path, calls) in spans {
-        let name = format!("span_busy_{}_seconds_count", path.replace('/', "_"));
         let label = format!("path=\"{path}\"");
         assert_eq!(
-            sample(&page, &name, &["model=\"tracing\"", &label]),
+            sample(
+                &page,
+                "span_busy_seconds_count",
+                &["model=\"tracing\"", &label]
+            ),
             calls.to_string()
         );
     }
+    assert_eq!(
+        page.matches("# TYPE span_busy_seconds histogram\n").count(),
+        1
+    );
     assert!(!page.contains("mmstats_label"), "{page}");
 
     drop(writer.stdin.take());

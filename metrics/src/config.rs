@@ -203,36 +203,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The field label of a key: its name, then its labels in order as
 /// `{k=v,k2=v2}`, with `\`, `,`, `}` and `=` in keys and values escaped by a
-/// backslash, and a newline written as `\n`.
+/// backslash, and a newline written as `\n` ([`mmstats::keyed_label`], the
+/// convention every mmstats adapter follows).
 pub fn field_label(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut s = name.to_owned();
-    if labels.is_empty() {
-        return s;
-    }
-    s.push('{');
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        escape_into(&mut s, k);
-        s.push('=');
-        escape_into(&mut s, v);
-    }
-    s.push('}');
-    s
-}
-
-fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' | ',' | '}' | '=' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+    mmstats::keyed_label(name, labels)
 }
 
 #[cfg(test)]

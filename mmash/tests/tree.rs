@@ -20,7 +20,7 @@ fn span_file(dir: &Path, name: &str, command: &str, spans: &[(&str, u64, u64)]) 
     let mut schema = Schema::new("tracing");
     for (p, _, _) in spans {
         for kind in ["busy", "idle"] {
-            let label = format!("span.{kind}/{p}");
+            let label = format!("span.{kind}{{path={p}}}");
             schema.push(FieldDef::timer(&label, Layout::timer()).layout(12, 42));
         }
     }
@@ -30,7 +30,7 @@ fn span_file(dir: &Path, name: &str, command: &str, spans: &[(&str, u64, u64)]) 
         .template(&format!("{name}.{{pid}}.{{tid}}.mmstats"));
     let mut file = StatsFile::create(&schema, &options).unwrap();
     for (p, calls, ns) in spans {
-        let busy: Timer = file.take(&format!("span.busy/{p}")).unwrap();
+        let busy: Timer = file.take(&format!("span.busy{{path={p}}}")).unwrap();
         for _ in 0..*calls {
             busy.record_ns(*ns);
         }
@@ -343,11 +343,13 @@ fn a_file_of_more_spans_than_the_cap_gives_a_truncated_tree() {
     // 10 001 top-level spans, with small timers (a few buckets each).
     let mut schema = Schema::new("tracing");
     for i in 0..10_001 {
-        schema.push(FieldDef::timer(&format!("span.busy/s{i:05}"), Layout::timer()).layout(1, 8));
+        schema.push(
+            FieldDef::timer(&format!("span.busy{{path=s{i:05}}}"), Layout::timer()).layout(1, 8),
+        );
     }
     let options = Options::new().dir(dir.path()).command("many");
     let mut file = StatsFile::create(&schema, &options).unwrap();
-    let first: Timer = file.take("span.busy/s00000").unwrap();
+    let first: Timer = file.take("span.busy{path=s00000}").unwrap();
     first.record_ns(100);
     let m = Mmash::on(dir.path(), &[]);
     let t = m.json("/api/v1/tree");

@@ -171,7 +171,7 @@ pub use per_thread::{
     Instrumented, PerThread, PerThreadTimerGuard, RequestGuard, DEFAULT_SLOW_POLL_THRESHOLD,
 };
 pub use registry::{fallbacks, Fallbacks};
-pub use schema::{FieldDef, Schema};
+pub use schema::{keyed_label, FieldDef, Schema};
 pub use sys::{geteuid, thread_cpu_time};
 pub use wake_clock::WakeClock;
 

@@ -241,6 +241,48 @@ impl FieldDef {
     }
 }
 
+/// The label of a field keyed by labels, as the adapters write it:
+/// `name{k=v,k2=v2}`, the labels in the order given, with `\`, `,`, `}` and
+/// `=` inside keys and values escaped by a backslash and a newline written
+/// as `\n`; with no labels, `name` alone. Give the same pairs to
+/// [`FieldDef::static_label`]: readers such as mmash then export the field
+/// as `name` with those labels (format-spec.md §3.2, "Keyed labels").
+///
+/// ```
+/// assert_eq!(mmstats::keyed_label("http.requests", &[("route", "/a")]), "http.requests{route=/a}");
+/// assert_eq!(mmstats::keyed_label("n", &[("k", "a,b}")]), r"n{k=a\,b\}}");
+/// ```
+pub fn keyed_label(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut s = name.to_owned();
+    if labels.is_empty() {
+        return s;
+    }
+    s.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        escape_into(&mut s, k);
+        s.push('=');
+        escape_into(&mut s, v);
+    }
+    s.push('}');
+    s
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' | ',' | '}' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
 /// Whether a static label follows format-spec.md §3.2: a non-empty key
 /// without `=`, `\n` or `\r`, a value without `\n` or `\r`.
 fn static_label_ok(k: &str, v: &str) -> bool {

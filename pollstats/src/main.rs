@@ -54,7 +54,7 @@ a file that vanished adds nothing to the interval, a new one adds everything \
 it counted. A file that cannot be read is a warning on stderr naming it.
 
 Tree output (--tree): the span timers written by the mmstats-tracing layer \
-(labels span.busy/PATH), of what was recorded in each interval, merged over \
+(labels span.busy{path=PATH}), of what was recorded in each interval, merged over \
 every file of one command and model: the same view as slurpstats --tree. \
 Each node shows its percentage of the tree's total time in the interval, in \
 parentheses its self percentage (its time minus its children's), its p50, \

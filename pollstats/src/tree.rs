@@ -47,7 +47,7 @@ pub fn write(
     if trees.is_empty() {
         writeln!(
             out,
-            "(no span timers: span.busy/... timers are written by the mmstats-tracing layer)"
+            "(no span timers: span.busy{{path=...}} timers are written by the mmstats-tracing layer)"
         )?;
     }
     trees.write_text(out, human::duration_ns)

@@ -20,7 +20,7 @@ fn span_file(dir: &Path, name: &str, paths: &[&str]) -> (StatsFile, Vec<Timer>) 
     let mut schema = Schema::new("tracing");
     for p in paths {
         for kind in ["busy", "idle"] {
-            let label = format!("span.{kind}/{p}");
+            let label = format!("span.{kind}{{path={p}}}");
             schema.push(FieldDef::timer(&label, Layout::timer()).layout(12, 42));
         }
     }
@@ -31,8 +31,8 @@ fn span_file(dir: &Path, name: &str, paths: &[&str]) -> (StatsFile, Vec<Timer>) 
     let mut file = StatsFile::create(&schema, &options).unwrap();
     let mut timers = Vec::new();
     for p in paths {
-        timers.push(file.take(&format!("span.busy/{p}")).unwrap());
-        let idle: Timer = file.take(&format!("span.idle/{p}")).unwrap();
+        timers.push(file.take(&format!("span.busy{{path={p}}}")).unwrap());
+        let idle: Timer = file.take(&format!("span.idle{{path={p}}}")).unwrap();
         idle.record_ns(3000);
     }
     (file, timers)

@@ -44,7 +44,7 @@ in other users' directories are not reported one by one: one line on stderr \
 counts them, and they do not change the exit status (name the directory to \
 see them).
 
-Tree output (--tree): the span timers written by the mmstats-tracing layer (labels span.busy/PATH), merged over every file of one command and model. Each node shows its percentage of the tree's total time (the sum of its top-level spans' busy time), in parentheses its self percentage (its time minus its children's), its p50, p75, p95, p99 and p99.9, and its calls; children are indented under their parent and sorted by total time. Other fields are not printed.
+Tree output (--tree): the span timers written by the mmstats-tracing layer (labels span.busy{path=PATH}), merged over every file of one command and model. Each node shows its percentage of the tree's total time (the sum of its top-level spans' busy time), in parentheses its self percentage (its time minus its children's), its p50, p75, p95, p99 and p99.9, and its calls; children are indented under their parent and sorted by total time. Other fields are not printed.
 
 Text output: per file, a line with its path, writer pid and tid, command, \
 model, whether the writer is alive (or dead: exited, or did not close \
@@ -263,7 +263,7 @@ fn run(args: &Args) -> io::Result<bool> {
             warn(&mut out, p)?;
         }
         if trees.is_empty() && !first {
-            warn(&mut out, "no span timers (span.busy/...) in the files read: they are written by the mmstats-tracing layer")?;
+            warn(&mut out, "no span timers (span.busy{path=...}) in the files read: they are written by the mmstats-tracing layer")?;
         }
         trees.write_text(&mut out, human::duration_ns)?;
     }

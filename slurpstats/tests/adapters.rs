@@ -60,7 +60,7 @@ fn span_file(dir: &std::path::Path, name: &str, spans: &[(&str, u64, u64)]) -> m
     let mut schema = Schema::new("tracing");
     for (path, _, _) in spans {
         for kind in ["busy", "idle"] {
-            let label = format!("span.{kind}/{path}");
+            let label = format!("span.{kind}{{path={path}}}");
             schema.push(FieldDef::timer(&label, Layout::timer()).layout(12, 42));
         }
     }
@@ -70,8 +70,8 @@ fn span_file(dir: &std::path::Path, name: &str, spans: &[(&str, u64, u64)]) -> m
         .template(&format!("{name}.{{pid}}.{{tid}}.mmstats"));
     let mut file = StatsFile::create(&schema, &options).unwrap();
     for (path, calls, ns) in spans {
-        let busy: Timer = file.take(&format!("span.busy/{path}")).unwrap();
-        let idle: Timer = file.take(&format!("span.idle/{path}")).unwrap();
+        let busy: Timer = file.take(&format!("span.busy{{path={path}}}")).unwrap();
+        let idle: Timer = file.take(&format!("span.idle{{path={path}}}")).unwrap();
         for _ in 0..*calls {
             busy.record_ns(*ns);
             // Idle time is not part of the tree.

@@ -16,16 +16,17 @@ use crate::paths::Paths;
 pub const DEFAULT_MAX_PATHS: usize = 100;
 /// Timer precision by default: 4 bits, within 2^-4 (6.25 %).
 pub const DEFAULT_PRECISION: u8 = 4;
-/// The label prefix of busy timers, before the path.
-pub const BUSY_PREFIX: &str = "span.busy/";
-/// The label prefix of idle timers, before the path.
-pub const IDLE_PREFIX: &str = "span.idle/";
-/// The label prefix of slow-entry timers, before the path.
-pub const SLOW_PREFIX: &str = "span.slow/";
-/// The label prefix of external-time timers, before the path.
-pub const EXTERNAL_PREFIX: &str = "span.external/";
-/// The label prefix of scheduled-delay timers, before the path.
-pub const SCHEDULED_PREFIX: &str = "span.scheduled/";
+/// The name of busy timers: a path's is labelled `span.busy{path=<path>}`
+/// ([`mmstats::keyed_label`], with the path as its one static label).
+pub const BUSY: &str = "span.busy";
+/// The name of idle timers.
+pub const IDLE: &str = "span.idle";
+/// The name of slow-entry timers.
+pub const SLOW: &str = "span.slow";
+/// The name of external-time timers.
+pub const EXTERNAL: &str = "span.external";
+/// The name of scheduled-delay timers.
+pub const SCHEDULED: &str = "span.scheduled";
 /// An entry at least this long is slow, by default: 1 ms.
 pub const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_millis(1);
 

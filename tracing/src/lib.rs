@@ -13,20 +13,23 @@
 //!   [`split_path`]). A function called under two parents gives two paths.
 //! - Each thread that closes spans gets a stats file of model `tracing`.
 //!   Each path has two timers, in nanoseconds:
-//!   - `span.busy/<path>`: per span, the time it was entered (summed over
+//!   - `span.busy{path=<path>}`: per span, the time it was entered (summed over
 //!     its entries when it is entered several times, as a future's span is);
-//!   - `span.idle/<path>`: per span, the time from its creation to its
+//!   - `span.idle{path=<path>}`: per span, the time from its creation to its
 //!     close that it was not entered.
 //!
 //!   Both are recorded when the span closes, on the closing thread; the
 //!   busy timer's count is the number of calls. Each field also has the
-//!   static label `path=<path>`.
+//!   static label `path=<path>`, and its label is a keyed label
+//!   ([`mmstats::keyed_label`]: `\`, `,`, `}` and `=` in the path escaped
+//!   with a backslash), so mmash exports one family per timer kind, with
+//!   the path as a label: `span_busy_seconds{path="request/db_query",…}`.
 //! - Three more timers per path are made on first use:
-//!   - `span.slow/<path>` ([`SLOW_PREFIX`]): each entry that lasted at
+//!   - `span.slow{path=<path>}` ([`SLOW`]): each entry that lasted at
 //!     least [`Builder::slow_threshold`] (default 1 ms), recorded at its
 //!     exit. A span over a future is entered once per poll, so for it these
 //!     are the **slow polls**: its count is their number.
-//!   - `span.external/<path>` and `span.scheduled/<path>`: for spans
+//!   - `span.external{path=<path>}` and `span.scheduled{path=<path>}`: for spans
 //!     entered inside a future wrapped with [`TimeWaits::time_waits`], the
 //!     idle time that ended in a wake, split at the wake into **external
 //!     time** (waiting for what was awaited) and **scheduled delay** (ready,
@@ -97,8 +100,8 @@ pub use local::OVERFLOW_LABEL;
 pub use paths::{push_segment, split_path, OTHER, SEPARATOR};
 
 pub use config::{
-    Builder, BUSY_PREFIX, DEFAULT_MAX_PATHS, DEFAULT_PRECISION, DEFAULT_SLOW_THRESHOLD,
-    EXTERNAL_PREFIX, IDLE_PREFIX, SCHEDULED_PREFIX, SLOW_PREFIX,
+    Builder, BUSY, DEFAULT_MAX_PATHS, DEFAULT_PRECISION, DEFAULT_SLOW_THRESHOLD, EXTERNAL, IDLE,
+    SCHEDULED, SLOW,
 };
 pub use waits::{TimeWaits, WaitTimed};
 

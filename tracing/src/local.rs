@@ -6,10 +6,7 @@ use std::collections::HashMap;
 
 use mmstats::{Counter, FieldDef, Layout, Schema, StatsFile, Timer};
 
-use crate::config::{
-    lock, Shared, SpanState, BUSY_PREFIX, EXTERNAL_PREFIX, IDLE_PREFIX, SCHEDULED_PREFIX,
-    SLOW_PREFIX,
-};
+use crate::config::{lock, Shared, SpanState, BUSY, EXTERNAL, IDLE, SCHEDULED, SLOW};
 use crate::paths::{OTHER, SEPARATOR};
 
 /// The label of the counter of spans timed into an `other` node (or not at
@@ -95,9 +92,9 @@ pub(crate) enum Extra {
 impl Extra {
     fn prefix(self) -> (&'static str, &'static str) {
         match self {
-            Extra::Slow => (SLOW_PREFIX, "Entries of spans of this path that took at least the slow threshold (for a span over a future: slow polls)"),
-            Extra::External => (EXTERNAL_PREFIX, "Time spans of this path waited from their exit to the wake that ended the wait"),
-            Extra::Scheduled => (SCHEDULED_PREFIX, "Time spans of this path waited from their wake to their next entry"),
+            Extra::Slow => (SLOW, "Entries of spans of this path that took at least the slow threshold (for a span over a future: slow polls)"),
+            Extra::External => (EXTERNAL, "Time spans of this path waited from their exit to the wake that ended the wait"),
+            Extra::Scheduled => (SCHEDULED, "Time spans of this path waited from their wake to their next entry"),
         }
     }
 }
@@ -221,9 +218,9 @@ impl LayerLocal {
     fn make(&mut self, shared: &Shared, label: &str) -> Entry {
         let made = self.file(shared).and_then(|(file, _)| {
             let def = |prefix, help| timer_def(shared, prefix, help, label);
-            let busy = file.add(def(BUSY_PREFIX, "Time spans of this path were entered"))?;
+            let busy = file.add(def(BUSY, "Time spans of this path were entered"))?;
             let idle = file.add(def(
-                IDLE_PREFIX,
+                IDLE,
                 "Time spans of this path were open but not entered",
             ))?;
             Ok(Entry::Own {
@@ -262,10 +259,14 @@ impl LayerLocal {
     }
 }
 
-/// The timer `prefix` + `label` of a path, with its static label.
-fn timer_def(shared: &Shared, prefix: &str, help: &str, label: &str) -> FieldDef {
-    FieldDef::timer(&format!("{prefix}{label}"), Layout::timer())
-        .layout(shared.config.precision, Layout::timer().max_bits())
-        .help(help)
-        .static_label("path", label)
+/// The timer `name{path=<path>}` of a path, with the path as its static
+/// label.
+fn timer_def(shared: &Shared, name: &str, help: &str, label: &str) -> FieldDef {
+    FieldDef::timer(
+        &mmstats::keyed_label(name, &[("path", label)]),
+        Layout::timer(),
+    )
+    .layout(shared.config.precision, Layout::timer().max_bits())
+    .help(help)
+    .static_label("path", label)
 }

@@ -41,9 +41,9 @@ pin_project_lite::pin_project! {
 /// when the task is woken. Each time a span is entered during such a poll,
 /// after an exit, the gap since the exit is split at that wake:
 ///
-/// - `span.external/<path>`: from the exit (the `Pending` of an await) to
+/// - `span.external{path=<path>}`: from the exit (the `Pending` of an await) to
 ///   the wake: time waiting for what was awaited (I/O, a timer, a lock);
-/// - `span.scheduled/<path>`: from the wake to the entry: time the task was
+/// - `span.scheduled{path=<path>}`: from the wake to the entry: time the task was
 ///   ready but not polled, because the executor's threads were busy
 ///   elsewhere. A wake during the poll itself (a task that yields) makes
 ///   the whole gap scheduled delay.

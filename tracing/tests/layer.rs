@@ -29,7 +29,7 @@ fn run(layer: MmstatsLayer, dir: &Path, f: impl FnOnce() + Send) -> Snapshot {
 
 /// The calls of a path: its busy timer's count; `None` if no such field.
 fn calls(snap: &Snapshot, path: &str) -> Option<u64> {
-    let f = snap.field(&format!("span.busy/{path}"))?;
+    let f = snap.field(&format!("span.busy{{path={path}}}"))?;
     assert_eq!(f.kind, Kind::Timer);
     assert_eq!(f.static_labels, vec![("path".into(), path.into())]);
     match &f.value {
@@ -42,7 +42,15 @@ fn paths(snap: &Snapshot) -> Vec<&str> {
     let mut p: Vec<&str> = snap
         .fields
         .iter()
-        .filter_map(|f| f.label.strip_prefix("span.busy/"))
+        .filter(|f| f.label.starts_with("span.busy{"))
+        .map(|f| {
+            let path = f.static_labels[0].1.as_str();
+            assert_eq!(
+                f.label,
+                mmstats::keyed_label("span.busy", &[("path", path)])
+            );
+            path
+        })
         .collect();
     p.sort();
     p
@@ -75,7 +83,7 @@ fn nested_spans_and_two_parents_give_paths() {
     assert_eq!(calls(&snap, "request"), Some(3));
     assert_eq!(calls(&snap, "request/db_query"), Some(6));
     assert_eq!(calls(&snap, "request/auth/db_query"), Some(3));
-    let idle = snap.field("span.idle/request").unwrap();
+    let idle = snap.field("span.idle{path=request}").unwrap();
     let Value::Histogram(h) = &idle.value else {
         panic!()
     };
@@ -110,12 +118,15 @@ fn a_reentered_span_is_one_call_with_busy_and_idle_time() {
         v => panic!("{v:?}"),
     };
     assert!(
-        sum("span.busy/task") >= 4 * 50_000,
+        sum("span.busy{path=task}") >= 4 * 50_000,
         "busy covers the entries"
     );
-    assert!(sum("span.idle/task") >= 200_000, "idle covers the wait");
+    assert!(
+        sum("span.idle{path=task}") >= 200_000,
+        "idle covers the wait"
+    );
     // The parent's busy time contains its children's.
-    assert!(sum("span.busy/task") >= sum("span.busy/task/step"));
+    assert!(sum("span.busy{path=task}") >= sum("span.busy{path=task/step}"));
 }
 
 #[test]
@@ -175,7 +186,7 @@ fn file_options_set_command_and_prefix() {
         .unwrap()
         .starts_with("jobs."));
     assert!(
-        snap.field("app.span.busy/request").is_some(),
+        snap.field("app.span.busy{path=request}").is_some(),
         "{:?}",
         snap.fields
     );

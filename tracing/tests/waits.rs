@@ -64,13 +64,13 @@ fn entries_past_the_threshold_are_slow() {
             let _e = light.enter();
         }
     });
-    let (count, sum) = timer(&snap, "span.slow/heavy").expect("slow timer");
+    let (count, sum) = timer(&snap, "span.slow{path=heavy}").expect("slow timer");
     assert!(count >= 3, "three 5 ms entries are slow: {count}");
     assert!(sum >= 15_000_000, "each took 5 ms or more: {sum} ns");
-    assert_eq!(timer(&snap, "span.busy/heavy").unwrap().0, 3);
+    assert_eq!(timer(&snap, "span.busy{path=heavy}").unwrap().0, 3);
     // Made only on first use: a path with no slow entry has no such field
     // (unless the machine stalled an empty entry for 2 ms).
-    if let Some((n, _)) = timer(&snap, "span.slow/light") {
+    if let Some((n, _)) = timer(&snap, "span.slow{path=light}") {
         assert!(n <= 3);
     }
 }
@@ -86,8 +86,8 @@ fn no_threshold_no_slow_fields() {
         let _s = tracing::info_span!("heavy").entered();
         spin(Duration::from_millis(3));
     });
-    assert!(timer(&snap, "span.slow/heavy").is_none());
-    assert_eq!(timer(&snap, "span.busy/heavy").unwrap().0, 1);
+    assert!(timer(&snap, "span.slow{path=heavy}").is_none());
+    assert_eq!(timer(&snap, "span.busy{path=heavy}").unwrap().0, 1);
 }
 
 /// A future that is ready once another thread has signalled it.
@@ -159,10 +159,10 @@ fn idle_time_splits_at_the_wake() {
         assert!(task.as_mut().poll(&mut cx).is_ready());
         upstream.join().unwrap();
     });
-    let (n, external) = timer(&snap, "span.external/handler").expect("external timer");
+    let (n, external) = timer(&snap, "span.external{path=handler}").expect("external timer");
     assert_eq!(n, 1, "one span");
-    let (_, scheduled) = timer(&snap, "span.scheduled/handler").expect("scheduled timer");
-    let (_, idle) = timer(&snap, "span.idle/handler").unwrap();
+    let (_, scheduled) = timer(&snap, "span.scheduled{path=handler}").expect("scheduled timer");
+    let (_, idle) = timer(&snap, "span.idle{path=handler}").unwrap();
     assert!(
         external >= EXTERNAL.as_nanos() as u64,
         "external {external} ns"
@@ -204,8 +204,8 @@ fn a_wake_during_the_poll_is_all_scheduled_delay() {
         std::thread::sleep(Duration::from_millis(10));
         assert!(task.as_mut().poll(&mut cx).is_ready());
     });
-    let (_, external) = timer(&snap, "span.external/yielder").expect("external timer");
-    let (_, scheduled) = timer(&snap, "span.scheduled/yielder").unwrap();
+    let (_, external) = timer(&snap, "span.external{path=yielder}").expect("external timer");
+    let (_, scheduled) = timer(&snap, "span.scheduled{path=yielder}").unwrap();
     // Woken before it even returned Pending: the wake counts from the end
     // of that poll, a few hundred nanoseconds after the span's exit.
     assert!(
@@ -224,7 +224,7 @@ fn spans_without_time_waits_have_no_split() {
         std::thread::sleep(Duration::from_millis(2));
         drop(span.enter());
     });
-    assert!(timer(&snap, "span.external/plain").is_none());
-    assert!(timer(&snap, "span.scheduled/plain").is_none());
-    assert!(timer(&snap, "span.idle/plain").unwrap().1 >= 2_000_000);
+    assert!(timer(&snap, "span.external{path=plain}").is_none());
+    assert!(timer(&snap, "span.scheduled{path=plain}").is_none());
+    assert!(timer(&snap, "span.idle{path=plain}").unwrap().1 >= 2_000_000);
 }

@@ -84,7 +84,7 @@ impl Trees {
                     continue;
                 };
                 let whence = || format!("command {command:?} model {model:?}");
-                trees.merge(key(prefix), path, h, whence, &series.label);
+                trees.merge(key(prefix), &path, h, whence, &series.label);
             }
             // Files per tree: those read now that have its timers.
             for f in after.files.iter().filter(|f| f.fresh) {

@@ -45,7 +45,7 @@ pub struct TreeJson<'a> {
     pub command: &'a str,
     /// The stats model.
     pub model: &'a str,
-    /// The label prefix before `span.busy/`.
+    /// The label prefix before `span.busy{path=`.
     pub prefix: &'a str,
     /// Files whose timers it holds.
     pub files: usize,

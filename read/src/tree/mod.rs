@@ -2,8 +2,8 @@
 //! --tree`, `pollstats --tree` and mmash's `/api/v1/tree` all show.
 //!
 //! The tracing layer writes one timer per span path, labelled
-//! `span.busy/<path>` (after any label prefix the application gave): the
-//! busy time of every span whose names from the root are `<path>`, names
+//! `span.busy{path=<path>}` (after any label prefix the application gave; a
+//! keyed label, `mmstats::keyed_label`): the busy time of every span whose names from the root are `<path>`, names
 //! separated by `/`, a `/` or `\` inside a name escaped with `\`
 //! ([`split_path`], [`join_path`]). [`Trees`] turns those timers into one
 //! tree per command, model and label prefix (and owner, when asked),
@@ -27,11 +27,11 @@
 //! use mmstats::{FieldDef, Layout, Options, Schema, StatsFile, Timer};
 //! # let dir = tempfile::tempdir().unwrap();
 //! let mut schema = Schema::new("tracing");
-//! schema.push(FieldDef::timer("span.busy/request", Layout::timer()));
-//! schema.push(FieldDef::timer("span.busy/request/db", Layout::timer()));
+//! schema.push(FieldDef::timer("span.busy{path=request}", Layout::timer()));
+//! schema.push(FieldDef::timer("span.busy{path=request/db}", Layout::timer()));
 //! let mut file = StatsFile::create(&schema, &Options::new().dir(dir.path()))?;
-//! let request: Timer = file.take("span.busy/request")?;
-//! let db: Timer = file.take("span.busy/request/db")?;
+//! let request: Timer = file.take("span.busy{path=request}")?;
+//! let db: Timer = file.take("span.busy{path=request/db}")?;
 //! request.record_ns(1000);
 //! db.record_ns(250);
 //!
@@ -48,6 +48,7 @@
 mod interval;
 pub mod json;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 
@@ -55,8 +56,9 @@ use crate::owners::user_name;
 use crate::{HistogramSnapshot, Kind, Snapshot, Value};
 
 /// The label part before a span's path, as `mmstats-tracing` writes its
-/// busy timers (after any label prefix).
-pub const BUSY: &str = "span.busy/";
+/// busy timers (after any label prefix): `span.busy{path=<path>}`, a keyed
+/// label (`mmstats::keyed_label`) whose one key is `path`.
+pub const BUSY: &str = "span.busy{path=";
 
 /// The deepest a tree goes. A span deeper than this (only a hostile or
 /// broken file has one: a label holds at most 16 KiB) is counted in the
@@ -228,7 +230,7 @@ impl Trees {
             touched.insert(key.clone());
             self.merge(
                 key,
-                path,
+                &path,
                 h,
                 || snap.info.path.display().to_string(),
                 &f.label,
@@ -345,10 +347,28 @@ fn write_children(
     Ok(())
 }
 
-/// The label prefix and span path of a busy timer's label, if it is one.
-pub fn span_path(label: &str) -> Option<(&str, &str)> {
+/// The label prefix and span path of a busy timer's label, if it is one:
+/// `PREFIXspan.busy{path=PATH}`, with the keyed label's escapes in PATH
+/// undone (`\n` is a newline, `\` before any other character keeps it).
+pub fn span_path(label: &str) -> Option<(&str, Cow<'_, str>)> {
     let at = label.find(BUSY)?;
-    Some((&label[..at], &label[at + BUSY.len()..]))
+    let escaped = label[at + BUSY.len()..].strip_suffix('}')?;
+    if !escaped.contains('\\') {
+        return Some((&label[..at], Cow::Borrowed(escaped)));
+    }
+    let mut path = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => path.push('\n'),
+                Some(n) => path.push(n),
+                None => return None,
+            },
+            (c, false) => path.push(c),
+        }
+    }
+    Some((&label[..at], Cow::Owned(path)))
 }
 
 /// Splits a span path into names: `/` separates them, `\` escapes the next
