@@ -63,7 +63,10 @@ indented under their parent and sorted by total time. On a terminal the \
 screen is cleared and the tree drawn again each interval, as watch does; \
 otherwise each tree follows a line `--- TIME interval DURATION ---`. The \
 first tree covers each file's whole life. -i, -c, -f, --tick-on-stdin and \
-sources apply; label arguments do not.";
+sources apply; label arguments do not. With --json, each interval is one \
+line: {\"time\": RFC 3339, \"interval_s\": f64 or null for the first, \
+\"trees\": [...], \"nodes\": n, \"truncated\": bool}, the trees as mmash's \
+/api/v1/tree gives them (at most 100000 nodes a line).";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -78,6 +81,7 @@ Examples:
   pollstats -p web.status. 2xx,4xx,5xx -n 20   mmstats 0.8's form: prefix, list, header every 20 rows
   pollstats -f role=db -f batch.       only files whose role is db, or that have batch.* labels
   pollstats --tree -i 5s                the tracing spans of each 5 s as a tree, in place
+  pollstats --tree --json -c 2 | tail -1   the spans of one second, as JSON
 
 JSON Lines (--json), one object per interval:
   {\"time\": RFC 3339, \"interval_s\": f64, \"files\": {\"alive\": n, \"dead\": n},
@@ -157,7 +161,7 @@ struct Args {
     /// Show the span timers of mmstats-tracing as a tree per command and
     /// model, of each interval (see --help); refreshed in place on a
     /// terminal
-    #[arg(long, conflicts_with_all = ["json", "delta", "by", "aggr", "include_dead", "headers"])]
+    #[arg(long, conflicts_with_all = ["delta", "by", "aggr", "include_dead", "headers"])]
     tree: bool,
 
     /// Take a sample each time a line arrives on standard input, instead
@@ -347,7 +351,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let interval = prev
                 .as_ref()
                 .map(|p| sample.instant.saturating_duration_since(p.instant));
-            tree::write(&mut out, &trees, &sample, interval, tty)?;
+            if args.json {
+                tree::write_json(&mut out, &trees, &sample, interval)?;
+            } else {
+                tree::write(&mut out, &trees, &sample, interval, tty)?;
+            }
         } else {
             let delta = view.delta(prev.as_ref(), &sample);
             for w in &delta.warnings {

@@ -233,3 +233,38 @@ fn timed_trees_stop_at_the_count_and_label_arguments_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"web.\"") && err.contains("--tree"), "{err}");
 }
+
+#[test]
+fn tree_json_gives_one_line_per_interval_with_exact_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a) = span_file(dir.path(), "a", &["request", "request/db"]);
+    record(&a[0], 7, 1000);
+    let mut poll = Poll::start(&["--json", "--tick-on-stdin", "-c", "2"], dir.path());
+    let mut line = String::new();
+    poll.stdout.read_line(&mut line).unwrap();
+    let first: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(first["interval_s"], serde_json::Value::Null, "{first}");
+    assert_eq!(first["trees"][0]["nodes"][0]["calls"], 7, "{first}");
+    record(&a[0], 3, 1000);
+    record(&a[1], 4, 200);
+    writeln!(poll.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    poll.stdout.read_line(&mut line).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(second["interval_s"].as_f64().unwrap() > 0.0, "{second}");
+    assert_eq!(second["truncated"], false);
+    assert_eq!(second["nodes"], 2);
+    let tree = &second["trees"][0];
+    assert_eq!(
+        (tree["command"].as_str(), tree["model"].as_str()),
+        (Some("svc"), Some("tracing"))
+    );
+    let request = &tree["nodes"][0];
+    assert_eq!(request["name"], "request");
+    assert_eq!(request["calls"], 3, "only the interval's calls: {second}");
+    assert_eq!(request["total_ns"], 3000);
+    assert_eq!(request["children"][0]["path"], "request/db");
+    assert_eq!(request["children"][0]["calls"], 4);
+    assert_eq!(request["self_ns"], 3000 - 800);
+    poll.finish();
+}
