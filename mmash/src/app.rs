@@ -41,6 +41,8 @@ pub struct App {
     pub history: History,
     /// The dashboard's history of every label: `/api/v1/history`.
     pub ring: crate::ring::Ring,
+    /// Recent span timers: `/api/v1/tree?window=`.
+    pub trees: crate::treewin::TreeWindows,
 }
 
 /// A stats directory as `/healthz` reports it.

@@ -566,18 +566,7 @@ impl FileFilter {
     }
 
     fn sample(&self, s: &Sample) -> Sample {
-        Sample {
-            time: s.time,
-            instant: s.instant,
-            files: s
-                .files
-                .iter()
-                .filter(|f| !f.gone && self.keeps(f))
-                .cloned()
-                .collect(),
-            warnings: Vec::new(),
-            foreign_skipped: 0,
-        }
+        s.only(|f| !f.gone && self.keeps(f))
     }
 }
 
@@ -709,11 +698,26 @@ pub const MAX_TREE_NODES: usize = 10_000;
 const MAX_TREE_PROBLEMS: usize = 20;
 
 /// `/api/v1/tree`: the span timers of `mmstats-tracing` as trees per owner,
-/// command, model and label prefix, over each file's whole life (the
+/// command, model and label prefix, over each file's whole life or, with
+/// `window=SECONDS` (1 to 300), over about that many last seconds (the
 /// `mmstats_read::tree::json` shape), scoped by `glob`, `user`, `command`
 /// and `model` as `/check/` is.
 async fn tree(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiError> {
-    let q = query(&uri, &["glob", "user", "command", "model"])?;
+    let q = query(&uri, &["glob", "user", "command", "model", "window"])?;
+    let window = match q.get("window") {
+        None => None,
+        Some(w) => {
+            let max = crate::treewin::MAX_WINDOW.as_secs();
+            match w.parse::<u64>() {
+                Ok(s) if (1..=max).contains(&s) => Some(Duration::from_secs(s)),
+                _ => {
+                    return Err(ApiError::bad(format!(
+                        "window={w:?}: give whole seconds from 1 to {max}"
+                    )))
+                }
+            }
+        }
+    };
     let filter = FileFilter::new(q.get("glob").map(String::as_str))?;
     let mut scope = check_mmash::scope::Scope::default();
     for key in ["user", "command", "model"] {
@@ -724,15 +728,40 @@ async fn tree(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiErro
     scope.resolve().map_err(ApiError::bad)?;
     let turn = turn(&app).await?;
     let cur = current(&app).await?;
-    let mut trees = mmstats_read::tree::Trees::by_user();
-    for f in filter.files(&cur.sample) {
-        if scope.matches(&f.snapshot.info) {
-            trees.add(&f.snapshot);
+    let keep = |f: &FileSample| scope.matches(&f.snapshot.info) && filter.keeps(f);
+    let (trees, window_s) = match window {
+        None => {
+            let mut trees = mmstats_read::tree::Trees::by_user();
+            for f in filter.files(&cur.sample) {
+                if scope.matches(&f.snapshot.info) {
+                    trees.add(&f.snapshot);
+                }
+            }
+            (trees, None)
         }
-    }
+        Some(w) => {
+            let next = cur.sample.only(keep);
+            // Nothing kept yet (mmash just started), or only readings newer
+            // than this one: a window of nothing, never the whole life
+            // passed off as a window.
+            let prev = app
+                .trees
+                .before(cur.sample.instant, w)
+                .filter(|p| p.instant <= cur.sample.instant)
+                .map_or_else(|| next.clone(), |p| p.only(keep));
+            let since = cur.sample.instant.saturating_duration_since(prev.instant);
+            let trees = mmstats_read::tree::Trees::between(Some(&prev), &next, true);
+            (trees, Some(since.as_secs_f64()))
+        }
+    };
     #[derive(Serialize)]
     struct Answer<'a> {
         time_ms: u64,
+        /// With `window=`: how far back the tree really reaches (less than
+        /// asked while mmash is younger than the window, or when it had to
+        /// drop readings to stay within its memory bound).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        window_s: Option<f64>,
         max_nodes: usize,
         #[serde(flatten)]
         trees: mmstats_read::tree::json::TreesJson<'a>,
@@ -744,6 +773,7 @@ async fn tree(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiErro
             .time
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        window_s,
         max_nodes: MAX_TREE_NODES,
         trees: mmstats_read::tree::json::TreesJson::new(&trees, MAX_TREE_NODES),
         problems: &trees.problems[..trees.problems.len().min(MAX_TREE_PROBLEMS)],

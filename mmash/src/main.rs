@@ -17,6 +17,7 @@ mod http;
 mod prom;
 mod retire;
 mod ring;
+mod treewin;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -59,7 +60,8 @@ Endpoints (GET only):
   /api/v1/snapshot     every file, in the slurpstats --json contract
   /api/v1/tree         the span timers of mmstats-tracing as trees per user, command
                        and model (slurpstats --tree as JSON, at most 10000 nodes);
-                       ?user=, ?command=, ?model=, ?glob=
+                       ?window=SECONDS (1-300: the last seconds only), ?user=,
+                       ?command=, ?model=, ?glob=
   /stats/              {\"stats\": [every label]}
   /stats/LABEL         {label: [value per file]} for labels starting with LABEL;
                        ?exact=1, ?aggr=sum|avg|min|max|one|nonzero-min|nonzero-avg|count,
@@ -108,6 +110,7 @@ fn keep_sampling(app: Arc<App>, every: Duration) {
             // first at once, so a page opened right away has one.
             let cur = app.collector.current(std::time::Instant::now());
             app.ring.record(&cur);
+            app.trees.record(&cur.sample);
             std::thread::sleep(every);
         });
     if let Err(e) = spawned {
@@ -330,6 +333,7 @@ fn main() -> ExitCode {
         bodies: Arc::new(Semaphore::new(app::BODIES_IN_FLIGHT)),
         history: Default::default(),
         ring: ring::Ring::new(ring::interval(sample_every), args.test_history_series),
+        trees: Default::default(),
     });
     keep_sampling(Arc::clone(&app), sample_every.min(ring::MAX_INTERVAL));
     let rt = match tokio::runtime::Builder::new_multi_thread()

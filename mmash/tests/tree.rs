@@ -133,7 +133,8 @@ fn the_tree_api_serves_each_command_scoped_and_bounded() {
     assert_eq!(t["trees"], json!([]), "{t}");
     for (q, says) in [
         ("user=no-such-user-mmash-test", "no such user"),
-        ("window=60", "unknown query parameter"),
+        ("since=60", "unknown query parameter"),
+        ("window=600", "window="),
         ("glob=../x", ".."),
     ] {
         let r = m.get(&format!("/api/v1/tree?{q}"));
@@ -335,6 +336,27 @@ fn the_dashboard_tree_shows_spans_and_folds_on_a_click_in_chromium() {
     let rows = b.rows();
     assert_eq!(row(&rows, "request/db"), (20, false), "{rows:?}");
     assert_eq!(row(&rows, "request/auth"), (5, false), "{rows:?}");
+
+    // "last 5 min": the files made no span since mmash started, so every
+    // node is there with no calls, and the legend says how far back.
+    b.click("#treewin button[data-s='300']");
+    let calls = b.eval(
+        "new Promise((ok, no) => { const t0 = Date.now(); (function poll() { \
+           const r = document.querySelector(\"#tree tr.tnode[data-path='request']\"); \
+           const span = document.getElementById('treespan').textContent; \
+           if (r && span.includes('the last')) ok([+r.dataset.calls, span]); \
+           else if (Date.now() - t0 > 20000) no(new Error('no window tree')); \
+           else setTimeout(poll, 100); })(); })",
+    );
+    assert_eq!(calls[0], json!(0), "{calls}");
+    assert_eq!(
+        b.eval("document.querySelector('#treewin button.on').dataset.s"),
+        json!("300")
+    );
+    // Back to the whole life.
+    b.click("#treewin button[data-s='0']");
+    b.eval("tick()");
+    assert_eq!(row(&b.rows(), "request"), (10, false));
 }
 
 #[test]
@@ -360,4 +382,69 @@ fn a_file_of_more_spans_than_the_cap_gives_a_truncated_tree() {
     // The largest first; the one left out is the last by name.
     assert_eq!(nodes[0]["name"], json!("s00000"));
     assert_eq!(nodes[9_999]["name"], json!("s09999"));
+}
+
+/// The calls of top-level node `name` in an answer's tree of command `svc`.
+fn svc_calls(t: &Json, name: &str) -> Option<u64> {
+    let svc = t["trees"]
+        .as_array()?
+        .iter()
+        .find(|x| x["command"] == json!("svc"))?;
+    svc["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == json!(name))?["calls"]
+        .as_u64()
+}
+
+/// Asks `path` until `done` holds for the answer (at most about 20 s:
+/// mmash takes a reading when asked, and keeps one every 100 ms here).
+fn until(m: &Mmash, path: &str, done: impl Fn(&Json) -> bool) -> Json {
+    for _ in 0..200 {
+        let t = m.json(path);
+        if done(&t) {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{path}: never as wanted: {}", m.json(path));
+}
+
+#[test]
+fn a_window_tree_holds_only_the_calls_since_the_window_began() {
+    let dir = stats_dir();
+    let mut schema = Schema::new("tracing");
+    schema.push(FieldDef::timer("span.busy{path=request}", Layout::timer()).layout(12, 42));
+    let options = Options::new().dir(dir.path()).command("svc");
+    let mut file = StatsFile::create(&schema, &options).unwrap();
+    let request: Timer = file.take("span.busy{path=request}").unwrap();
+    for _ in 0..5 {
+        request.record_ns(1000);
+    }
+    let m = Mmash::on(dir.path(), &["--sample-every", "100ms"]);
+    // Once a reading is kept, the longest window starts at the first one,
+    // taken after the first five calls: none of them is in it.
+    let t = until(&m, "/api/v1/tree?window=300", |t| {
+        svc_calls(t, "request") == Some(0)
+    });
+    assert!(t["window_s"].as_f64().unwrap() >= 0.0, "{t}");
+    for _ in 0..3 {
+        request.record_ns(2000);
+    }
+    let t = until(&m, "/api/v1/tree?window=300", |t| {
+        svc_calls(t, "request") == Some(3)
+    });
+    let svc = &t["trees"][0];
+    assert_eq!(svc["nodes"][0]["total_ns"], json!(6000), "{t}");
+    // The whole life still has all eight.
+    assert_eq!(svc_calls(&m.json("/api/v1/tree"), "request"), Some(8));
+    assert!(m.json("/api/v1/tree").get("window_s").is_none());
+    // Scoped like the rest: another command's window is empty.
+    let other = m.json("/api/v1/tree?window=300&command=nope");
+    assert_eq!(other["trees"], json!([]), "{other}");
+    for bad in ["0", "301", "1.5", "5m", ""] {
+        let r = m.get(&format!("/api/v1/tree?window={bad}"));
+        assert_eq!(r.status, 400, "window={bad}: {}", r.body);
+        assert!(r.body.contains("window="), "{}", r.body);
+    }
 }

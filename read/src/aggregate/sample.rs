@@ -51,6 +51,18 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The same reading with only the files `keep` takes (no warnings):
+    /// a narrower view that deltas and trees can be taken of.
+    pub fn only(&self, keep: impl Fn(&FileSample) -> bool) -> Sample {
+        Sample {
+            time: self.time,
+            instant: self.instant,
+            files: self.files.iter().filter(|f| keep(f)).cloned().collect(),
+            warnings: Vec::new(),
+            foreign_skipped: 0,
+        }
+    }
+
     /// The file with `id`, if this sample has it.
     pub fn file(&self, id: &FileId) -> Option<&FileSample> {
         self.files

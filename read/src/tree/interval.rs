@@ -1,16 +1,59 @@
 //! [`Trees::between`]: the trees of one interval, from two samples.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{span_path, GroupKey, Trees};
 use crate::aggregate::{FileSample, Sample, Selector, SeriesValue, View};
 use crate::owners::user_name;
-use crate::Kind;
+use crate::{Kind, Snapshot};
 
 /// Which files are read together: an archive holds the files of one
 /// command and model (and one owner), so files are split by those before
 /// their deltas are taken.
 type Part = (Option<String>, String, String);
+
+/// `sample` with only what [`Trees::between`] reads: the files that have
+/// span timers, each with only those. Cheap to keep for a window: a reader
+/// that serves "the last minute" keeps these, not whole samples.
+pub fn spans_only(sample: &Sample) -> Sample {
+    let files = sample
+        .files
+        .iter()
+        .filter_map(|f| {
+            let fields: Vec<_> = f
+                .snapshot
+                .fields
+                .iter()
+                .filter(|x| x.kind == Kind::Timer && span_path(&x.label).is_some())
+                .cloned()
+                .collect();
+            if fields.is_empty() {
+                return None;
+            }
+            let snapshot = Snapshot {
+                info: f.snapshot.info.clone(),
+                fields,
+                skipped: 0,
+                duplicates: Vec::new(),
+                layout: None,
+            };
+            Some(FileSample {
+                id: f.id.clone(),
+                snapshot: Arc::new(snapshot),
+                fresh: f.fresh,
+                gone: f.gone,
+            })
+        })
+        .collect();
+    Sample {
+        time: sample.time,
+        instant: sample.instant,
+        files,
+        warnings: Vec::new(),
+        foreign_skipped: 0,
+    }
+}
 
 impl Trees {
     /// The trees of what was recorded between `prev` and `next`, two

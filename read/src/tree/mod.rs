@@ -48,6 +48,8 @@
 mod interval;
 pub mod json;
 
+pub use interval::spans_only;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};

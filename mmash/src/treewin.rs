@@ -1,0 +1,136 @@
+//! The span trees of recent windows: `/api/v1/tree?window=SECONDS`.
+//!
+//! The sampling thread adds each reading, cut down to its span timers
+//! ([`spans_only`]), and readings older than [`MAX_WINDOW`] are dropped. A
+//! window's tree is [`Trees::between`] the kept reading closest to (at or
+//! before) `now - window` and the current one: what the spans recorded in
+//! between, with the aggregation's rules for files that come and go.
+//! Kept readings hold at most [`MAX_KEPT_FIELDS`] span timers in all; past
+//! that the oldest go first, and the answer's `window_s` says how far back
+//! it really reaches.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mmstats_read::aggregate::Sample;
+use mmstats_read::tree::spans_only;
+
+/// The longest window served.
+pub const MAX_WINDOW: Duration = Duration::from_secs(300);
+
+/// Span timers kept over every reading at most (a few hundred bytes
+/// each): what a window can cost in memory is bounded, whatever the
+/// files hold.
+pub const MAX_KEPT_FIELDS: usize = 2_000_000;
+
+/// Recent readings, span timers only.
+#[derive(Debug, Default)]
+pub struct TreeWindows {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    samples: VecDeque<(Arc<Sample>, usize)>,
+    fields: usize,
+}
+
+fn span_fields(s: &Sample) -> usize {
+    s.files.iter().map(|f| f.snapshot.fields.len()).sum()
+}
+
+impl TreeWindows {
+    /// Keeps `sample`'s span timers; drops what is past [`MAX_WINDOW`] or
+    /// over [`MAX_KEPT_FIELDS`].
+    pub fn record(&self, sample: &Sample) {
+        let spans = spans_only(sample);
+        let n = span_fields(&spans);
+        // Poisoning: the deque and its count are updated together below,
+        // with nothing that can panic in between.
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept
+            .samples
+            .back()
+            .is_some_and(|(last, _)| last.instant >= spans.instant)
+        {
+            return;
+        }
+        kept.samples.push_back((Arc::new(spans), n));
+        kept.fields += n;
+        let now = sample.instant;
+        while let Some((oldest, n)) = kept.samples.front() {
+            let (oldest, n) = (oldest.instant, *n);
+            let old = now.saturating_duration_since(oldest) > MAX_WINDOW;
+            if !(old || kept.fields > MAX_KEPT_FIELDS) || kept.samples.len() == 1 {
+                break;
+            }
+            kept.fields -= n;
+            kept.samples.pop_front();
+        }
+    }
+
+    /// The kept reading closest to `window` before `now`, at or before
+    /// it, else the oldest kept; `None` if nothing is kept yet.
+    pub fn before(&self, now: Instant, window: Duration) -> Option<Arc<Sample>> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let want = now.checked_sub(window);
+        let at_or_before = want.and_then(|want| {
+            kept.samples
+                .iter()
+                .rev()
+                .find(|(s, _)| s.instant <= want)
+                .map(|(s, _)| Arc::clone(s))
+        });
+        at_or_before.or_else(|| kept.samples.front().map(|(s, _)| Arc::clone(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: Instant) -> Sample {
+        Sample {
+            time: std::time::SystemTime::now(),
+            instant: at,
+            files: Vec::new(),
+            warnings: Vec::new(),
+            foreign_skipped: 0,
+        }
+    }
+
+    #[test]
+    fn the_reading_at_or_before_the_window_start_is_chosen() {
+        let w = TreeWindows::default();
+        let t0 = Instant::now();
+        assert!(w.before(t0, Duration::from_secs(10)).is_none());
+        for s in 0..30 {
+            w.record(&sample(t0 + Duration::from_secs(2 * s)));
+        }
+        let now = t0 + Duration::from_secs(58);
+        let got = w.before(now, Duration::from_secs(10)).unwrap();
+        assert_eq!(got.instant, t0 + Duration::from_secs(48));
+        let got = w.before(now, Duration::from_secs(11)).unwrap();
+        assert_eq!(got.instant, t0 + Duration::from_secs(46));
+        // Longer than what is kept: the oldest.
+        let got = w.before(now, Duration::from_secs(3600)).unwrap();
+        assert_eq!(got.instant, t0);
+    }
+
+    #[test]
+    fn readings_past_the_longest_window_are_dropped() {
+        let w = TreeWindows::default();
+        let t0 = Instant::now();
+        for s in 0..200 {
+            w.record(&sample(t0 + Duration::from_secs(2 * s)));
+        }
+        let kept = w.kept.lock().unwrap();
+        let oldest = kept.samples.front().unwrap().0.instant;
+        assert_eq!(oldest, t0 + Duration::from_secs(398 - 300));
+        // The same reading twice is kept once.
+        drop(kept);
+        w.record(&sample(t0 + Duration::from_secs(398)));
+        assert_eq!(w.kept.lock().unwrap().samples.len(), 151);
+    }
+}
