@@ -101,7 +101,7 @@ impl Builder {
 
     /// How long an entry must last to be slow (default
     /// [`DEFAULT_SLOW_THRESHOLD`], 1 ms): each slow entry is recorded in
-    /// the path's `span.slow/` timer. A span over a future is entered once
+    /// the path's `span.slow{path=...}` timer. A span over a future is entered once
     /// per poll, so for it these are the slow polls. `Duration::MAX`
     /// records none.
     #[must_use]
@@ -119,12 +119,13 @@ pub(crate) struct SpanState {
     pub(crate) path: u32,
     pub(crate) busy_ns: u64,
     pub(crate) idle_ns: u64,
-    /// The parts of `idle_ns` that ended in a known wake: before it
-    /// (external) and after it (scheduled); see [`crate::TimeWaits`].
+    /// The parts of `idle_ns` spent suspended inside a
+    /// [`crate::TimeWaits`] future, split at its wakes: before the wake
+    /// (external) and after it (scheduled).
     pub(crate) external_ns: u64,
     pub(crate) scheduled_ns: u64,
-    /// Whether any entry came with a wake time.
-    pub(crate) woken: bool,
+    /// Whether any gap was split so.
+    pub(crate) split: bool,
     /// The last creation, entry or exit.
     pub(crate) last: Instant,
     /// How many entries are open (a span may be entered while entered).

@@ -54,9 +54,13 @@
 //! and each such span is counted in the thread's `mmstats_tracing.overflow`
 //! counter. The `other` nodes do not count against the cap (there is at
 //! most one per path); a span that is itself named `other` is taken for
-//! one. Under a folded path, children fold into the same `other` node.
-//! Which paths get fields goes by the order this thread first creates them. A field that does not fit into the file's reserved
-//! room is counted the same way, never lost silently.
+//! one. A span under a folded span is counted in the overflow counter but
+//! not timed: its time is already in the `other` node its folded ancestor
+//! went to, and timing it there too would count that time twice. Which
+//! paths get fields goes by the order this thread first creates them. A
+//! span whose field does not fit into the file's reserved room is counted
+//! the same way, never lost silently, and so is each slow, external or
+//! scheduled timing of a path whose timer for it did not fit.
 //!
 //! # Cost
 //!
@@ -176,7 +180,7 @@ where
             idle_ns: 0,
             external_ns: 0,
             scheduled_ns: 0,
-            woken: false,
+            split: false,
             last: Instant::now(),
             depth: 0,
         };
@@ -188,13 +192,15 @@ where
         if let Some(s) = self.shared.shard(id).get_mut(&id.into_u64()) {
             if s.depth == 0 {
                 s.idle_ns += nanos(now.saturating_duration_since(s.last));
-                if let Some(woke) = waits::woke_at() {
-                    // A wake before the exit (during the poll) leaves no
-                    // external time: the whole gap was scheduling.
-                    let woke = woke.clamp(s.last, now);
+                // Split only a gap that spans a suspension of a
+                // `TimeWaits` future: from an exit before this poll.
+                if let Some(r) = waits::resumed().filter(|r| s.last < r.start) {
+                    // A wake before the exit leaves no external time: the
+                    // whole gap was scheduling. No wake: all external.
+                    let woke = r.woke_at.map_or(now, |w| w.clamp(s.last, now));
                     s.external_ns += nanos(woke - s.last);
                     s.scheduled_ns += nanos(now - woke);
-                    s.woken = true;
+                    s.split = true;
                 }
                 s.last = now;
             }

@@ -20,12 +20,26 @@ enum Entry {
         busy: Timer,
         idle: Timer,
         /// Made on first use: most paths never need them.
-        extra: Box<[Option<Timer>; 3]>,
+        extra: Box<[ExtraSlot; 3]>,
     },
     /// Past the cap: timed into the `other` node with this path id.
     Folded(u32),
+    /// Past the cap, under a folded path: its time is already in the
+    /// `other` node its folded ancestor is timed into, so it is counted as
+    /// overflow only (timing it there too would count that time twice).
+    Nested,
     /// No field could be made: counted as overflow only.
     Lost,
+}
+
+/// One of a path's timers made on first use.
+#[derive(Default)]
+enum ExtraSlot {
+    #[default]
+    Unmade,
+    Made(Timer),
+    /// It could not be made (no room): not tried again.
+    Failed,
 }
 
 struct LayerLocal {
@@ -102,25 +116,27 @@ impl Extra {
 /// Records a closed span of path `path` on this thread.
 pub(crate) fn record(shared: &Shared, path: u32, s: &SpanState) {
     with_local(shared, |l| {
-        let (target, mut lost) = l.target(shared, path);
+        let (target, folded) = l.target(shared, path);
         match &l.entries[target as usize] {
             Entry::Own { busy, idle, .. } => {
                 busy.record_ns(s.busy_ns);
                 idle.record_ns(s.idle_ns);
+                if folded {
+                    l.overflow();
+                }
             }
-            _ => lost = true,
+            // Nested or lost: the span is counted, its time is not kept.
+            _ => return l.overflow(),
         }
-        if s.woken {
+        if s.split {
             l.record_extra(shared, target, Extra::External, s.external_ns);
             l.record_extra(shared, target, Extra::Scheduled, s.scheduled_ns);
-        }
-        if lost {
-            l.overflow();
         }
     });
 }
 
-/// Records one slow entry of a span of path `path` on this thread.
+/// Records one slow entry of a span of path `path` on this thread (none
+/// for a nested or lost path: the span's close counts it as overflow).
 pub(crate) fn record_slow(shared: &Shared, path: u32, ns: u64) {
     with_local(shared, |l| {
         let (target, _) = l.target(shared, path);
@@ -140,32 +156,38 @@ impl LayerLocal {
     }
 
     /// Records `ns` in `target`'s `which` timer, made now if this is its
-    /// first use; if it cannot be, the time is counted as overflow.
+    /// first use. If it cannot be made, that timing is counted as
+    /// overflow, now and each time after, and making it is not tried
+    /// again. A target without timers of its own (nested, lost) records
+    /// nothing: its spans are counted when they close.
     fn record_extra(&mut self, shared: &Shared, target: u32, which: Extra, ns: u64) {
         let i = which as usize;
-        if let Some(Entry::Own { extra, .. }) = self.entries.get(target as usize) {
-            if let Some(t) = &extra[i] {
-                t.record_ns(ns);
-                return;
-            }
-        } else {
-            return self.overflow();
+        match self.entries.get(target as usize) {
+            Some(Entry::Own { extra, .. }) => match &extra[i] {
+                ExtraSlot::Made(t) => return t.record_ns(ns),
+                ExtraSlot::Failed => return self.overflow(),
+                ExtraSlot::Unmade => {}
+            },
+            _ => return,
         }
         let label = lock(&shared.paths).nodes[target as usize].0.clone();
-        let (prefix, help) = which.prefix();
+        let (name, help) = which.prefix();
         let made = self
             .file(shared)
-            .and_then(|(file, _)| file.add::<Timer>(timer_def(shared, prefix, help, &label)));
-        match (made, self.entries.get_mut(target as usize)) {
-            (Ok(t), Some(Entry::Own { extra, .. })) => {
+            .and_then(|(file, _)| file.add::<Timer>(timer_def(shared, name, help, &label)));
+        let slot = match made {
+            Ok(t) => {
                 t.record_ns(ns);
-                extra[i] = Some(t);
+                ExtraSlot::Made(t)
             }
-            (Err(e), _) => {
+            Err(e) => {
                 lock(&shared.first_error).get_or_insert(e.to_string());
                 self.overflow();
+                ExtraSlot::Failed
             }
-            (Ok(_), _) => unreachable!("checked above"),
+        };
+        if let Some(Entry::Own { extra, .. }) = self.entries.get_mut(target as usize) {
+            extra[i] = slot;
         }
     }
 
@@ -185,17 +207,17 @@ impl LayerLocal {
             }
             self.make(shared, &label)
         } else {
-            // The other node of the parent's place in the tree: if the
-            // parent itself was folded, the same node as the parent's.
-            let other = match self.entries.get(parent as usize) {
-                Some(Entry::Folded(o)) => *o,
+            // The other node of the parent's place in the tree; under a
+            // folded parent, nothing of its own: the parent's time, which
+            // is in an other node already, holds this span's.
+            match self.entries.get(parent as usize) {
+                Some(Entry::Folded(_) | Entry::Nested) => Entry::Nested,
                 _ => {
                     let o = lock(&shared.paths).id(parent, OTHER);
                     self.ensure(shared, o);
-                    o
+                    Entry::Folded(o)
                 }
-            };
-            Entry::Folded(other)
+            }
         };
         self.put(path, entry);
     }
@@ -226,7 +248,7 @@ impl LayerLocal {
             Ok(Entry::Own {
                 busy,
                 idle,
-                extra: Box::new([None, None, None]),
+                extra: Box::default(),
             })
         });
         made.unwrap_or_else(|e| {

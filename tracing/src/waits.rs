@@ -10,16 +10,26 @@ use std::time::Instant;
 
 use mmstats::WakeClock;
 
-thread_local! {
-    /// While a [`WaitTimed`] polls its future: when that task was last
-    /// woken, if it was since its previous poll.
-    static WOKE_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+/// What the layer learns of the poll a [`WaitTimed`] is running on this
+/// thread (its second or later: a first poll ends no suspension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resumed {
+    /// When this poll started: a span whose last exit came before it was
+    /// suspended in between.
+    pub(crate) start: Instant,
+    /// The first wake since the previous poll, as noted (`None`: polled
+    /// without a wake, as `join!` polls every branch).
+    pub(crate) woke_at: Option<Instant>,
 }
 
-/// The wake time of the task being polled on this thread, if a
-/// [`WaitTimed`] knows it (read by the layer when a span is entered).
-pub(crate) fn woke_at() -> Option<Instant> {
-    WOKE_AT.try_with(Cell::get).ok().flatten()
+thread_local! {
+    static RESUMED: Cell<Option<Resumed>> = const { Cell::new(None) };
+}
+
+/// The poll of a [`WaitTimed`] running on this thread, if one is and it is
+/// not its first (read by the layer when a span is entered).
+pub(crate) fn resumed() -> Option<Resumed> {
+    RESUMED.try_with(Cell::get).ok().flatten()
 }
 
 pin_project_lite::pin_project! {
@@ -46,10 +56,15 @@ pin_project_lite::pin_project! {
 /// - `span.scheduled{path=<path>}`: from the wake to the entry: time the task was
 ///   ready but not polled, because the executor's threads were busy
 ///   elsewhere. A wake during the poll itself (a task that yields) makes
-///   the whole gap scheduled delay.
+///   the whole gap scheduled delay; a poll that came without a wake (as
+///   `join!` polls every branch) makes it all external time.
+///
+/// Only gaps that span a suspension are split: from an exit in one poll
+/// to an entry in a later one. A span created, exited and entered again
+/// within one poll keeps that time as idle only.
 ///
 /// Both are summed per span and recorded when it closes, next to its busy
-/// and idle times, for spans that were woken at least once. Put
+/// and idle times, for spans that had at least one such gap. Put
 /// `time_waits` outermost, around the future whose spans you want split:
 /// `handler().instrument(span).time_waits()`, or around a
 /// `#[tracing::instrument]` async fn's future.
@@ -76,20 +91,20 @@ impl<F: Future> Future for WaitTimed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let now = Instant::now();
-        // The clock clamps the wake into the gap since its previous poll;
-        // the layer clamps it again into each span's own gap.
-        let woke = this
-            .clock
-            .poll_start(now, cx.waker())
-            .filter(|gap| gap.woken)
-            .map(|gap| now - gap.scheduled);
-        let outer = WOKE_AT.with(|w| w.replace(woke));
+        let start = Instant::now();
+        // The raw wake, not the clock's split: a span's own gap starts at
+        // its exit, inside the previous poll, and the layer clamps the
+        // wake into that gap itself.
+        let resumed = this.clock.poll_start(start, cx.waker()).map(|gap| Resumed {
+            start,
+            woke_at: gap.woke_at,
+        });
+        let outer = RESUMED.with(|r| r.replace(resumed));
         let out = this
             .future
             .poll(&mut Context::from_waker(this.clock.waker()));
         this.clock.poll_end(Instant::now());
-        WOKE_AT.with(|w| w.set(outer));
+        RESUMED.with(|r| r.set(outer));
         out
     }
 }

@@ -146,7 +146,7 @@ fn past_the_cap_paths_fold_into_other_and_are_counted() {
                     "d" => tracing::info_span!("d").entered(),
                     _ => tracing::info_span!("e").entered(),
                 };
-                // Under a folded path, the child folds into the same node.
+                // Under a folded path: counted, not timed again.
                 let _child = tracing::info_span!("child").entered();
             }
         }
@@ -157,8 +157,19 @@ fn past_the_cap_paths_fold_into_other_and_are_counted() {
         paths(&snap),
         ["root", "root/a", "root/a/child", "root/other"]
     );
-    // b: 2, c: 3, d: 4, e: 5 calls, each with a child: (2+3+4+5) * 2.
-    assert_eq!(calls(&snap, "root/other"), Some(28));
+    // b: 2, c: 3, d: 4, e: 5 calls; their children are inside them, so
+    // they are counted as overflow but not timed into other again.
+    assert_eq!(calls(&snap, "root/other"), Some(14));
+    // So other's time is within its parent's, as every node's is.
+    let sum = |path: &str| match &snap
+        .field(&format!("span.busy{{path={path}}}"))
+        .unwrap()
+        .value
+    {
+        Value::Histogram(h) => h.sum(),
+        v => panic!("{v:?}"),
+    };
+    assert!(sum("root/other") <= sum("root"));
     match snap.field(OVERFLOW_LABEL).unwrap().value {
         Value::Counter(n) => assert_eq!(n, 28),
         ref v => panic!("{v:?}"),

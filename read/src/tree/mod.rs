@@ -81,7 +81,7 @@ pub struct GroupKey {
     pub command: String,
     /// The stats model.
     pub model: String,
-    /// What comes before `span.busy/` in the labels (empty by default).
+    /// What comes before `span.busy{path=` in the labels (empty by default).
     pub prefix: String,
 }
 
