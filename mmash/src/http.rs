@@ -740,7 +740,9 @@ async fn tree(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiErro
             (trees, None)
         }
         Some(w) => {
-            let next = cur.sample.only(keep);
+            // Spans only, as the kept readings are: each file's fields at
+            // the same places in both, so the delta stays linear.
+            let next = mmstats_read::tree::spans_only(&cur.sample.only(keep));
             // Nothing kept yet (mmash just started), or only readings newer
             // than this one: a window of nothing, never the whole life
             // passed off as a window.

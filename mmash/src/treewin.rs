@@ -5,9 +5,9 @@
 //! window's tree is [`Trees::between`] the kept reading closest to (at or
 //! before) `now - window` and the current one: what the spans recorded in
 //! between, with the aggregation's rules for files that come and go.
-//! Kept readings hold at most [`MAX_KEPT_FIELDS`] span timers in all; past
-//! that the oldest go first, and the answer's `window_s` says how far back
-//! it really reaches.
+//! Kept readings take at most [`MAX_KEPT_BYTES`] in all (labels and bucket
+//! counts, estimated); past that the oldest go first, and the answer's
+//! `window_s` says how far back it really reaches.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,33 +19,66 @@ use mmstats_read::tree::spans_only;
 /// The longest window served.
 pub const MAX_WINDOW: Duration = Duration::from_secs(300);
 
-/// Span timers kept over every reading at most (a few hundred bytes
-/// each): what a window can cost in memory is bounded, whatever the
-/// files hold.
-pub const MAX_KEPT_FIELDS: usize = 2_000_000;
+/// Bytes the kept readings take at most, as [`bytes`] estimates them:
+/// what a window can cost in memory is bounded, whatever the files hold.
+pub const MAX_KEPT_BYTES: usize = 256 << 20;
 
 /// Recent readings, span timers only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TreeWindows {
     kept: Mutex<Kept>,
+    max_bytes: usize,
+}
+
+impl Default for TreeWindows {
+    fn default() -> Self {
+        TreeWindows::with_max_bytes(MAX_KEPT_BYTES)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Kept {
     samples: VecDeque<(Arc<Sample>, usize)>,
-    fields: usize,
+    bytes: usize,
 }
 
-fn span_fields(s: &Sample) -> usize {
-    s.files.iter().map(|f| f.snapshot.fields.len()).sum()
+/// About what a spans-only reading takes: per field its label and its
+/// bucket counts, and a fixed part per field and per file.
+fn bytes(s: &Sample) -> usize {
+    s.files
+        .iter()
+        .map(|f| {
+            let fields: usize = f
+                .snapshot
+                .fields
+                .iter()
+                .map(|x| {
+                    let buckets = match &x.value {
+                        mmstats_read::Value::Histogram(h) => h.counts().len() * 8,
+                        _ => 0,
+                    };
+                    x.label.len() + buckets + 128
+                })
+                .sum();
+            fields + 512
+        })
+        .sum()
 }
 
 impl TreeWindows {
+    /// Keeping at most `max_bytes` ([`MAX_KEPT_BYTES`] by default).
+    pub fn with_max_bytes(max_bytes: usize) -> TreeWindows {
+        TreeWindows {
+            kept: Mutex::default(),
+            max_bytes,
+        }
+    }
+
     /// Keeps `sample`'s span timers; drops what is past [`MAX_WINDOW`] or
-    /// over [`MAX_KEPT_FIELDS`].
+    /// over [`MAX_KEPT_BYTES`] (but never the newest).
     pub fn record(&self, sample: &Sample) {
         let spans = spans_only(sample);
-        let n = span_fields(&spans);
+        let n = bytes(&spans);
         // Poisoning: the deque and its count are updated together below,
         // with nothing that can panic in between.
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -57,15 +90,15 @@ impl TreeWindows {
             return;
         }
         kept.samples.push_back((Arc::new(spans), n));
-        kept.fields += n;
+        kept.bytes += n;
         let now = sample.instant;
         while let Some((oldest, n)) = kept.samples.front() {
             let (oldest, n) = (oldest.instant, *n);
             let old = now.saturating_duration_since(oldest) > MAX_WINDOW;
-            if !(old || kept.fields > MAX_KEPT_FIELDS) || kept.samples.len() == 1 {
+            if !(old || kept.bytes > self.max_bytes) || kept.samples.len() == 1 {
                 break;
             }
-            kept.fields -= n;
+            kept.bytes -= n;
             kept.samples.pop_front();
         }
     }
@@ -116,6 +149,37 @@ mod tests {
         // Longer than what is kept: the oldest.
         let got = w.before(now, Duration::from_secs(3600)).unwrap();
         assert_eq!(got.instant, t0);
+    }
+
+    #[test]
+    fn readings_over_the_byte_bound_are_dropped_oldest_first() {
+        use mmstats::{FieldDef, Layout, Options, Schema, StatsFile, Timer};
+        mmstats::install_sigbus_guard().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("tracing");
+        schema.push(FieldDef::timer("span.busy{path=a}", Layout::timer()));
+        schema.push(FieldDef::counter("not.a.span"));
+        let mut file = StatsFile::create(&schema, &Options::new().dir(dir.path())).unwrap();
+        let t: Timer = file.take("span.busy{path=a}").unwrap();
+        t.record_ns(5);
+        let mut sources = mmstats_read::aggregate::Sources::new(&[dir.path()]);
+        let first = sources.sample();
+        let one = bytes(&spans_only(&first));
+        assert!(one > 512, "{one}");
+        // Room for three readings.
+        let w = TreeWindows::with_max_bytes(3 * one);
+        w.record(&first);
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(2));
+            w.record(&sources.sample());
+        }
+        let kept = w.kept.lock().unwrap();
+        assert_eq!(kept.samples.len(), 3);
+        assert_eq!(kept.bytes, 3 * one);
+        // Only the span timer is kept, without its help.
+        let f = &kept.samples[0].0.files[0].snapshot.fields;
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].label, "span.busy{path=a}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{span_path, GroupKey, Trees};
 use crate::aggregate::{FileSample, Sample, Selector, SeriesValue, View};
 use crate::owners::user_name;
-use crate::{Kind, Snapshot};
+use crate::{Field, Kind, Snapshot};
 
 /// Which files are read together: an archive holds the files of one
 /// command and model (and one owner), so files are split by those before
@@ -14,8 +14,12 @@ use crate::{Kind, Snapshot};
 type Part = (Option<String>, String, String);
 
 /// `sample` with only what [`Trees::between`] reads: the files that have
-/// span timers, each with only those. Cheap to keep for a window: a reader
-/// that serves "the last minute" keeps these, not whole samples.
+/// span timers, each with only those, without their help text, unit text
+/// and static labels. Cheap to keep for a window: a reader that serves
+/// "the last minute" keeps these, not whole samples. Take the trees
+/// between two such samples (not one such and one whole): a file's
+/// fields are then at the same places in both, which the delta's lookup
+/// by place relies on to stay linear.
 pub fn spans_only(sample: &Sample) -> Sample {
     let files = sample
         .files
@@ -26,7 +30,15 @@ pub fn spans_only(sample: &Sample) -> Sample {
                 .fields
                 .iter()
                 .filter(|x| x.kind == Kind::Timer && span_path(&x.label).is_some())
-                .cloned()
+                .map(|x| Field {
+                    label: x.label.clone(),
+                    kind: x.kind,
+                    unit: x.unit,
+                    unit_text: String::new(),
+                    help: String::new(),
+                    static_labels: Vec::new(),
+                    value: x.value.clone(),
+                })
                 .collect();
             if fields.is_empty() {
                 return None;
