@@ -77,6 +77,9 @@ struct Inner {
     statics: HashMap<(String, Vec<String>), StaticLabels>,
     /// Owners whose static labels over the bounds were logged.
     oversized_logged: HashSet<u32>,
+    /// Owners whose files disagreeing on a series' static labels were
+    /// logged.
+    disagreed_logged: HashSet<u32>,
     logged: HashSet<String>,
     /// When each series last had a file.
     seen: HashMap<(String, Vec<String>), Instant>,
@@ -112,6 +115,7 @@ impl Collector {
                 help: HashMap::new(),
                 statics: HashMap::new(),
                 oversized_logged: HashSet::new(),
+                disagreed_logged: HashSet::new(),
                 logged: HashSet::new(),
                 seen: HashMap::new(),
                 foreign: BTreeMap::new(),
@@ -209,7 +213,7 @@ impl Collector {
                     inner.help.insert(field.label.clone(), field.help.clone());
                 }
                 let at = (field.label.clone(), group.clone());
-                if inner.statics.contains_key(&at) {
+                if inner.statics.get(&at).is_some_and(Vec::is_empty) {
                     continue;
                 }
                 let exported = labels::export(&field.static_labels).unwrap_or_else(|e| {
@@ -224,7 +228,27 @@ impl Collector {
                     }
                     Vec::new()
                 });
-                inner.statics.insert(at, exported);
+                match inner.statics.get(&at) {
+                    None => {
+                        inner.statics.insert(at, exported);
+                    }
+                    Some(first) if *first == exported => {}
+                    Some(_) => {
+                        // Files of one series that disagree on its static
+                        // labels: their sum belongs to none of them, so
+                        // the series is exported without any.
+                        let owner = f.snapshot.info.owner;
+                        if inner.disagreed_logged.insert(owner) {
+                            eprintln!(
+                                "mmash: /metrics: field {:?} has other static labels in {} (user {}) than in an earlier file of its series; the series is exported without static labels, under its whole label (logged once per user)",
+                                field.label,
+                                f.snapshot.info.path.display(),
+                                mmstats_read::owners::user_name(owner)
+                            );
+                        }
+                        inner.statics.insert(at, Vec::new());
+                    }
+                }
             }
         }
         let view = View::default();

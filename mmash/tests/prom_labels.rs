@@ -189,3 +189,38 @@ fn static_labels_are_exported_bounded_and_promtool_clean() {
     drop(to_w);
     assert!(w.wait().unwrap().success());
 }
+
+#[test]
+fn files_that_disagree_on_a_series_static_labels_export_none() {
+    let dir = stats_dir();
+    let mut files = Vec::new();
+    for (name, shard, n) in [("one", "1", 3), ("two", "2", 4)] {
+        let mut schema = Schema::new("sharded");
+        schema.push(counter("requests", &[("shard", shard)]));
+        let options = Options::new()
+            .dir(dir.path())
+            .command("shards")
+            .template(&format!("{name}.{{pid}}.{{tid}}.mmstats"));
+        let mut file = StatsFile::create(&schema, &options).unwrap();
+        let c: Counter = file.take("requests").unwrap();
+        c.add(n);
+        files.push((file, c));
+    }
+    let m = Mmash::on(dir.path(), &[]);
+    let page = m.get("/metrics").body;
+    promtool_clean(&page);
+    // The sum of both files, labelled as neither.
+    assert_eq!(
+        sample(&page, "requests_total", &["command=\"shards\""]),
+        "requests_total{user=\"root\",command=\"shards\",model=\"sharded\"} 7"
+            .replace("root", &mmstats_read::owners::user_name(mmstats::geteuid())),
+        "{page}"
+    );
+    assert!(!page.contains("shard="), "{page}");
+    let log = m.log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("other static labels").count(),
+        1,
+        "once per owner:\n{log}"
+    );
+}
