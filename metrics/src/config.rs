@@ -203,8 +203,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The field label of a key: its name, then its labels in order as
 /// `{k=v,k2=v2}`, with `\`, `,`, `}` and `=` in keys and values escaped by a
-/// backslash, and a newline written as `\n` ([`mmstats::keyed_label`], the
-/// convention every mmstats adapter follows).
+/// backslash, a newline written as `\n` and another control character as
+/// `\xHH` ([`mmstats::keyed_label`], the convention every mmstats adapter
+/// follows).
 pub fn field_label(name: &str, labels: &[(&str, &str)]) -> String {
     mmstats::keyed_label(name, labels)
 }

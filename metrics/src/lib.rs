@@ -26,7 +26,8 @@
 //! has the rule). Labels in a file are unique, so the
 //! field's label is the name followed by the labels in order,
 //! `name{k=v,k2=v2}` ([`field_label`]: `\`, `,`, `}` and `=` inside keys and
-//! values are escaped with a backslash, a newline is written `\n`). A key
+//! values are escaped with a backslash, a newline is written `\n`, another
+//! control character `\xHH`). A key
 //! without labels is labelled with its name alone.
 //!
 //! # Descriptions and units

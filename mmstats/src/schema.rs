@@ -2,7 +2,7 @@
 //! file is laid out.
 
 use crate::error::Error;
-use crate::format::{Kind, Unit};
+use crate::format::{Kind, Unit, MAX_LABEL_LEN, MAX_STATIC_LABELS_LEN};
 use crate::hist::Layout;
 
 /// One field of a schema: label, help, kind, unit and layout.
@@ -211,6 +211,18 @@ impl FieldDef {
         if self.label.chars().any(char::is_control) {
             return Err(bad("label contains a control character".into()));
         }
+        if self.label.len() > MAX_LABEL_LEN {
+            return Err(bad(format!(
+                "label of {} bytes, over the readers' {MAX_LABEL_LEN}: they would skip the field",
+                self.label.len()
+            )));
+        }
+        let statics = self.encode_static_labels().len();
+        if statics > MAX_STATIC_LABELS_LEN {
+            return Err(bad(format!(
+                "static labels of {statics} bytes, over the readers' {MAX_STATIC_LABELS_LEN}: they would skip the field"
+            )));
+        }
         for (k, v) in &self.static_labels {
             if !static_label_ok(k, v) {
                 return Err(bad(format!(
@@ -243,8 +255,9 @@ impl FieldDef {
 
 /// The label of a field keyed by labels, as the adapters write it:
 /// `name{k=v,k2=v2}`, the labels in the order given, with `\`, `,`, `}` and
-/// `=` inside keys and values escaped by a backslash and a newline written
-/// as `\n`; with no labels, `name` alone. Give the same pairs to
+/// `=` inside keys and values escaped by a backslash, a newline written as
+/// `\n` and any other control character as `\xHH`; with no labels, `name`
+/// alone. Give the same pairs to
 /// [`FieldDef::static_label`]: readers such as mmash then export the field
 /// as `name` with those labels (format-spec.md §3.2, "Keyed labels").
 ///
@@ -278,6 +291,12 @@ fn escape_into(out: &mut String, s: &str) {
                 out.push(c);
             }
             '\n' => out.push_str("\\n"),
+            // Labels may hold no control character (§3.2): every one is
+            // written `\xHH` (they are all below U+00A0).
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -364,6 +383,20 @@ mod static_label_tests {
             .static_label("k", "v=w")
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn what_readers_would_skip_is_refused() {
+        let long = "x".repeat(MAX_LABEL_LEN + 1);
+        let err = FieldDef::counter(&long).validate().unwrap_err().to_string();
+        assert!(err.contains("16384"), "{err}");
+        assert!(FieldDef::counter(&long[1..]).validate().is_ok());
+        let value = "v".repeat(MAX_STATIC_LABELS_LEN);
+        let err = FieldDef::counter("c").static_label("k", &value).validate();
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("static labels of 4098 bytes"));
     }
 
     #[test]

@@ -33,14 +33,14 @@ pub use cached::{LivenessMemo, MAX_OPEN_LOCKS};
 pub use snapshot::{Field, FileInfo, ReadLimits, Snapshot, Value};
 
 /// Longest field label read, in bytes: a field with a longer one is
-/// skipped (counted in [`Snapshot::skipped`]).
-pub const MAX_LABEL_LEN: usize = 16 * 1024;
+/// skipped (counted in [`Snapshot::skipped`]). The writer refuses longer.
+pub use mmstats::format::MAX_LABEL_LEN;
 /// Longest help text or unit text kept, in bytes: a longer one is cut at
 /// the last whole character before it, and only that much is read.
 pub const MAX_HELP_LEN: usize = 4096;
 /// Longest encoded static labels of a field, in bytes: a field with longer
-/// ones is skipped.
-pub const MAX_STATIC_LABELS_LEN: usize = 4096;
+/// ones is skipped. The writer refuses longer.
+pub use mmstats::format::MAX_STATIC_LABELS_LEN;
 /// Longest command or model name, in bytes: a file with a longer one is
 /// refused as malformed.
 pub const MAX_NAME_LEN: usize = 1024;

@@ -29,6 +29,12 @@ pub const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
 pub const MAX_TEXT_CAPACITY: u64 = 1 << 20;
 /// Largest file a writer makes and a reader maps.
 pub const MAX_FILE_LEN: u64 = 1 << 30;
+/// Longest field label the readers read, in bytes (format-spec.md §7.4):
+/// the writer refuses a longer one, which they would skip.
+pub const MAX_LABEL_LEN: usize = 16 * 1024;
+/// Longest encoded static labels of a field the readers read, in bytes
+/// (format-spec.md §7.4): the writer refuses longer ones.
+pub const MAX_STATIC_LABELS_LEN: usize = 4096;
 
 /// What a field measures, and so how its value bytes are laid out.
 ///

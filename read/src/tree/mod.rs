@@ -351,7 +351,8 @@ fn write_children(
 
 /// The label prefix and span path of a busy timer's label, if it is one:
 /// `PREFIXspan.busy{path=PATH}`, with the keyed label's escapes in PATH
-/// undone (`\n` is a newline, `\` before any other character keeps it).
+/// undone (`\n` is a newline, `\xHH` that character, `\` before any other
+/// character keeps it).
 pub fn span_path(label: &str) -> Option<(&str, Cow<'_, str>)> {
     let at = label.find(BUSY)?;
     let escaped = label[at + BUSY.len()..].strip_suffix('}')?;
@@ -364,6 +365,11 @@ pub fn span_path(label: &str) -> Option<(&str, Cow<'_, str>)> {
         match (c, c == '\\') {
             (_, true) => match chars.next() {
                 Some('n') => path.push('\n'),
+                Some('x') => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    let code = u32::from_str_radix(&hex, 16).ok()?;
+                    path.push(char::from_u32(code)?);
+                }
                 Some(n) => path.push(n),
                 None => return None,
             },

@@ -50,8 +50,12 @@ fn paths_split_on_unescaped_slashes_and_join_back() {
     assert_eq!(span_path("span.idle{path=a}"), None);
     assert_eq!(span_path("span.busy{path=a"), None, "no closing brace");
     // The keyed label's escapes are undone; the path's own stay.
-    let label = mmstats::keyed_label("span.busy", &[("path", "a\\/b,c}d=e\nf")]);
-    assert_eq!(span_path(&label), Some(("", "a\\/b,c}d=e\nf".into())));
+    let label = mmstats::keyed_label("span.busy", &[("path", "a\\/b,c}d=e\nf\tg\u{85}")]);
+    assert!(!label.chars().any(char::is_control), "{label:?}");
+    assert_eq!(
+        span_path(&label),
+        Some(("", "a\\/b,c}d=e\nf\tg\u{85}".into()))
+    );
 }
 
 #[test]
