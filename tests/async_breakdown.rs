@@ -61,11 +61,17 @@ fn the_waiting_endpoint_waits_and_the_burning_one_blocks_it() {
         burn.slow_polls,
         burn.requests
     );
+    // /upstream's polls are short: a slow one is a preemption of the
+    // machine, not its work, so its share of slow polls is well under
+    // /burn's (a rate compared with a rate, not with a fixed fraction: a
+    // loaded machine raises both).
     assert!(
-        up.slow_polls * 4 < up.requests,
-        "{} slow polls for {} /upstream requests",
+        up.slow_polls * burn.requests * 2 < burn.slow_polls * up.requests,
+        "{} slow polls for {} /upstream requests, {} for {} /burn requests",
         up.slow_polls,
-        up.requests
+        up.requests,
+        burn.slow_polls,
+        burn.requests
     );
     assert_eq!(burn.slow_poll_time.count(), burn.slow_polls);
     assert!(p(&burn.cpu, 0.5) > 10 * p(&up.cpu, 0.5));
