@@ -539,6 +539,15 @@ impl Tmux {
     /// Runs `pollstats ARGS` in a `cols` x `rows` terminal and returns the
     /// whole screen and scroll-back once it has finished.
     fn run(&self, cols: u32, rows: u32, args: &[&str]) -> String {
+        self.run_capturing(cols, rows, args, &["-S", "-"])
+    }
+
+    /// [`Tmux::run`], returning only what the screen shows at the end.
+    fn screen(&self, cols: u32, rows: u32, args: &[&str]) -> String {
+        self.run_capturing(cols, rows, args, &[])
+    }
+
+    fn run_capturing(&self, cols: u32, rows: u32, args: &[&str], history: &[&str]) -> String {
         let cmd = format!(
             "{BIN} {} ; echo pollstats-done; sleep 600",
             args.iter()
@@ -563,7 +572,9 @@ impl Tmux {
         ]);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let screen = self.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", &name]);
+            let mut capture = vec!["capture-pane", "-p", "-J", "-t", &name];
+            capture.extend_from_slice(history);
+            let screen = self.tmux(&capture);
             if screen.contains("pollstats-done") {
                 return screen;
             }
@@ -653,5 +664,31 @@ fn text_mode_in_a_terminal_aligns_repeats_its_header_and_falls_back_when_narrow(
             .filter(|l| !l.starts_with("pollstats:"))
             .all(|l| l.chars().count() <= 40),
         "a line wider than the terminal:\n{screen}"
+    );
+}
+
+#[test]
+fn the_tree_is_drawn_again_in_place_on_a_terminal() {
+    let dir = TempDir::new().unwrap();
+    let mut schema = mmstats::Schema::new("tracing");
+    schema.push(mmstats::FieldDef::timer(
+        "span.busy{path=request}",
+        mmstats::Layout::timer(),
+    ));
+    let mut file =
+        mmstats::StatsFile::create(&schema, &mmstats::Options::new().dir(dir.path())).unwrap();
+    let t: Timer = file.take("span.busy{path=request}").unwrap();
+    t.record_ns(1000);
+    let tmux = Tmux::new();
+    let d = dir.path().to_str().unwrap();
+    // Three trees; the screen shows the last one alone, at its top.
+    let screen = tmux.screen(100, 30, &["--tree", "-i", "50ms", "-c", "3", d]);
+    assert_eq!(screen.matches("== command").count(), 1, "{screen}");
+    assert_eq!(screen.matches("--- ").count(), 1, "{screen}");
+    assert!(screen.starts_with("--- "), "drawn from the top:\n{screen}");
+    assert!(screen.contains("| request"), "{screen}");
+    assert!(
+        screen.contains("interval"),
+        "the last is an interval:\n{screen}"
     );
 }
