@@ -8,9 +8,12 @@
 //! wide margins, plus the few that the example's design forces (a 20 ms
 //! burn without a yield is one slow poll).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+mod common;
+
+use common::build_example;
 use mmstats::HistogramSnapshot;
 use mmstats_read::{Snapshot, Value};
 
@@ -21,7 +24,7 @@ const BURN_NS: u64 = 20_000_000;
 
 #[test]
 fn the_waiting_endpoint_waits_and_the_burning_one_blocks_it() {
-    let exe = build_example();
+    let exe = build_example("async_breakdown");
     let dir = tempfile::tempdir().expect("create temporary directory");
     let out = Command::new(&exe)
         .args(["--seconds", SECONDS])
@@ -165,48 +168,4 @@ fn read_only_file(dir: &Path) -> Snapshot {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(files.len(), 1, "expected one stats file: {files:?}");
     mmstats_read::read_file(&files[0]).expect("read the stats file")
-}
-
-/// Builds `examples/async_breakdown.rs` with this test's profile and
-/// returns the executable's path, as cargo reports it.
-fn build_example() -> PathBuf {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--example",
-        "async_breakdown",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if built_in_release() {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build --example async_breakdown failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| {
-            msg["reason"] == "compiler-artifact"
-                && msg["target"]["name"] == "async_breakdown"
-                && msg["target"]["kind"]
-                    .as_array()
-                    .is_some_and(|k| k.iter().any(|k| k == "example"))
-        })
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo named no async_breakdown executable:\n{stdout}"))
-}
-
-/// Whether this test binary is in a `release` profile directory.
-fn built_in_release() -> bool {
-    let me = std::env::current_exe().expect("path of the test binary");
-    me.parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == "release")
 }
