@@ -197,9 +197,12 @@ where
                 if let Some(r) = waits::resumed().filter(|r| s.last < r.start) {
                     // A wake before the exit leaves no external time: the
                     // whole gap was scheduling. No wake: all external.
-                    let woke = r.woke_at.map_or(now, |w| w.clamp(s.last, now));
-                    s.external_ns += nanos(woke - s.last);
-                    s.scheduled_ns += nanos(now - woke);
+                    // (`last` may be later than `now` if another thread
+                    // exited the span meanwhile: never a panic for that.)
+                    let last = s.last.min(now);
+                    let woke = r.woke_at.map_or(now, |w| w.clamp(last, now));
+                    s.external_ns += nanos(woke.saturating_duration_since(last));
+                    s.scheduled_ns += nanos(now.saturating_duration_since(woke));
                     s.split = true;
                 }
                 s.last = now;
