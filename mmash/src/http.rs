@@ -690,13 +690,6 @@ async fn history(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiE
     Ok(big(turn, JSON, app.ring.json(window, since)))
 }
 
-/// Most nodes `/api/v1/tree` gives, over all its trees; past it the answer
-/// says `"truncated": true`.
-pub const MAX_TREE_NODES: usize = 10_000;
-
-/// Most problems (timers that could not be merged) it lists.
-const MAX_TREE_PROBLEMS: usize = 20;
-
 /// `/api/v1/tree`: the span timers of `mmstats-tracing` as trees per owner,
 /// command, model and label prefix, over each file's whole life or, with
 /// `window=SECONDS` (1 to 300), over about that many last seconds (the
@@ -728,57 +721,16 @@ async fn tree(State(app): State<Arc<App>>, uri: Uri) -> Result<Response, ApiErro
     scope.resolve().map_err(ApiError::bad)?;
     let turn = turn(&app).await?;
     let cur = current(&app).await?;
-    let keep = |f: &FileSample| scope.matches(&f.snapshot.info) && filter.keeps(f);
-    let (trees, window_s) = match window {
-        None => {
-            let mut trees = mmstats_read::tree::Trees::by_user();
-            for f in filter.files(&cur.sample) {
-                if scope.matches(&f.snapshot.info) {
-                    trees.add(&f.snapshot);
-                }
-            }
-            (trees, None)
-        }
-        Some(w) => {
-            // Spans only, as the kept readings are: each file's fields at
-            // the same places in both, so the delta stays linear.
-            let next = mmstats_read::tree::spans_only(&cur.sample.only(keep));
-            // Nothing kept yet (mmash just started), or only readings newer
-            // than this one: a window of nothing, never the whole life
-            // passed off as a window.
-            let prev = app
-                .trees
-                .before(cur.sample.instant, w)
-                .filter(|p| p.instant <= cur.sample.instant)
-                .map_or_else(|| next.clone(), |p| p.only(keep));
-            let since = cur.sample.instant.saturating_duration_since(prev.instant);
-            let trees = mmstats_read::tree::Trees::between(Some(&prev), &next, true);
-            (trees, Some(since.as_secs_f64()))
-        }
-    };
-    #[derive(Serialize)]
-    struct Answer<'a> {
-        time_ms: u64,
-        /// With `window=`: how far back the tree really reaches (less than
-        /// asked while mmash is younger than the window, or when it had to
-        /// drop readings to stay within its memory bound).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        window_s: Option<f64>,
-        max_nodes: usize,
-        #[serde(flatten)]
-        trees: mmstats_read::tree::json::TreesJson<'a>,
-        problems: &'a [String],
-    }
-    let answer = Answer {
-        time_ms: cur
-            .sample
-            .time
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        window_s,
-        max_nodes: MAX_TREE_NODES,
-        trees: mmstats_read::tree::json::TreesJson::new(&trees, MAX_TREE_NODES),
-        problems: &trees.problems[..trees.problems.len().min(MAX_TREE_PROBLEMS)],
-    };
-    Ok(big(turn, JSON, to_json(&answer)))
+    // On a blocking thread: a tree is linear in the span timers read, and
+    // files may hold many.
+    let body = tokio::task::spawn_blocking(move || {
+        let keep = |f: &FileSample| scope.matches(&f.snapshot.info) && filter.keeps(f);
+        app.trees.answer(&cur.sample, keep, window)
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("building the tree failed: {e}"),
+    })?;
+    Ok(big(turn, JSON, body))
 }

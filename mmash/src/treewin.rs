@@ -1,4 +1,5 @@
-//! The span trees of recent windows: `/api/v1/tree?window=SECONDS`.
+//! The span trees of `/api/v1/tree`: over each file's whole life, or of a
+//! recent window (`?window=SECONDS`).
 //!
 //! The sampling thread adds each reading, cut down to its span timers
 //! ([`spans_only`]), and readings older than [`MAX_WINDOW`] are dropped. A
@@ -13,8 +14,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mmstats_read::aggregate::Sample;
-use mmstats_read::tree::spans_only;
+use mmstats_read::aggregate::{FileSample, Sample};
+use mmstats_read::tree::json::TreesJson;
+use mmstats_read::tree::{spans_only, Trees};
+use serde::Serialize;
+
+/// Most nodes `/api/v1/tree` gives, over all its trees; past it the answer
+/// says `"truncated": true`.
+pub const MAX_TREE_NODES: usize = 10_000;
+
+/// Most problems (timers that could not be merged) it lists.
+const MAX_TREE_PROBLEMS: usize = 20;
 
 /// The longest window served.
 pub const MAX_WINDOW: Duration = Duration::from_secs(300);
@@ -116,6 +126,67 @@ impl TreeWindows {
                 .map(|(s, _)| Arc::clone(s))
         });
         at_or_before.or_else(|| kept.samples.front().map(|(s, _)| Arc::clone(s)))
+    }
+}
+
+impl TreeWindows {
+    /// The `/api/v1/tree` answer over the files of `sample` that `keep`
+    /// takes: over each file's whole life, or of about the last `window`.
+    pub fn answer(
+        &self,
+        sample: &Sample,
+        keep: impl Fn(&FileSample) -> bool,
+        window: Option<Duration>,
+    ) -> Vec<u8> {
+        let (trees, window_s) = match window {
+            None => {
+                let mut trees = Trees::by_user();
+                for f in sample.files.iter().filter(|f| f.fresh && keep(f)) {
+                    trees.add(&f.snapshot);
+                }
+                (trees, None)
+            }
+            Some(w) => {
+                // Spans only, as the kept readings are: each file's fields
+                // at the same places in both, so the delta stays linear.
+                let next = spans_only(&sample.only(&keep));
+                // Nothing kept yet (mmash just started), or only readings
+                // newer than this one: a window of nothing, never the
+                // whole life passed off as a window.
+                let prev = self
+                    .before(sample.instant, w)
+                    .filter(|p| p.instant <= sample.instant)
+                    .map_or_else(|| next.clone(), |p| p.only(&keep));
+                let since = sample.instant.saturating_duration_since(prev.instant);
+                let trees = Trees::between(Some(&prev), &next, true);
+                (trees, Some(since.as_secs_f64()))
+            }
+        };
+        #[derive(Serialize)]
+        struct Answer<'a> {
+            time_ms: u64,
+            /// With `window=`: how far back the tree really reaches (less
+            /// than asked while mmash is younger than the window, or when
+            /// it had to drop readings to stay within its memory bound).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            window_s: Option<f64>,
+            max_nodes: usize,
+            #[serde(flatten)]
+            trees: TreesJson<'a>,
+            problems: &'a [String],
+        }
+        let answer = Answer {
+            time_ms: sample
+                .time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            window_s,
+            max_nodes: MAX_TREE_NODES,
+            trees: TreesJson::new(&trees, MAX_TREE_NODES),
+            problems: &trees.problems[..trees.problems.len().min(MAX_TREE_PROBLEMS)],
+        };
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_vec(&answer).expect("JSON of plain data")
     }
 }
 
