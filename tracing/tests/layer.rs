@@ -1,31 +1,10 @@
 //! Span paths, calls and the cap, read back from the real files.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::run;
 use mmstats_read::{Kind, Snapshot, Value};
-use mmstats_tracing::{Builder, MmstatsLayer, OVERFLOW_LABEL};
-use tracing_subscriber::layer::SubscriberExt;
-
-/// Runs `f` on a new thread under a subscriber with `layer`, and reads the
-/// one file it made in `dir`.
-fn run(layer: MmstatsLayer, dir: &Path, f: impl FnOnce() + Send) -> Snapshot {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let subscriber = tracing_subscriber::registry().with(layer);
-            tracing::subscriber::with_default(subscriber, f);
-        })
-        .join()
-        .unwrap();
-    });
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mmstats"))
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    mmstats::install_sigbus_guard().unwrap();
-    mmstats_read::read_file(&files[0]).unwrap()
-}
+use mmstats_tracing::{Builder, OVERFLOW_LABEL};
 
 /// The calls of a path: its busy timer's count; `None` if no such field.
 fn calls(snap: &Snapshot, path: &str) -> Option<u64> {

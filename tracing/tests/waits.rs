@@ -2,37 +2,19 @@
 //! scheduled delay, read back from the real files. Only lower bounds that
 //! sleeps guarantee are asserted.
 
+mod common;
+
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use common::run;
 use mmstats_read::{Snapshot, Value};
-use mmstats_tracing::{Builder, MmstatsLayer, TimeWaits};
+use mmstats_tracing::{Builder, TimeWaits};
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
-
-fn run(layer: MmstatsLayer, dir: &std::path::Path, f: impl FnOnce() + Send) -> Snapshot {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let subscriber = tracing_subscriber::registry().with(layer);
-            tracing::subscriber::with_default(subscriber, f);
-        })
-        .join()
-        .unwrap();
-    });
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mmstats"))
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    mmstats::install_sigbus_guard().unwrap();
-    mmstats_read::read_file(&files[0]).unwrap()
-}
 
 /// (count, sum in ns) of a timer; `None` if there is no such field.
 fn timer(snap: &Snapshot, label: &str) -> Option<(u64, u64)> {
