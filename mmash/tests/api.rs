@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{request, stats_dir, tool, Mmash, Writer};
+use common::{promtool_clean, request, stats_dir, Mmash, Writer};
 use serde_json::json;
 
 #[test]
@@ -151,32 +151,6 @@ fn every_endpoint_gives_exact_values() {
     assert_eq!(s["labels"]["web.status.2xx"]["value"], 22);
     assert_eq!(s["labels"]["web.state"]["value"], "running");
     assert_eq!(s["files"].as_array().unwrap().len(), 2);
-}
-
-/// `promtool check metrics` exits 0 and prints nothing (no lint warnings).
-fn promtool_clean(page: &str) {
-    use std::io::Write;
-    let mut child = Command::new(tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool: {said}\n{page}");
-    assert!(said.trim().is_empty(), "promtool warnings: {said}");
 }
 
 #[test]

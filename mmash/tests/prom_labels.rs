@@ -10,7 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use common::{stats_dir, tool, Mmash};
+use common::{promtool_clean, stats_dir, Mmash};
 use mmstats::{Counter, FieldDef, Options, Schema, StatsFile};
 
 /// The writer: see [`writer_child`].
@@ -75,31 +75,6 @@ fn writer_child() {
     }
     drop(file);
     std::process::exit(0);
-}
-
-/// `promtool check metrics` exits 0 and prints nothing (no lint warnings).
-fn promtool_clean(page: &str) {
-    let mut child = Command::new(tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "promtool: {said}\n{page}");
-    assert!(said.trim().is_empty(), "promtool warnings: {said}\n{page}");
 }
 
 /// The one sample line of `name` whose labels contain every one of

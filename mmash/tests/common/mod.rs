@@ -400,3 +400,28 @@ pub fn tool(name: &str) -> PathBuf {
     }
     panic!("{name} is not installed: `apt-get install -y prometheus chromium` (.ci/run does)");
 }
+
+/// `promtool check metrics` exits 0 and prints nothing (no lint warnings).
+pub fn promtool_clean(page: &str) {
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {said}\n{page}");
+    assert!(said.trim().is_empty(), "promtool warnings: {said}\n{page}");
+}
