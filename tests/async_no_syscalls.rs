@@ -10,13 +10,12 @@
 //! `tests/no_syscalls.rs` does. The strace helpers are that test's.
 
 use std::path::Path;
-use std::process::Command;
 
 use mmstats_read::Value;
 
 mod common;
 
-use common::{build_example, strace_or_skip, total_calls};
+use common::{build_example, strace_counted, strace_or_skip};
 
 #[test]
 fn a_hundred_thousand_fold_more_instrumented_polls_make_no_more_syscalls() {
@@ -53,25 +52,13 @@ fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, cpu: bool) -> u64 {
     mmstats::install_sigbus_guard().unwrap();
     let stats_dir = tmp.join(name);
     let summary_path = tmp.join(format!("{name}.strace"));
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-c", "-o"])
-        .arg(&summary_path)
-        .arg("--")
-        .arg(exe)
-        .arg(n.to_string())
-        .env(mmstats::DIR_ENV, &stats_dir);
+    let mut args = vec![n.to_string()];
     if cpu {
-        cmd.arg("--cpu");
+        args.push("--cpu".into());
     }
-    let out = cmd.output().expect("run strace");
-    assert!(
-        out.status.success(),
-        "strace poll_loop {n} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, calls) = strace_counted(exe, &args, &stats_dir, &summary_path);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        stdout.trim(),
         (n + 1).to_string(),
         "poll_loop {n} printed the wrong number of polls"
     );
@@ -88,6 +75,5 @@ fn traced_run(exe: &Path, tmp: &Path, name: &str, n: u64, cpu: bool) -> u64 {
         }
     }
 
-    let summary = std::fs::read_to_string(&summary_path).expect("read strace summary");
-    total_calls(&summary).unwrap_or_else(|e| panic!("{e}; the summary:\n{summary}"))
+    calls
 }

@@ -11,13 +11,12 @@
 //! missing or unusable `strace` into a failure.
 
 use std::path::Path;
-use std::process::Command;
 
 use mmstats_read::Value;
 
 mod common;
 
-use common::{build_example, strace_or_skip, total_calls};
+use common::{build_example, strace_counted, strace_or_skip, total_calls};
 
 #[test]
 fn a_million_fold_more_increments_make_no_more_syscalls() {
@@ -77,28 +76,16 @@ fn traced_run(
     mmstats::install_sigbus_guard().unwrap();
     let stats_dir = tmp.join(name);
     let summary_path = tmp.join(format!("{name}.strace"));
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-c", "-o"])
-        .arg(&summary_path)
-        .arg("--")
-        .arg(exe)
-        .arg(n.to_string())
-        .env(mmstats::DIR_ENV, &stats_dir);
+    let mut args = vec![n.to_string()];
     if getpid_each {
-        cmd.arg("--getpid-each");
+        args.push("--getpid-each".into());
     }
     if through_metrics {
-        cmd.arg("--metrics");
+        args.push("--metrics".into());
     }
-    let out = cmd.output().expect("run strace");
-    assert!(
-        out.status.success(),
-        "strace incr_loop {n} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, calls) = strace_counted(exe, &args, &stats_dir, &summary_path);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        stdout.trim(),
         n.to_string(),
         "incr_loop {n} printed the wrong final value"
     );
@@ -116,8 +103,7 @@ fn traced_run(
         files[0].display()
     );
 
-    let summary = std::fs::read_to_string(&summary_path).expect("read strace summary");
-    total_calls(&summary).unwrap_or_else(|e| panic!("{e}; the summary:\n{summary}"))
+    calls
 }
 
 #[test]

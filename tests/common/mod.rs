@@ -174,3 +174,33 @@ fn words(line: &str) -> Vec<(usize, &str)> {
     }
     out
 }
+
+/// Runs `exe ARGS` under `strace -f -c` with `$MMSTATS_DIR` set to
+/// `stats_dir`, its summary written to `summary`; asserts that it
+/// succeeded and returns what it printed and its total of system calls.
+pub fn strace_counted(
+    exe: &Path,
+    args: &[String],
+    stats_dir: &Path,
+    summary: &Path,
+) -> (String, u64) {
+    let out = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(summary)
+        .arg("--")
+        .arg(exe)
+        .args(args)
+        .env(mmstats::DIR_ENV, stats_dir)
+        .output()
+        .expect("run strace");
+    assert!(
+        out.status.success(),
+        "strace {} {args:?} failed ({}):\n{}",
+        exe.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(summary).expect("read strace summary");
+    let calls = total_calls(&text).unwrap_or_else(|e| panic!("{e}; the summary:\n{text}"));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), calls)
+}
